@@ -1,0 +1,3 @@
+from .wavlm_segmentation import WavLMSegmentation
+
+__all__ = ["WavLMSegmentation"]

@@ -1,0 +1,252 @@
+"""WavLMSegmentation: a pyannote segmentation model with a (prunable) WavLM front end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
+from typing import Any
+
+import torch
+from pyannote.audio.core.model import Model
+from pyannote.audio.core.task import Task
+from pyannote.audio.utils.params import merge_dict
+from torch import nn
+from torchaudio.models import Conformer
+from transformers import PretrainedConfig
+
+from ..wavlm.config import resolve_wavlm
+from ..wavlm.frontend import WavLMFrontEnd
+
+WAVLM_SAMPLE_RATE = 16000
+
+
+class WavLMSegmentation(Model):
+    """WavLM segmentation model
+
+    WavLM > weighted sum of its L+1 hidden states > Linear + LayerNorm > Conformer > Classifier
+
+    Parameters
+    ----------
+    wavlm : str, path, transformers.WavLMConfig or dict, optional
+        Hugging Face model name or local directory written by `save_pretrained` (pretrained
+        weights are loaded), or a config (random initialisation).
+        Defaults to "microsoft/wavlm-base-plus". Whatever is given, the full config dict is
+        what is saved in the checkpoint, so that it reloads offline.
+    structure : dict, optional
+        Pruned WavLM structure ({"conv_channels": ..., "kept_heads": ..., "ffn_widths": ...})
+        relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
+        `prune()`; give it to instantiate a published structure (random weights).
+    gates : sequence of str, optional
+        Units carrying hard-concrete gates ("conv", "head", "ffn", "attention_layer",
+        "ffn_layer"). Set by `attach_gates()`, so that a gated checkpoint reloads with its gates.
+    freeze_wavlm : bool, optional
+        Keep WavLM's weights fixed (and its dropout off). Defaults to False.
+    cnn_gradient_scale : float, optional
+        Factor applied to the gradient that flows back into WavLM's CNN. Defaults to 0.1.
+    projection : dict, optional
+        {"dimension": 256}: width of the Linear + LayerNorm between WavLM and the Conformer.
+    conformer : dict, optional
+        Keyword arguments of `torchaudio.models.Conformer`. Defaults to {"num_layers": 4,
+        "num_heads": 4, "ffn_dim": 1024, "depthwise_conv_kernel_size": 31, "dropout": 0.1}.
+    learning_rate : dict, optional
+        AdamW learning rates {"wavlm": 2e-5, "backend": 1e-3}: WavLM, and everything else.
+    sample_rate : int, optional
+        Must be 16000, WavLM's rate.
+    num_channels : int, optional
+        Must be 1 (mono).
+    task : Task, optional
+        Task addressed by the model.
+    """
+
+    WAVLM_DEFAULT = "microsoft/wavlm-base-plus"
+    PROJECTION_DEFAULTS = {"dimension": 256}
+    CONFORMER_DEFAULTS = {
+        "num_layers": 4,
+        "num_heads": 4,
+        "ffn_dim": 1024,
+        "depthwise_conv_kernel_size": 31,
+        "dropout": 0.1,
+    }
+    LEARNING_RATE_DEFAULTS = {"wavlm": 2e-5, "backend": 1e-3}
+
+    def __init__(
+        self,
+        wavlm: str | os.PathLike | PretrainedConfig | Mapping[str, Any] | None = None,
+        structure: Mapping[str, Any] | None = None,
+        gates: Sequence[str] | None = None,
+        freeze_wavlm: bool = False,
+        cnn_gradient_scale: float = 0.1,
+        projection: dict | None = None,
+        conformer: dict | None = None,
+        learning_rate: dict | None = None,
+        sample_rate: int = WAVLM_SAMPLE_RATE,
+        num_channels: int = 1,
+        task: Task | None = None,
+    ):
+        if sample_rate != WAVLM_SAMPLE_RATE:
+            raise ValueError(
+                f"sample_rate={sample_rate}: WavLM works at {WAVLM_SAMPLE_RATE} Hz only "
+                "(pyannote resamples audio files to the model's rate)."
+            )
+        if num_channels != 1:
+            raise ValueError(f"num_channels={num_channels}: WavLM expects mono audio (1 channel).")
+        super().__init__(sample_rate=sample_rate, num_channels=num_channels, task=task)
+
+        projection = merge_dict(self.PROJECTION_DEFAULTS, projection)
+        conformer = merge_dict(self.CONFORMER_DEFAULTS, conformer)
+        learning_rate = merge_dict(self.LEARNING_RATE_DEFAULTS, learning_rate)
+        unknown = set(learning_rate) - set(self.LEARNING_RATE_DEFAULTS)
+        if unknown:
+            raise ValueError(
+                f"learning_rate has unknown keys {sorted(unknown)}: expected "
+                f"{sorted(self.LEARNING_RATE_DEFAULTS)}."
+            )
+
+        config, pretrained_state = resolve_wavlm(self.WAVLM_DEFAULT if wavlm is None else wavlm)
+        frontend_options = {"cnn_gradient_scale": cnn_gradient_scale}
+        if structure is not None:
+            frontend_options["structure"] = structure
+        self.frontend = WavLMFrontEnd(config, **frontend_options)
+        if pretrained_state is not None:
+            if structure is not None:
+                raise ValueError(
+                    "structure= cannot be combined with pretrained weights: prune() a model "
+                    "loaded from pretrained weights instead."
+                )
+            self.frontend.load_pretrained(pretrained_state)
+
+        self.save_hyperparameters(
+            "wavlm",
+            "structure",
+            "gates",
+            "freeze_wavlm",
+            "cnn_gradient_scale",
+            "projection",
+            "conformer",
+            "learning_rate",
+        )
+        # the full config, never a name or a path, so that the checkpoint reloads offline
+        self.hparams.wavlm = config.to_dict()
+        self.hparams.structure = None if structure is None else _plain_structure(structure)
+        self.hparams.projection = projection
+        self.hparams.conformer = conformer
+        self.hparams.learning_rate = learning_rate
+
+        if gates:
+            from ..wavlm.gating import attach_frontend_gates
+
+            attach_frontend_gates(self.frontend, units=tuple(gates))
+            self.hparams.gates = list(gates)
+
+        num_hidden_states = self.frontend.num_layers + 1
+        # softmax(0) = uniform average of the hidden states at initialisation
+        self.layer_weights = nn.Parameter(torch.zeros(num_hidden_states))
+        self.projection = nn.Linear(config.hidden_size, projection["dimension"])
+        self.projection_norm = nn.LayerNorm(projection["dimension"])
+        self.conformer = Conformer(input_dim=projection["dimension"], **conformer)
+
+        self.freeze_wavlm = freeze_wavlm
+        for parameter in self.frontend.parameters():
+            parameter.requires_grad = not freeze_wavlm
+
+    @property
+    def wavlm_config(self):
+        """transformers.WavLMConfig of the (unpruned) WavLM architecture."""
+        return self.frontend.config
+
+    @property
+    def structure(self) -> dict | None:
+        """Pruned WavLM structure, or None for the unpruned architecture."""
+        return self.hparams.structure
+
+    @property
+    def dimension(self) -> int:
+        """Number of output classes (powerset classes for powerset tasks)."""
+        if isinstance(self.specifications, tuple):
+            raise ValueError("WavLMSegmentation does not support multi-tasking.")
+        if self.specifications.powerset:
+            return self.specifications.num_powerset_classes
+        return len(self.specifications.classes)
+
+    def build(self):
+        self.classifier = nn.Linear(self.hparams.projection["dimension"], self.dimension)
+        self.activation = self.default_activation()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_wavlm:
+            # a frozen front end is a fixed feature extractor: no dropout either
+            self.frontend.eval()
+        return self
+
+    @lru_cache
+    def num_frames(self, num_samples: int) -> int:
+        """Number of output frames for `num_samples` input samples."""
+        return self.frontend.num_frames(num_samples)
+
+    def receptive_field_size(self, num_frames: int = 1) -> int:
+        """Number of input samples seen by `num_frames` consecutive output frames."""
+        return self.frontend.receptive_field_size(num_frames)
+
+    def receptive_field_center(self, frame: int = 0) -> float:
+        """Index (possibly half-integer) of the input sample at the centre of `frame`'s field.
+
+        WavLM's first frame sees samples 0..399, whose centre is 199.5: pyannote's generic
+        helper floors it, which would shift every frame by half a sample.
+        """
+        return frame * self.frontend.frame_step() + (self.receptive_field_size(1) - 1) / 2
+
+    def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Frame-wise (powerset) log-probabilities
+
+        waveforms (Tensor): shape (batch, 1, samples), 16 kHz
+        returns (Tensor): shape (batch, frames, classes)
+        """
+        if waveforms.dim() != 3 or waveforms.shape[1] != 1:
+            raise ValueError(
+                f"waveforms has shape {tuple(waveforms.shape)}: expected (batch, 1, samples)."
+            )
+        num_samples = waveforms.shape[-1]
+        if self.frontend.num_frames(num_samples) < 1:
+            raise ValueError(
+                f"waveforms has {num_samples} samples: WavLM needs at least "
+                f"{self.receptive_field_size(1)} (one {self.receptive_field_size(1) / 16:.0f} ms frame)."
+            )
+        hidden_states = self.frontend(waveforms[:, 0])
+        weights = torch.softmax(self.layer_weights, dim=0)
+        features = weights[0] * hidden_states[0]
+        for weight, hidden in zip(weights[1:], hidden_states[1:]):
+            features = features + weight * hidden
+        features = self.projection_norm(self.projection(features))
+        batch_size, num_frames, _ = features.shape
+        lengths = torch.full((batch_size,), num_frames, dtype=torch.long, device=features.device)
+        features, _ = self.conformer(features, lengths)
+        return self.activation(self.classifier(features))
+
+    def parameter_groups(self) -> list[dict]:
+        """AdamW parameter groups: WavLM and the back end, each with its learning rate."""
+        wavlm, backend = [], []
+        for name, parameter in self.named_parameters():
+            if not parameter.requires_grad:
+                continue
+            (wavlm if name.startswith("frontend.") else backend).append(parameter)
+        learning_rate = self.hparams.learning_rate
+        groups = [{"params": backend, "lr": learning_rate["backend"], "name": "backend"}]
+        if wavlm:
+            groups.append({"params": wavlm, "lr": learning_rate["wavlm"], "name": "wavlm"})
+        return groups
+
+    def configure_optimizers(self):
+        return torch.optim.AdamW(self.parameter_groups())
+
+
+def _plain_structure(structure: Mapping[str, Any]) -> dict:
+    """A copy of `structure` made of plain lists and ints (safe for YAML and hparams)."""
+    plain = {}
+    for key, value in structure.items():
+        if isinstance(value, (list, tuple)):
+            plain[key] = [list(map(int, v)) if isinstance(v, (list, tuple)) else v for v in value]
+        else:
+            plain[key] = value
+    return plain

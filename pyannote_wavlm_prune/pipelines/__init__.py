@@ -1,0 +1,3 @@
+from .offline import SpeakerDiarization
+
+__all__ = ["SpeakerDiarization"]

@@ -1,0 +1,126 @@
+"""WavLM as a front end: waveform in, all L+1 hidden states out."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import WavLMConfig, WavLMModel
+
+# Wav2Vec2FeatureExtractor's per-utterance normalisation constant (WavLM Large expects it)
+NORMALISATION_EPS = 1e-7
+
+
+class ScaleGradient(torch.autograd.Function):
+    """Identity in the forward pass, gradient multiplied by `scale` in the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, scale: float) -> torch.Tensor:
+        ctx.scale = scale
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return grad * ctx.scale, None
+
+
+class WavLMFrontEnd(nn.Module):
+    """WavLM feature extractor returning the input of every transformer layer and the last output
+
+    CNN > (gradient x 0.1) > feature projection > positional convolution > L transformer layers
+
+    The modules are those of `transformers.WavLMModel` (kept under `self.wavlm`, so pretrained
+    state dicts load as they are); the loop over them is ours, so that every hidden state is
+    returned without transformers' output recording and pruned layers can be swapped in.
+
+    Hidden state 0 is the input of layer 1, hidden state j the output of layer j, as in
+    `WavLMModel(..., output_hidden_states=True).hidden_states` of transformers 5: for pre-LN
+    configs (Large) the last one is taken before the encoder's final layer norm, which is
+    therefore never used and is removed (it would be a parameter without gradient under DDP).
+
+    Parameters
+    ----------
+    config : WavLMConfig
+        Architecture. Configs with a layer-normalised CNN (the Large family) get each input
+        normalised to zero mean and unit variance, as WavLM Large was pre-trained.
+    cnn_gradient_scale : float, optional
+        Factor applied to the gradient flowing back into the CNN. Defaults to 0.1.
+    """
+
+    def __init__(self, config: WavLMConfig, cnn_gradient_scale: float = 0.1):
+        super().__init__()
+        self.config = config
+        self.cnn_gradient_scale = cnn_gradient_scale
+        self.wavlm = WavLMModel(config)
+        if config.do_stable_layer_norm:
+            del self.wavlm.encoder.layer_norm
+        self.normalize_waveform = config.feat_extract_norm == "layer"
+
+    @property
+    def num_layers(self) -> int:
+        """Number of transformer layers L (there are L + 1 hidden states)."""
+        return len(self.wavlm.encoder.layers)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.config.hidden_size
+
+    def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> None:
+        """Load the weights of a `transformers.WavLMModel`, checking that none is missing."""
+        missing, _ = self.wavlm.load_state_dict(state_dict, strict=False)
+        if missing:
+            raise ValueError(f"Pretrained WavLM weights lack {len(missing)} tensors: {missing[:5]}...")
+
+    def num_frames(self, num_samples: int) -> int:
+        """Number of frames WavLM outputs for `num_samples` input samples (0 if too short)."""
+        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride):
+            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
+        return num_samples
+
+    def receptive_field_size(self, num_frames: int = 1) -> int:
+        """Number of input samples seen by `num_frames` consecutive output frames."""
+        size = num_frames
+        for kernel, stride in zip(reversed(self.config.conv_kernel), reversed(self.config.conv_stride)):
+            size = (size - 1) * stride + kernel
+        return size
+
+    def frame_step(self) -> int:
+        """Number of input samples between two consecutive frames."""
+        return self.receptive_field_size(2) - self.receptive_field_size(1)
+
+    def extract_features(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """CNN features
+
+        waveforms (Tensor): shape (batch, samples)
+        returns (Tensor): shape (batch, frames, channels of the last CNN layer)
+        """
+        if self.normalize_waveform:
+            mean = waveforms.mean(dim=-1, keepdim=True)
+            var = waveforms.var(dim=-1, keepdim=True, unbiased=False)
+            waveforms = (waveforms - mean) / torch.sqrt(var + NORMALISATION_EPS)
+        features = waveforms[:, None]
+        for conv_layer in self.wavlm.feature_extractor.conv_layers:
+            features = conv_layer(features)
+        if self.training and self.cnn_gradient_scale != 1.0:
+            features = ScaleGradient.apply(features, self.cnn_gradient_scale)
+        return features.transpose(1, 2)
+
+    def forward(self, waveforms: torch.Tensor) -> list[torch.Tensor]:
+        """All hidden states
+
+        waveforms (Tensor): shape (batch, samples), 16 kHz
+        returns (list of L + 1 Tensors): each of shape (batch, frames, hidden_size)
+        """
+        features = self.extract_features(waveforms)
+        hidden_states, _ = self.wavlm.feature_projection(features)
+        encoder = self.wavlm.encoder
+        hidden_states = hidden_states + encoder.pos_conv_embed(hidden_states)
+        if not self.config.do_stable_layer_norm:
+            hidden_states = encoder.layer_norm(hidden_states)
+        hidden_states = encoder.dropout(hidden_states)
+
+        all_hidden_states = [hidden_states]
+        position_bias = None
+        for layer in encoder.layers:
+            hidden_states, position_bias = layer(hidden_states, position_bias=position_bias)
+            all_hidden_states.append(hidden_states)
+        return all_hidden_states

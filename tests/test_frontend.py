@@ -1,0 +1,111 @@
+"""The WavLM front end: same hidden states as transformers, WavLM's frame arithmetic."""
+
+import pytest
+import torch
+from transformers import WavLMConfig, WavLMModel
+
+from pyannote_wavlm_prune.wavlm.config import resolve_wavlm
+from pyannote_wavlm_prune.wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
+from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
+
+
+def reference_hidden_states(frontend: WavLMFrontEnd, waveforms: torch.Tensor):
+    """hidden_states of a stock transformers.WavLMModel holding the front end's weights."""
+    reference = WavLMModel(frontend.config).eval()
+    missing, unexpected = reference.load_state_dict(frontend.wavlm.state_dict(), strict=False)
+    # the front end drops the (unused) final layer norm of pre-LN configs
+    assert unexpected == []
+    assert all(key.startswith("encoder.layer_norm.") for key in missing)
+    if frontend.normalize_waveform:
+        mean = waveforms.mean(-1, keepdim=True)
+        var = waveforms.var(-1, keepdim=True, unbiased=False)
+        waveforms = (waveforms - mean) / torch.sqrt(var + NORMALISATION_EPS)
+    return reference(waveforms, output_hidden_states=True).hidden_states
+
+
+@pytest.mark.parametrize("family", ["base", "large"])
+def test_hidden_states_equal_those_of_transformers(family):
+    frontend = WavLMFrontEnd(tiny_config(family, num_hidden_layers=3)).eval()
+    waveforms = torch.randn(2, 16000 + 1234)
+    with torch.inference_mode():
+        ours = frontend(waveforms)
+        theirs = reference_hidden_states(frontend, waveforms)
+    assert len(ours) == len(theirs) == 4
+    for mine, reference in zip(ours, theirs):
+        assert mine.shape == reference.shape == (2, 53, 32)
+        assert (mine - reference).abs().max().item() <= 1e-5
+
+
+def test_large_family_normalises_each_waveform_and_base_does_not():
+    assert WavLMFrontEnd(tiny_config("large")).normalize_waveform
+    assert not WavLMFrontEnd(tiny_config("base")).normalize_waveform
+    frontend = WavLMFrontEnd(tiny_config("large")).eval()
+    waveform = torch.randn(1, 8000)
+    with torch.inference_mode():
+        # scale and offset are normalised away
+        first = frontend(waveform)[-1]
+        second = frontend(3.0 * waveform + 0.5)[-1]
+    assert (first - second).abs().max().item() <= 1e-4
+
+
+def test_layer_drop_and_time_masking_are_off_whatever_the_config_says():
+    config, _ = resolve_wavlm(WavLMConfig(layerdrop=0.3, mask_time_prob=0.5, hidden_size=32,
+                                          num_attention_heads=4, num_hidden_layers=2))
+    assert config.layerdrop == 0.0 and config.mask_time_prob == 0.0
+    frontend = WavLMFrontEnd(tiny_config()).train()
+    # no masked_spec_embed means no SpecAugment-style masking is possible
+    assert not hasattr(frontend.wavlm, "masked_spec_embed")
+
+
+def test_cnn_gradient_is_scaled_by_a_tenth():
+    torch.manual_seed(0)
+    # float64: the CNN's gradients are small enough for float32 cancellation to show
+    # no dropout, so that both training-mode passes are identical
+    config = tiny_config(attention_dropout=0.0, hidden_dropout=0.0, activation_dropout=0.0)
+    scaled = WavLMFrontEnd(config, cnn_gradient_scale=0.1).double().train()
+    plain = WavLMFrontEnd(config, cnn_gradient_scale=1.0).double().train()
+    plain.load_state_dict(scaled.state_dict())
+    waveforms = torch.randn(1, 8000, dtype=torch.float64)
+    for frontend in (scaled, plain):
+        frontend(waveforms)[-1].sum().backward()
+    conv_scaled = scaled.wavlm.feature_extractor.conv_layers[0].conv.weight.grad
+    conv_plain = plain.wavlm.feature_extractor.conv_layers[0].conv.weight.grad
+    scale = conv_plain.abs().max().item()
+    assert (conv_scaled - 0.1 * conv_plain).abs().max().item() <= 1e-9 * scale
+    # everything after the CNN is untouched
+    projection_scaled = scaled.wavlm.feature_projection.projection.weight.grad
+    projection_plain = plain.wavlm.feature_projection.projection.weight.grad
+    torch.testing.assert_close(projection_scaled, projection_plain)
+
+
+@pytest.mark.parametrize(
+    "num_samples, num_frames",
+    [(399, 0), (400, 1), (719, 1), (720, 2), (16000, 49), (128000, 399), (160000, 499)],
+)
+def test_num_frames_follows_the_conv_stack(num_samples, num_frames):
+    assert WavLMFrontEnd(tiny_config()).num_frames(num_samples) == num_frames
+
+
+def test_receptive_field_is_25_ms_with_a_20_ms_step():
+    frontend = WavLMFrontEnd(tiny_config())
+    assert frontend.receptive_field_size(1) == 400
+    assert frontend.frame_step() == 320
+
+
+def test_base_plus_architecture_has_94_38_million_parameters():
+    frontend = WavLMFrontEnd(base_plus_config())
+    assert sum(p.numel() for p in frontend.parameters()) == 94_381_168
+
+
+def test_a_config_that_is_not_wavlm_is_refused():
+    from transformers import Wav2Vec2Config
+
+    with pytest.raises(ValueError, match="expected a transformers.WavLMConfig"):
+        resolve_wavlm(Wav2Vec2Config())
+    with pytest.raises(ValueError, match="'wav2vec2' config"):
+        resolve_wavlm(Wav2Vec2Config().to_dict())
+
+
+def test_unknown_model_name_offline_is_refused_with_a_hint():
+    with pytest.raises(ValueError, match="Could not load WavLM 'nobody/no-such-wavlm'.*HF_HUB_OFFLINE"):
+        resolve_wavlm("nobody/no-such-wavlm")

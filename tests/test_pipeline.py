@@ -1,0 +1,35 @@
+"""WavLMSegmentation inside pyannote's SpeakerDiarization pipeline, fully offline."""
+
+import pytest
+from helpers import tiny_model
+from pyannote.audio.models.embedding import XVectorMFCC
+from pyannote.audio.sample import SAMPLE_FILE
+from pyannote.core import Annotation
+
+from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+
+AGGLOMERATIVE = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
+}
+
+
+def test_pipeline_diarizes_pyannote_sample_file_offline():
+    pipeline = SpeakerDiarization(
+        segmentation=tiny_model(duration=5.0),
+        embedding=XVectorMFCC().eval(),  # random weights: the hub is out of reach
+        clustering="AgglomerativeClustering",
+        segmentation_step=0.5,
+    )
+    pipeline.instantiate(AGGLOMERATIVE)
+    diarization = pipeline(SAMPLE_FILE).speaker_diarization
+    assert isinstance(diarization, Annotation)
+    assert diarization.uri == "sample"
+    extent = diarization.get_timeline().extent()
+    assert 0.0 <= extent.start and extent.end <= 30.0 + 1e-6
+    assert len(diarization.labels()) >= 1
+
+
+def test_vbx_clustering_without_plda_is_refused():
+    with pytest.raises(ValueError, match="VBxClustering' needs plda"):
+        SpeakerDiarization(segmentation=tiny_model(), embedding=XVectorMFCC(), clustering="VBxClustering")
