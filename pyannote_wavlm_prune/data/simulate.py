@@ -1,0 +1,808 @@
+"""Simulated-conversation corpora, written as pyannote.database protocols.
+
+>>> from pyannote_wavlm_prune.data import simulate, get_protocol
+>>> database_yml = simulate("data/simulated/tiny", preset="tiny")
+>>> protocol = get_protocol(database_yml)  # Simulated.SpeakerDiarization.tiny
+>>> file = next(protocol.train())  # file["audio"], file["annotation"], file["annotated"]
+
+A corpus root holds::
+
+    audio/<uri>.wav           16 kHz mono 16-bit mixtures
+    rttm/<subset>.rttm        reference, one file per subset (train, development, test)
+    uem/<subset>.uem          annotated part: the whole of each file
+    lists/<subset>.txt        uris
+    database.yml              <database>.SpeakerDiarization.<name>, paths relative to it
+    simulation.json           build parameters, build status and realised statistics
+
+Reproducibility: every random number comes from numpy generators seeded by
+`SimulationConfig.seed` (speaker pools), by the seed and a speaker name
+(utterances) or by the seed, the subset and the conversation index (everything
+else), so the same parameters give byte-identical files, and each conversation
+can be regenerated alone (`Simulator.conversation`, `Simulator.render`).
+
+Resuming and rebuilding: `simulation.json` is written first (status "building")
+and rewritten last (status "complete"); every file is written to a temporary
+name then renamed. Building again into the same root with the same parameters
+does nothing when the corpus is complete and finishes it otherwise (files that
+exist are kept). With other parameters it raises `FileExistsError` rather than
+overwriting: choose another root, or delete this one.
+
+Loading (`get_protocol`): pyannote.database resolves "Databases" (audio) paths
+against the yml's folder, but list, RTTM and UEM paths against the working
+directory first and the yml's folder only when not found there; do not run from
+a folder that has its own lists/, rttm/ or uem/ files. Its registry also keeps a
+single audio location per database name, so each corpus is loaded into a
+registry of its own by default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import numbers
+import os
+import warnings
+import wave
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import yaml
+
+from .conversation import (
+    SAMPLE_RATE,
+    Conversation,
+    Rendering,
+    Utterance,
+    plan_conversation,
+    render_conversation,
+)
+
+SUBSETS = ("train", "development", "test")
+MARKER = "simulation.json"
+FORMAT_VERSION = 1  # bump when a code change alters the audio that given parameters produce
+
+# Conversation-level realised overlap further than this from the request is reported.
+OVERLAP_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """Parameters of a simulated corpus (all of them: they are its identity).
+
+    Parameters
+    ----------
+    name : str
+        Protocol name (``<database>.SpeakerDiarization.<name>``) and uri prefix.
+    database : str, optional
+        Database name. Defaults to "Simulated".
+    seed : int, optional
+        Seed of every random choice. Defaults to 0.
+    conversations : (int, int, int), optional
+        Number of conversations in train, development and test. Defaults to (6, 2, 2).
+    duration : (float, float), optional
+        Range of conversation lengths, in seconds; a conversation may run up to 25%
+        (or 8 s) longer to reach its overlap ratio. Defaults to (12.0, 20.0).
+    num_speakers : int or (int, int), optional
+        Speakers per conversation, or a range of them (at least 2). Defaults to (2, 3).
+    speakers_per_subset : (int, int, int), optional
+        Size of the train, development and test speaker pools (pools are disjoint).
+        Defaults to (8, 4, 4).
+    utterances_per_speaker : int, optional
+        Utterances synthesised (espeak-ng) or read (folder) per speaker. Defaults to 8.
+    overlap : float, optional
+        Overlap ratio, in [0, 1): time where 2+ speakers talk over time where 1+
+        speakers talk, in each conversation; reached within 0.05 (nearly always
+        0.01) up to 0.5, may fall short above (two speakers cannot talk over each
+        other that much).
+        Defaults to 0.2.
+    pause : (float, float), optional
+        Range of pauses between turns, in seconds. Defaults to (0.1, 1.0).
+    noise_snr : float or (float, float), optional
+        Signal-to-noise ratio of additive colored noise, or a range of them, in dB.
+        Defaults to None (no noise).
+    reverb : bool, optional
+        Give each speaker a synthetic room response. Defaults to False.
+    rt60 : (float, float), optional
+        Range of reverberation times when `reverb`, in seconds. Defaults to (0.2, 0.6).
+    source : str, optional
+        Folder of ``<speaker>/*.wav|flac`` single-speaker recordings. Defaults to
+        None: espeak-ng voices.
+    max_utterance : float, optional
+        Longest utterance read from `source`, in seconds. Defaults to 8.0.
+    activity_threshold : float, optional
+        A 10 ms frame of an utterance is speech when within this many dB of the
+        utterance's loudest frame. Defaults to -40.0.
+
+    Raises
+    ------
+    ValueError
+        When a value is out of range; the message names it.
+    """
+
+    name: str = "tiny"
+    database: str = "Simulated"
+    seed: int = 0
+    conversations: tuple[int, int, int] = (6, 2, 2)
+    duration: tuple[float, float] = (12.0, 20.0)
+    num_speakers: int | tuple[int, int] = (2, 3)
+    speakers_per_subset: tuple[int, int, int] = (8, 4, 4)
+    utterances_per_speaker: int = 8
+    overlap: float = 0.2
+    pause: tuple[float, float] = (0.1, 1.0)
+    noise_snr: float | tuple[float, float] | None = None
+    reverb: bool = False
+    rt60: tuple[float, float] = (0.2, 0.6)
+    source: str | None = None
+    max_utterance: float = 8.0
+    activity_threshold: float = -40.0
+
+    def __post_init__(self) -> None:
+        # normalise first (ints to ranges, lists to tuples, folders to absolute
+        # paths) so that equal corpora have equal parameters
+        def set_(field: str, value: Any) -> None:
+            object.__setattr__(self, field, value)
+
+        # numpy scalars become Python numbers: parameters are compared as JSON
+        def plain(value: Any, kind: type) -> Any:
+            if isinstance(value, np.integer | np.floating) or (
+                kind is float and isinstance(value, int) and not isinstance(value, bool)
+            ):
+                return kind(value)
+            return value
+
+        if isinstance(self.num_speakers, numbers.Integral):
+            set_("num_speakers", (self.num_speakers, self.num_speakers))
+        if isinstance(self.noise_snr, numbers.Real):
+            set_("noise_snr", (self.noise_snr, self.noise_snr))
+        for field, kind in (("seed", int), ("utterances_per_speaker", int), ("overlap", float),
+                            ("max_utterance", float), ("activity_threshold", float)):  # fmt: skip
+            set_(field, plain(getattr(self, field), kind))
+        for field, kind in (("conversations", int), ("num_speakers", int),
+                            ("speakers_per_subset", int), ("duration", float), ("pause", float),
+                            ("noise_snr", float), ("rt60", float)):  # fmt: skip
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, tuple | list):
+                raise ValueError(f"{field} must be a tuple of {kind.__name__}, got {value!r}")
+            if value is not None:
+                set_(field, tuple(plain(v, kind) for v in value))
+        if self.source is not None:
+            set_("source", str(Path(self.source).expanduser().resolve()))
+        self._validate()
+
+    def _validate(self) -> None:
+        for field in ("name", "database"):
+            value = getattr(self, field)
+            if (
+                not isinstance(value, str)
+                or not value
+                or not value.replace("-", "").replace("_", "").isalnum()
+            ):
+                raise ValueError(
+                    f"{field} must be a non-empty identifier (letters, digits, -, _), got {value!r}"
+                )
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        _check_range("duration", self.duration, low=0.0, strict=True)
+        _check_range("pause", self.pause, low=0.0, strict=False)
+        _check_range("rt60", self.rt60, low=0.0, strict=True)
+        if self.noise_snr is not None:
+            _check_range("noise_snr", self.noise_snr, low=-np.inf, strict=False)
+        if not (isinstance(self.overlap, float) and 0.0 <= self.overlap < 1.0):
+            raise ValueError(f"overlap must be in [0, 1), got {self.overlap!r}")
+        if len(self.num_speakers) != 2 or self.num_speakers[0] > self.num_speakers[1]:
+            raise ValueError(
+                f"num_speakers must be an int or a (min, max) pair, got {self.num_speakers!r}"
+            )
+        if self.num_speakers[0] < 2:
+            raise ValueError(
+                f"num_speakers must be at least 2 per conversation, got {self.num_speakers[0]}"
+            )
+        for field in ("conversations", "speakers_per_subset"):
+            value = getattr(self, field)
+            if len(value) != 3 or any(not isinstance(n, int) or n < 1 for n in value):
+                raise ValueError(
+                    f"{field} must be 3 positive integers (train, development, test), got {value!r}"
+                )
+        for subset, pool in zip(SUBSETS, self.speakers_per_subset, strict=True):
+            if pool < self.num_speakers[1]:
+                raise ValueError(
+                    f"speakers_per_subset gives {subset} {pool} speakers, fewer than "
+                    f"num_speakers={self.num_speakers[1]} in one conversation"
+                )
+        if self.utterances_per_speaker < 1:
+            raise ValueError(
+                f"utterances_per_speaker must be at least 1, got {self.utterances_per_speaker!r}"
+            )
+        if self.max_utterance <= 0:
+            raise ValueError(f"max_utterance must be positive, got {self.max_utterance!r}")
+        if self.activity_threshold >= 0:
+            raise ValueError(
+                f"activity_threshold must be negative (dB below the loudest frame), "
+                f"got {self.activity_threshold!r}"
+            )
+
+    @classmethod
+    def from_preset(cls, preset: str, **overrides: Any) -> SimulationConfig:
+        """Return the parameters of `preset` ("tiny" or "quickstart") with `overrides`.
+
+        Raises
+        ------
+        ValueError
+            When `preset` is unknown or an override names no parameter.
+        """
+        if preset not in PRESETS:
+            raise ValueError(f"unknown preset {preset!r}, expected one of {sorted(PRESETS)}")
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(overrides) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown simulation parameter(s) {unknown}, expected some of {sorted(known)}"
+            )
+        return cls(**{**PRESETS[preset], **overrides})
+
+    @property
+    def protocol(self) -> str:
+        """Full protocol name, e.g. "Simulated.SpeakerDiarization.tiny"."""
+        return f"{self.database}.SpeakerDiarization.{self.name}"
+
+    def uri(self, subset: str, index: int) -> str:
+        """Return the uri of conversation `index` of `subset` (unique across presets)."""
+        return f"{self.name}_{subset}_{index:03d}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the parameters as JSON-compatible values."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # unit tests: builds in a couple of seconds
+    "tiny": dict(
+        name="tiny",
+        conversations=(6, 2, 2),
+        duration=(12.0, 20.0),
+        num_speakers=(2, 3),
+        speakers_per_subset=(8, 4, 4),
+        utterances_per_speaker=8,
+        overlap=0.2,
+    ),
+    # CPU demo: enough to train a small segmentation model in minutes
+    "quickstart": dict(
+        name="quickstart",
+        conversations=(40, 6, 6),
+        duration=(25.0, 35.0),
+        num_speakers=(2, 4),
+        speakers_per_subset=(24, 8, 8),
+        utterances_per_speaker=12,
+        overlap=0.2,
+    ),
+}
+
+
+def _check_range(field: str, value: tuple[float, float], low: float, strict: bool) -> None:
+    ok = (
+        len(value) == 2 and value[0] <= value[1] and (value[0] > low if strict else value[0] >= low)
+    )
+    if not ok:
+        bound = f"> {low}" if strict else f">= {low}"
+        raise ValueError(
+            f"{field} must be a (min, max) range with min <= max and min {bound}, got {value!r}"
+        )
+
+
+class SpeakerSource(Protocol):
+    """What the simulator needs from a source of single-speaker utterances."""
+
+    def fingerprint(self) -> dict:
+        """Return what identifies the audio the source produces (JSON-compatible)."""
+
+    def draw_speakers(self, count: int, rng: np.random.Generator) -> list[str]:
+        """Return `count` distinct speaker names (no white space) drawn with `rng`."""
+
+    def utterances_of(
+        self, counts: dict[str, int], seed: int, progress: bool = False
+    ) -> dict[str, list[np.ndarray]]:
+        """Return speaker name -> up to `counts[speaker]` float64 waveforms at 16 kHz."""
+
+
+def make_source(config: SimulationConfig) -> SpeakerSource:
+    """Return the speaker source of `config`: espeak-ng voices, or its `source` folder."""
+    if config.source is None:
+        from .voices import EspeakSource
+
+        return EspeakSource()
+    from .folder import FolderSource
+
+    return FolderSource(config.source, max_duration=config.max_utterance)
+
+
+class Simulator:
+    """Conversations of a corpus, one at a time, from its parameters alone.
+
+    Speaker pools and their utterances are made on construction (espeak-ng runs
+    here); conversations are planned and rendered on demand.
+
+    Parameters
+    ----------
+    config : SimulationConfig
+    progress : bool, optional
+        Show a progress bar while utterances are made. Defaults to False.
+
+    Raises
+    ------
+    ValueError
+        When the source has too few speakers or a speaker has no audible utterance.
+    """
+
+    def __init__(self, config: SimulationConfig, progress: bool = False):
+        self.config = config
+        self.source = make_source(config)
+        pool_rng = np.random.default_rng([config.seed, 0])
+        drawn = self.source.draw_speakers(sum(config.speakers_per_subset), pool_rng)
+        bounds = np.cumsum([0, *config.speakers_per_subset])
+        self.pools = {subset: drawn[bounds[i] : bounds[i + 1]] for i, subset in enumerate(SUBSETS)}
+        waveforms = self.source.utterances_of(
+            dict.fromkeys(drawn, config.utterances_per_speaker), config.seed, progress=progress
+        )
+        self.banks: dict[str, list[Utterance]] = {}
+        for speaker, speaker_waveforms in waveforms.items():
+            utterances = [
+                Utterance.from_waveform(w, config.activity_threshold) for w in speaker_waveforms
+            ]
+            self.banks[speaker] = [u for u in utterances if u is not None]
+            if not self.banks[speaker]:
+                raise ValueError(f"speaker {speaker!r} has no audible utterance")
+
+    def fingerprint(self) -> dict[str, Any]:
+        """Return the build parameters: the config, the source's identity and the format."""
+        return {
+            "config": self.config.to_dict(),
+            "source": self.source.fingerprint(),
+            "format": FORMAT_VERSION,
+        }
+
+    def _rngs(self, subset: str, index: int) -> list[np.random.Generator]:
+        # one stream per concern: skipping a rendering (file already written) or
+        # changing the noise leaves the plan of this and every other conversation as is
+        sequence = np.random.SeedSequence([self.config.seed, 1 + SUBSETS.index(subset), index])
+        return [np.random.default_rng(child) for child in sequence.spawn(3)]
+
+    def conversation(self, subset: str, index: int) -> Conversation:
+        """Return the plan of conversation `index` of `subset`."""
+        if subset not in SUBSETS:
+            raise ValueError(f"unknown subset {subset!r}, expected one of {SUBSETS}")
+        config = self.config
+        plan_rng, _, _ = self._rngs(subset, index)
+        pool = self.pools[subset]
+        num_speakers = int(plan_rng.integers(config.num_speakers[0], config.num_speakers[1] + 1))
+        speakers = [
+            pool[i] for i in sorted(plan_rng.choice(len(pool), num_speakers, replace=False))
+        ]
+        return plan_conversation(
+            config.uri(subset, index),
+            plan_rng,
+            {speaker: self.banks[speaker] for speaker in speakers},
+            target_duration=plan_rng.uniform(*config.duration),
+            overlap=config.overlap,
+            pause=config.pause,
+        )
+
+    def render(
+        self, subset: str, index: int, conversation: Conversation | None = None
+    ) -> Rendering:
+        """Return the audio of conversation `index` of `subset`, with per-speaker dry tracks."""
+        if conversation is None:
+            conversation = self.conversation(subset, index)
+        _, room_rng, noise_rng = self._rngs(subset, index)
+        return render_conversation(
+            conversation,
+            self.banks,
+            room_rng,
+            noise_rng,
+            noise_snr=self.config.noise_snr,
+            rt60=self.config.rt60 if self.config.reverb else None,
+        )
+
+    def conversations(self, subset: str) -> Iterator[Conversation]:
+        """Yield the plans of all conversations of `subset`."""
+        for index in range(self.config.conversations[SUBSETS.index(subset)]):
+            yield self.conversation(subset, index)
+
+
+def simulate(
+    root: str | Path,
+    preset: str = "tiny",
+    *,
+    seed: int = 0,
+    overlap: float | None = None,
+    num_speakers: int | tuple[int, int] | None = None,
+    noise_snr: float | tuple[float, float] | None = None,
+    reverb: bool = False,
+    source: str | Path | None = None,
+    progress: bool = True,
+    **overrides: Any,
+) -> Path:
+    """Build (or finish, or find) a simulated corpus in `root`; return its database.yml.
+
+    Parameters
+    ----------
+    root : str or Path
+        Corpus folder, created if needed.
+    preset : {"tiny", "quickstart"}, optional
+        Starting parameters. Defaults to "tiny".
+    seed : int, optional
+        Defaults to 0.
+    overlap : float, optional
+        Overlap ratio in [0, 1). Defaults to the preset's (0.2).
+    num_speakers : int or (int, int), optional
+        Speakers per conversation. Defaults to the preset's.
+    noise_snr : float or (float, float), optional
+        SNR of additive noise in dB. Defaults to no noise.
+    reverb : bool, optional
+        Add synthetic reverberation. Defaults to False.
+    source : str or Path, optional
+        Folder of ``<speaker>/*.wav|flac``. Defaults to espeak-ng voices.
+    progress : bool, optional
+        Show progress bars. Defaults to True.
+    **overrides
+        Any other `SimulationConfig` parameter (e.g. ``conversations=(2, 1, 1)``, ``name="mine"``).
+
+    Returns
+    -------
+    database_yml : Path
+        The corpus' database.yml, defining ``<database>.SpeakerDiarization.<name>``.
+
+    Raises
+    ------
+    ValueError
+        On a bad parameter (naming it), an unknown preset or an empty source folder.
+    FileExistsError
+        When `root` holds a corpus built with other parameters, or other files.
+    """
+    given = dict(seed=seed, reverb=reverb, **overrides)
+    for key, value in (("overlap", overlap), ("num_speakers", num_speakers),
+                       ("noise_snr", noise_snr), ("source", source)):  # fmt: skip
+        if value is not None:
+            given[key] = str(value) if key == "source" else value
+    config = SimulationConfig.from_preset(preset, **given)
+    return build_corpus(root, config, progress=progress)
+
+
+def build_corpus(root: str | Path, config: SimulationConfig, progress: bool = True) -> Path:
+    """Build the corpus of `config` in `root`; return its database.yml (see `simulate`)."""
+    from tqdm.auto import tqdm
+
+    root = Path(root)
+    database_yml = root / "database.yml"
+    marker = _read_marker(root)
+    if marker is None and root.exists():
+        clashes = [
+            name
+            for name in ("audio", "rttm", "uem", "lists", "database.yml")
+            if (root / name).exists()
+        ]
+        if clashes:
+            raise FileExistsError(
+                f"{str(root)!r} already holds {clashes} but no {MARKER}: not a corpus of this "
+                "simulator; use another root"
+            )
+
+    # a complete corpus is recognised without running espeak-ng: the config and the
+    # format are compared first, the source fingerprint (cheap) next
+    if marker is not None:
+        from_marker = marker.get("parameters", {})
+        if (
+            from_marker.get("config") != config.to_dict()
+            or from_marker.get("format") != FORMAT_VERSION
+        ):
+            raise FileExistsError(_difference_message(root, from_marker, config))
+        source = make_source(config)
+        if from_marker.get("source") != source.fingerprint():
+            raise FileExistsError(
+                f"{str(root)!r} was built from another speaker source "
+                f"({from_marker.get('source')} != {source.fingerprint()}); use another root"
+            )
+        if marker.get("status") == "complete" and _is_intact(root, config):
+            return database_yml
+
+    simulator = Simulator(config, progress=progress)
+    parameters = simulator.fingerprint()
+    root.mkdir(parents=True, exist_ok=True)
+    # the marker goes first: whatever else is in root is then known to be ours
+    _write_text(root / MARKER, _marker_text(parameters, "building"))
+    for folder in ("audio", "rttm", "uem", "lists"):
+        (root / folder).mkdir(exist_ok=True)
+
+    statistics = {}
+    bar = tqdm(
+        total=sum(config.conversations), desc=f"simulating {config.name}", disable=not progress
+    )
+    for subset in SUBSETS:
+        rttm, uem, uris, overlaps, hours = [], [], [], [], 0.0
+        for index, conversation in enumerate(simulator.conversations(subset)):
+            path = root / "audio" / f"{conversation.uri}.wav"
+            if not path.exists():
+                _write_wav(path, simulator.render(subset, index, conversation).waveform)
+            rttm.append(conversation.rttm())
+            uem.append(f"{conversation.uri} 1 0.000 {conversation.duration:.3f}\n")
+            uris.append(f"{conversation.uri}\n")
+            overlaps.append(conversation.overlap_ratio)
+            hours += conversation.duration / 3600
+            bar.update()
+        _write_text(root / "rttm" / f"{subset}.rttm", "".join(rttm))
+        _write_text(root / "uem" / f"{subset}.uem", "".join(uem))
+        _write_text(root / "lists" / f"{subset}.txt", "".join(uris))
+        statistics[subset] = {
+            "conversations": len(uris),
+            "speakers": len(simulator.pools[subset]),
+            "minutes": round(hours * 60, 3),
+            "overlap": {
+                "mean": round(float(np.mean(overlaps)), 4),
+                "min": round(float(np.min(overlaps)), 4),
+                "max": round(float(np.max(overlaps)), 4),
+            },
+        }
+        off = [o for o in overlaps if abs(o - config.overlap) > OVERLAP_TOLERANCE]
+        if off:
+            warnings.warn(
+                f"{len(off)} {subset} conversation(s) of {config.name} miss the requested overlap "
+                f"{config.overlap} by more than {OVERLAP_TOLERANCE} (realised: {sorted(off)}): "
+                "too short or too few speakers for it",
+                stacklevel=2,
+            )
+    bar.close()
+    _write_text(database_yml, database_yml_text(config))
+    _write_text(root / MARKER, _marker_text(parameters, "complete", statistics))
+    return database_yml
+
+
+def database_yml_text(config: SimulationConfig) -> str:
+    """Return the database.yml of a corpus root, defining the protocol of `config`."""
+    return (
+        "# Written by pyannote_wavlm_prune.data.simulate: paths are relative to this file.\n"
+        + yaml.safe_dump(
+            {
+                "Databases": {config.database: "audio/{uri}.wav"},
+                "Protocols": {
+                    config.database: {"SpeakerDiarization": {config.name: _protocol_entries()}}
+                },
+            },
+            sort_keys=False,
+        )
+    )
+
+
+def _protocol_entries() -> dict[str, Any]:
+    # speaker names are consistent across the files of a corpus: "database" scope
+    entries: dict[str, Any] = {"scope": "database"}
+    for subset in SUBSETS:
+        entries[subset] = {
+            "uri": f"lists/{subset}.txt",
+            "annotation": f"rttm/{subset}.rttm",
+            "annotated": f"uem/{subset}.uem",
+        }
+    return entries
+
+
+def get_protocol(
+    root_or_yml: str | Path,
+    name: str | None = None,
+    *,
+    registry=None,
+    preprocessors: dict[str, Any] | None = None,
+):
+    """Return a protocol of a database.yml, with ``file["audio"]`` resolved, ready for training.
+
+    Parameters
+    ----------
+    root_or_yml : str or Path
+        A database.yml, or a folder holding one (a corpus root).
+    name : str, optional
+        Full ("Simulated.SpeakerDiarization.tiny") or short ("tiny") protocol name.
+        Defaults to the only protocol of the yml.
+    registry : pyannote.database.registry.Registry, optional
+        Registry to load the yml into. Defaults to a new one: pyannote's global
+        registry keeps one audio location per database name, so two corpora whose
+        database is "Simulated" would make each other's audio unreachable (or,
+        worse, swap it silently since uris repeat across seeds).
+    preprocessors : dict, optional
+        More preprocessors, added to {"audio": FileFinder(registry)}.
+
+    Returns
+    -------
+    protocol : pyannote.database.protocol.SpeakerDiarizationProtocol
+    """
+    from pyannote.database import FileFinder
+    from pyannote.database.registry import Registry
+
+    path = Path(root_or_yml)
+    database_yml = path / "database.yml" if path.is_dir() else path
+    if not database_yml.is_file():
+        raise FileNotFoundError(f"no database.yml at {str(root_or_yml)!r}")
+    with open(database_yml) as f:
+        content = yaml.safe_load(f) or {}
+    names = [
+        f"{database}.{task}.{protocol}"
+        for database, tasks in (content.get("Protocols") or {}).items()
+        for task, protocols in tasks.items()
+        for protocol in protocols
+    ]
+    if name is None:
+        if len(names) != 1:
+            raise ValueError(
+                f"{str(database_yml)!r} defines protocols {names}: pass name= one of them"
+            )
+        name = names[0]
+    elif name not in names:
+        matches = [n for n in names if n.split(".")[-1] == name]
+        if len(matches) != 1:
+            raise ValueError(
+                f"no protocol {name!r} in {str(database_yml)!r}, expected one of {names}"
+            )
+        name = matches[0]
+
+    if registry is None:
+        registry = Registry()
+    registry.load_database(database_yml)
+    return registry.get_protocol(
+        name, preprocessors={"audio": FileFinder(registry=registry), **(preprocessors or {})}
+    )
+
+
+def build_tiny_corpus(root: str | Path):
+    """Build the "tiny" corpus in `root` (quietly) and return its protocol (for test fixtures)."""
+    return get_protocol(
+        simulate(root, preset="tiny", progress=False), "Simulated.SpeakerDiarization.tiny"
+    )
+
+
+def main_simulate(argv: Sequence[str] | None = None) -> int:
+    """Command line: build a simulated corpus, print its database.yml and protocol name.
+
+    Parameters
+    ----------
+    argv : list of str, optional
+        Arguments (defaults to ``sys.argv[1:]``).
+
+    Returns
+    -------
+    status : int
+        0 on success.
+    """
+    parser = argparse.ArgumentParser(
+        prog="pyannote-wavlm-prune simulate",
+        description="Build a simulated-conversation corpus as a pyannote.database protocol.",
+    )
+    parser.add_argument("root", nargs="?", help="output folder (default: data/simulated/<preset>)")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap", type=float, help="overlap ratio in [0, 1) (default: preset's)")
+    parser.add_argument(
+        "--speakers", type=_int_range, help="speakers per conversation: N or MIN-MAX"
+    )
+    parser.add_argument(
+        "--noise", type=_float_range, metavar="SNR", help="noise SNR in dB: X or MIN-MAX"
+    )
+    parser.add_argument("--reverb", action="store_true", help="add synthetic reverberation")
+    parser.add_argument(
+        "--source", help="folder of <speaker>/*.wav|flac (default: espeak-ng voices)"
+    )
+    parser.add_argument("--name", help="protocol name (default: the preset's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    args = parser.parse_args(argv)
+
+    overrides = {} if args.name is None else {"name": args.name}
+    root = args.root or f"data/simulated/{args.name or args.preset}"
+    try:
+        database_yml = simulate(
+            root,
+            preset=args.preset,
+            seed=args.seed,
+            overlap=args.overlap,
+            num_speakers=args.speakers,
+            noise_snr=args.noise,
+            reverb=args.reverb,
+            source=args.source,
+            progress=not args.quiet,
+            **overrides,
+        )
+    except (ValueError, FileExistsError) as error:
+        parser.error(str(error))
+    config = json.loads((database_yml.parent / MARKER).read_text())["parameters"]["config"]
+    print(database_yml)
+    print(f"{config['database']}.SpeakerDiarization.{config['name']}")
+    return 0
+
+
+def _int_range(text: str) -> int | tuple[int, int]:
+    low, _, high = text.partition("-")
+    return (int(low), int(high)) if high else int(low)
+
+
+def _float_range(text: str) -> float | tuple[float, float]:
+    # "-5" is a negative SNR, not a range: split on a dash that follows a digit
+    for position in range(1, len(text)):
+        if text[position] == "-" and text[position - 1].isdigit():
+            return float(text[:position]), float(text[position + 1 :])
+    return float(text)
+
+
+def _read_marker(root: Path) -> dict | None:
+    try:
+        return json.loads((root / MARKER).read_text())
+    except FileNotFoundError:
+        return None
+
+
+def _marker_text(parameters: dict, status: str, statistics: dict | None = None) -> str:
+    # nothing time- or machine-dependent: same parameters, byte-identical marker
+    content = {"status": status, "parameters": parameters}
+    if statistics is not None:
+        content["statistics"] = statistics
+    return json.dumps(content, indent=2, sort_keys=True) + "\n"
+
+
+def _difference_message(root: Path, existing: dict, config: SimulationConfig) -> str:
+    old, new = existing.get("config", {}), config.to_dict()
+    differences = [
+        f"{key}: {old.get(key)!r} there, {new.get(key)!r} asked"
+        for key in new
+        if old.get(key) != new.get(key)
+    ]
+    if existing.get("format") != FORMAT_VERSION:
+        differences.append(f"format: {existing.get('format')!r} there, {FORMAT_VERSION} here")
+    return (
+        f"{str(root)!r} holds a corpus built with other parameters ({'; '.join(differences)}): "
+        "use another root, or delete this one to rebuild it"
+    )
+
+
+def _is_intact(root: Path, config: SimulationConfig) -> bool:
+    if not (root / "database.yml").is_file():
+        return False
+    for subset, count in zip(SUBSETS, config.conversations, strict=True):
+        for name in (f"rttm/{subset}.rttm", f"uem/{subset}.uem", f"lists/{subset}.txt"):
+            if not (root / name).is_file():
+                return False
+        if not all(
+            (root / "audio" / f"{config.uri(subset, i)}.wav").is_file() for i in range(count)
+        ):
+            return False
+    return True
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Call write(file object) on a temporary file next to `path`, then rename it to `path`.
+
+    A reader (or a resumed build) sees the old file or the whole new one, never a part.
+    """
+    # os.open rather than tempfile.mkstemp: mkstemp's 0600 mode would outlive the rename
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as f:
+            write(f)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+def _write_text(path: Path, text: str) -> None:
+    _write_atomically(path, lambda f: f.write(text.encode()))
+
+
+def _write_wav(path: Path, waveform: np.ndarray) -> None:
+    """Write int16 `waveform` (shape (num_samples,)) as a 16 kHz mono 16-bit WAV."""
+
+    def write(f) -> None:
+        with wave.open(f, "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(SAMPLE_RATE)
+            w.writeframes(waveform.astype("<i2").tobytes())
+
+    _write_atomically(path, write)
