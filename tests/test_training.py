@@ -1,0 +1,52 @@
+"""WavLMSegmentation trains with pyannote's own SpeakerDiarization task."""
+
+import torch
+from helpers import TINY_BACKEND
+from pyannote.audio.utils.loss import nll_loss
+from pyannote.audio.utils.permutation import permutate
+
+from pyannote_wavlm_prune import WavLMSegmentation
+from pyannote_wavlm_prune.training import diarization_task, task_cache_path, trainer
+from pyannote_wavlm_prune.wavlm.presets import tiny_config
+
+
+def fixed_batches(task, num_batches: int = 4):
+    """The same training batches every call (the task's chunk sampler is seeded per epoch)."""
+    iterator = iter(task.train_dataloader())
+    return [next(iterator) for _ in range(num_batches)]
+
+
+def mean_loss(model, batches) -> float:
+    """pyannote's permutation-invariant powerset loss, as its SpeakerDiarization task computes it."""
+    model.eval()
+    losses = []
+    with torch.no_grad():
+        for batch in batches:
+            prediction = model(batch["X"])
+            permutated, _ = permutate(model.powerset.to_multilabel(prediction), batch["y"])
+            target = model.powerset.to_powerset(permutated.float()).argmax(dim=-1)
+            losses.append(nll_loss(prediction, target).item())
+    return sum(losses) / len(losses)
+
+
+def test_training_with_pyannote_speaker_diarization_task_decreases_the_loss(tiny_protocol, tmp_path):
+    task = diarization_task(tiny_protocol, duration=2.0, batch_size=8, cache_dir=tmp_path)
+    model = WavLMSegmentation(wavlm=tiny_config(), task=task, **TINY_BACKEND)
+    # specifications and the classifier come from the task
+    model.prepare_data()
+    model.setup()
+    batches = fixed_batches(task)
+    before = mean_loss(model, batches)
+
+    trainer(max_steps=40, limit_val_batches=0, default_root_dir=tmp_path, progress=False).fit(model)
+    after = mean_loss(model, batches)
+    assert model.global_step == 40
+    assert after < 0.8 * before, (before, after)
+    # up to 4 speakers per chunk, 2 per frame: 1 + 4 + 6 powerset classes
+    assert model.dimension == 11
+
+
+def test_task_cache_is_one_file_per_protocol_and_chunk_duration(tiny_protocol, tmp_path):
+    two = task_cache_path(tiny_protocol, 2.0, tmp_path)
+    eight = task_cache_path(tiny_protocol, 8.0, tmp_path)
+    assert two != eight and two.parent == eight.parent == tmp_path
