@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from functools import lru_cache
 from typing import Any
 
 import torch
@@ -180,7 +179,6 @@ class WavLMSegmentation(Model):
             self.frontend.eval()
         return self
 
-    @lru_cache
     def num_frames(self, num_samples: int) -> int:
         """Number of output frames for `num_samples` input samples."""
         return self.frontend.num_frames(num_samples)
@@ -238,7 +236,15 @@ class WavLMSegmentation(Model):
         return groups
 
     def configure_optimizers(self):
-        return torch.optim.AdamW(self.parameter_groups())
+        # a task with an objective of its own (DistillPrune) decides the groups and schedule
+        task_groups = getattr(self.task, "parameter_groups", None)
+        groups = task_groups(self) if task_groups is not None else self.parameter_groups()
+        optimizer = torch.optim.AdamW(groups)
+        task_scheduler = getattr(self.task, "lr_scheduler", None)
+        scheduler = task_scheduler(optimizer) if task_scheduler is not None else None
+        if scheduler is None:
+            return optimizer
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
 
 def _plain_structure(structure: Mapping[str, Any]) -> dict:
