@@ -659,6 +659,54 @@ def build_tiny_corpus(root: str | Path):
     )
 
 
+def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `pyannote-wavlm-prune simulate`."""
+    parser.add_argument("root", nargs="?", help="output folder (default: data/simulated/<preset>)")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--overlap", type=float, help="overlap ratio in [0, 1) (default: preset's)")
+    parser.add_argument(
+        "--speakers", type=_int_range, help="speakers per conversation: N or MIN-MAX"
+    )
+    parser.add_argument(
+        "--noise", type=_float_range, metavar="SNR", help="noise SNR in dB: X or MIN-MAX"
+    )
+    parser.add_argument("--reverb", action="store_true", help="add synthetic reverberation")
+    parser.add_argument(
+        "--source", help="folder of <speaker>/*.wav|flac (default: espeak-ng voices)"
+    )
+    parser.add_argument("--name", help="protocol name (default: the preset's)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run_simulate(args: argparse.Namespace, parser: argparse.ArgumentParser | None = None) -> int:
+    """Build the corpus `args` describes; print its database.yml and protocol name."""
+    overrides = {} if args.name is None else {"name": args.name}
+    root = args.root or f"data/simulated/{args.name or args.preset}"
+    try:
+        database_yml = simulate(
+            root,
+            preset=args.preset,
+            seed=args.seed,
+            overlap=args.overlap,
+            num_speakers=args.speakers,
+            noise_snr=args.noise,
+            reverb=args.reverb,
+            source=args.source,
+            progress=not args.quiet,
+            **overrides,
+        )
+    except (ValueError, FileExistsError) as error:
+        if parser is None:
+            raise
+        parser.error(str(error))
+    config = json.loads((database_yml.parent / MARKER).read_text())["parameters"]["config"]
+    print(database_yml)
+    print(f"{config['database']}.SpeakerDiarization.{config['name']}")
+    return 0
+
+
+
 def main_simulate(argv: Sequence[str] | None = None) -> int:
     """Command line: build a simulated corpus, print its database.yml and protocol name.
 
@@ -676,45 +724,8 @@ def main_simulate(argv: Sequence[str] | None = None) -> int:
         prog="pyannote-wavlm-prune simulate",
         description="Build a simulated-conversation corpus as a pyannote.database protocol.",
     )
-    parser.add_argument("root", nargs="?", help="output folder (default: data/simulated/<preset>)")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--overlap", type=float, help="overlap ratio in [0, 1) (default: preset's)")
-    parser.add_argument(
-        "--speakers", type=_int_range, help="speakers per conversation: N or MIN-MAX"
-    )
-    parser.add_argument(
-        "--noise", type=_float_range, metavar="SNR", help="noise SNR in dB: X or MIN-MAX"
-    )
-    parser.add_argument("--reverb", action="store_true", help="add synthetic reverberation")
-    parser.add_argument(
-        "--source", help="folder of <speaker>/*.wav|flac (default: espeak-ng voices)"
-    )
-    parser.add_argument("--name", help="protocol name (default: the preset's)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    args = parser.parse_args(argv)
-
-    overrides = {} if args.name is None else {"name": args.name}
-    root = args.root or f"data/simulated/{args.name or args.preset}"
-    try:
-        database_yml = simulate(
-            root,
-            preset=args.preset,
-            seed=args.seed,
-            overlap=args.overlap,
-            num_speakers=args.speakers,
-            noise_snr=args.noise,
-            reverb=args.reverb,
-            source=args.source,
-            progress=not args.quiet,
-            **overrides,
-        )
-    except (ValueError, FileExistsError) as error:
-        parser.error(str(error))
-    config = json.loads((database_yml.parent / MARKER).read_text())["parameters"]["config"]
-    print(database_yml)
-    print(f"{config['database']}.SpeakerDiarization.{config['name']}")
-    return 0
+    add_simulate_arguments(parser)
+    return run_simulate(parser.parse_args(argv), parser)
 
 
 def _int_range(text: str) -> int | tuple[int, int]:

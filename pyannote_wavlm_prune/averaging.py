@@ -1,0 +1,185 @@
+"""Checkpoint selection during training, and averaging of the selected checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import lightning
+import torch
+
+# what a Lightning checkpoint holds for resuming, not for inference
+TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")
+
+
+def _write_json(path: Path, payload) -> None:
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(payload, file, indent=2)
+    os.replace(temporary, path)
+
+
+def select_epochs(history: Sequence[dict], k: int, after_peak: bool = True) -> list[dict]:
+    """The k entries of `history` with the lowest "score", counted after its highest one
+
+    Parameters
+    ----------
+    history : sequence of {"epoch": int, "score": float, ...}
+        One entry per validated epoch, in training order.
+    k : int
+        How many to keep.
+    after_peak : bool, optional
+        Only consider epochs after the one with the highest score (the validation loss of a
+        pruning run rises while the target sparsity does, then falls: the early, unpruned
+        epochs are not what we want to average). Defaults to True.
+    """
+    if k < 1:
+        raise ValueError(f"k={k}: expected at least one checkpoint to keep.")
+    finite = [entry for entry in history if math.isfinite(entry["score"])]
+    if after_peak and len(finite) > 1:
+        peak = max(range(len(finite)), key=lambda i: finite[i]["score"])
+        # the peak itself stays eligible when it is the last epoch (nothing after it yet)
+        finite = finite[peak + 1:] or finite[peak:]
+    return sorted(finite, key=lambda entry: entry["score"])[:k]
+
+
+class KeepBestCheckpoints(lightning.Callback):
+    """Keeps the k best checkpoints (by a validation quantity) and a last one to resume from
+
+    Writes into `directory`: `epoch=E.ckpt` for the currently selected epochs (see
+    `select_epochs`), `last.ckpt` (full training state, for `Trainer.fit(ckpt_path=...)`)
+    and `history.json` (every epoch's score and the selection). Files are written next to
+    their destination and renamed into place.
+
+    Parameters
+    ----------
+    directory : path
+    monitor : str
+        Logged validation quantity (lower is better).
+    k : int, optional
+        Defaults to 5.
+    after_peak : bool, optional
+        See `select_epochs`. Defaults to False.
+    """
+
+    def __init__(self, directory: str | os.PathLike, monitor: str, k: int = 5, after_peak: bool = False):
+        self.directory = Path(directory)
+        self.monitor = monitor
+        self.k = k
+        self.after_peak = after_peak
+        self.history: list[dict] = []
+
+    def _save(self, trainer: lightning.Trainer, path: Path, weights_only: bool) -> None:
+        temporary = path.with_name(f".{path.name}.tmp")
+        trainer.save_checkpoint(temporary, weights_only=weights_only)
+        if trainer.is_global_zero:
+            os.replace(temporary, path)
+        trainer.strategy.barrier()
+
+    def _on_epoch_end(self, trainer: lightning.Trainer) -> None:
+        if trainer.sanity_checking:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        value = trainer.callback_metrics.get(self.monitor)
+        score = float(value) if value is not None else math.inf
+        epoch = trainer.current_epoch
+        path = self.directory / f"epoch={epoch}.ckpt"
+        self.history.append({"epoch": epoch, "step": trainer.global_step, "score": score, "path": path.name})
+        selected = select_epochs(self.history, self.k, self.after_peak)
+        if any(entry["epoch"] == epoch for entry in selected):
+            self._save(trainer, path, weights_only=True)
+        if trainer.is_global_zero:
+            keep = {entry["path"] for entry in selected}
+            for stale in self.directory.glob("epoch=*.ckpt"):
+                if stale.name not in keep:
+                    stale.unlink()
+            _write_json(
+                self.directory / "history.json",
+                {"monitor": self.monitor, "history": self.history, "selected": [e["path"] for e in selected]},
+            )
+        # last: after the selection, so that a resumed run knows the history
+        self._save(trainer, self.directory / "last.ckpt", weights_only=False)
+
+    def on_validation_end(self, trainer, pl_module):
+        self._validated_epoch = trainer.current_epoch
+        self._on_epoch_end(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        # Lightning validates before this hook: only runs without validation get here unsaved
+        if getattr(self, "_validated_epoch", None) != trainer.current_epoch:
+            self._on_epoch_end(trainer)
+
+    def state_dict(self) -> dict:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.history = list(state_dict.get("history", []))
+
+
+def selected_checkpoints(directory: str | os.PathLike) -> list[Path]:
+    """Paths of the checkpoints a KeepBestCheckpoints callback selected in `directory`."""
+    directory = Path(directory)
+    history = directory / "history.json"
+    if not history.exists():
+        raise FileNotFoundError(f"{history} does not exist: is {directory} a training run's directory?")
+    selected = json.loads(history.read_text())["selected"]
+    return [directory / name for name in selected]
+
+
+def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> Path:
+    """Write the average of pyannote checkpoints of one architecture into `output`
+
+    Floating-point tensors are averaged; other tensors must agree and are copied. The
+    hyper-parameters and task specifications are those of the first checkpoint; the training
+    state (optimizer, loops) is dropped, the multipliers of a DistillPrune student too.
+    Inputs are never modified; the output is written next to its destination, then renamed.
+    """
+    paths = [Path(path) for path in paths]
+    if not paths:
+        raise ValueError("No checkpoint to average.")
+    missing = [str(path) for path in paths if not path.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Checkpoints not found: {missing}")
+
+    first = torch.load(paths[0], map_location="cpu", weights_only=False)
+    if "pyannote.audio" not in first:
+        raise ValueError(f"{paths[0]} is not a pyannote checkpoint (no 'pyannote.audio' block).")
+    architecture = first["pyannote.audio"]["architecture"]
+    total = {name: tensor.double() if tensor.is_floating_point() else tensor
+             for name, tensor in first["state_dict"].items()}
+    for path in paths[1:]:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        if checkpoint.get("pyannote.audio", {}).get("architecture") != architecture:
+            raise ValueError(f"{path} is not a {architecture['class']} like {paths[0]}.")
+        state = checkpoint["state_dict"]
+        if set(state) != set(total) or any(state[n].shape != total[n].shape for n in total):
+            raise ValueError(f"{path} and {paths[0]} have different structures: cannot average them.")
+        for name, tensor in state.items():
+            if tensor.is_floating_point():
+                total[name] += tensor.double()
+            elif not torch.equal(tensor, total[name]):
+                raise ValueError(f"{path} and {paths[0]} differ in non-float tensor {name}.")
+
+    first["state_dict"] = {
+        name: (tensor / len(paths)).to(first["state_dict"][name].dtype) if tensor.is_floating_point() else tensor
+        for name, tensor in total.items()
+        if not name.startswith("loss_func.")
+    }
+    for key in TRAINING_STATE_KEYS:
+        first.pop(key, None)
+
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "wb") as file:
+            torch.save(first, file)
+        os.replace(temporary, output)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return output

@@ -1,0 +1,21 @@
+"""`average`: average checkpoints of one architecture."""
+
+from __future__ import annotations
+
+from ..averaging import average_checkpoints, selected_checkpoints
+
+
+def add_arguments(parser):
+    parser.add_argument("checkpoints", nargs="*", help="checkpoints to average")
+    parser.add_argument("--run", help="a stage's checkpoints/ directory: average its selection")
+    parser.add_argument("--output", required=True, help="averaged checkpoint to write")
+
+
+def run(args) -> int:
+    paths = list(args.checkpoints)
+    if args.run:
+        paths += selected_checkpoints(args.run)
+    if not paths:
+        raise SystemExit("average: give checkpoints, or --run DIRECTORY.")
+    print(average_checkpoints(paths, args.output))
+    return 0

@@ -1,0 +1,20 @@
+"""`finetune`: diarization fine-tuning of a (pruned) model with a fresh back end."""
+
+from __future__ import annotations
+
+from ..recipe import finetune_stage
+from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+
+
+def add_arguments(parser):
+    add_protocol_arguments(parser)
+    parser.add_argument("--output", required=True, help="stage directory")
+    parser.add_argument("--model", required=True, help="checkpoint whose WavLM is kept")
+    add_budget_arguments(parser, max_epochs=10)
+
+
+def run(args) -> int:
+    result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
+                            progress=not args.no_progress)
+    print(result)
+    return 0

@@ -1,0 +1,336 @@
+"""The stages of the method, each resumable, and the recipe that chains them.
+
+    train (fine-tune the teacher) > prune (DistillPrune, average, prune) >
+    distill (further distillation) > finetune (fresh back end) > average
+
+Every stage writes into its own directory of the experiment: `checkpoints/` (the k best
+epochs, `last.ckpt` and `history.json`, see `KeepBestCheckpoints`) and, once finished, its
+result, written atomically. A stage whose result exists is skipped; a stage with a
+`last.ckpt` resumes from it. Re-running an interrupted recipe therefore redoes nothing that
+was finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from lightning.pytorch.callbacks import EarlyStopping
+from pyannote.audio import Model
+from pyannote.database import Protocol
+
+from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
+from .checkpoint import save_checkpoint
+from .models.wavlm_segmentation import WavLMSegmentation
+from .pruning import prune
+from .tasks import Distill, DistillPrune
+from .training import diarization_task, trainer
+
+logger = logging.getLogger(__name__)
+
+# what pyannote's SpeakerDiarization task logs on the development set
+DIARIZATION_MONITOR = "loss/val"
+
+
+class EarlyStoppingAfter(EarlyStopping):
+    """EarlyStopping that starts watching at epoch `start_epoch` (after a warm-up)."""
+
+    def __init__(self, start_epoch: int = 0, **kwargs):
+        super().__init__(**kwargs)
+        self.start_epoch = start_epoch
+
+    def on_validation_end(self, trainer, pl_module):
+        if trainer.current_epoch >= self.start_epoch:
+            super().on_validation_end(trainer, pl_module)
+
+
+@dataclass
+class Budget:
+    """How long a stage trains, and how its checkpoints are selected.
+
+    max_epochs / max_steps: Lightning's (max_steps=-1: no limit). limit_train_batches: batches
+    per epoch (None: pyannote's epoch, as long as the training set). k: checkpoints averaged.
+    patience: early stopping (epochs without improvement; None: off). batch_size, duration:
+    of the task. trainer: further Lightning Trainer options (accelerator, devices, ...).
+    """
+
+    max_epochs: int | None = 10
+    max_steps: int = -1
+    limit_train_batches: int | float | None = None
+    limit_val_batches: int | float | None = None
+    k: int = 5
+    patience: int | None = None
+    batch_size: int = 32
+    duration: float | None = None
+    trainer: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, options: Mapping[str, Any] | None) -> Budget:
+        options = dict(options or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = set(options) - known
+        if unknown:
+            raise ValueError(f"Unknown training budget options {sorted(unknown)}: expected some of {sorted(known)}.")
+        return cls(**options)
+
+    def trainer_options(self) -> dict:
+        options = {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
+        if self.limit_train_batches is not None:
+            options["limit_train_batches"] = self.limit_train_batches
+        if self.limit_val_batches is not None:
+            options["limit_val_batches"] = self.limit_val_batches
+        options.update(self.trainer)
+        return options
+
+
+def _fit(model, directory: Path, monitor: str, budget: Budget, after_peak: bool = False,
+         start_epoch: int = 0, progress: bool = True) -> list[Path]:
+    """Train `model` (resuming from `directory`/checkpoints/last.ckpt); return the selected epochs."""
+    checkpoints = directory / "checkpoints"
+    callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, after_peak=after_peak)]
+    if budget.patience is not None:
+        callbacks.append(EarlyStoppingAfter(start_epoch=start_epoch, monitor=monitor, mode="min",
+                                            patience=budget.patience, check_on_train_epoch_end=False))
+    last = checkpoints / "last.ckpt"
+    fit = trainer(default_root_dir=directory, callbacks=callbacks, progress=progress,
+                  **budget.trainer_options())
+    # our own checkpoints: they hold pyannote objects (task specifications), not only tensors
+    fit.fit(model, ckpt_path=last if last.exists() else None, weights_only=False)
+    return selected_checkpoints(checkpoints)
+
+
+def _average_into(selected: list[Path], output: Path) -> Path:
+    if not selected:
+        raise RuntimeError(f"No checkpoint was selected for {output}: did the stage train at all?")
+    return average_checkpoints(selected, output)
+
+
+def train_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    model: WavLMSegmentation | None = None,
+    model_options: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune a WavLMSegmentation for diarization; return its averaged checkpoint
+
+    `model`: a model to fine-tune (for example one with a fresh back end); otherwise a new
+    WavLMSegmentation(**model_options). Writes `directory`/model.ckpt.
+    """
+    directory = Path(directory)
+    output = directory / "model.ckpt"
+    if output.exists():
+        logger.info("%s exists: stage already done", output)
+        return output
+    budget = budget or Budget()
+    task = diarization_task(protocol, duration=budget.duration or 8.0, batch_size=budget.batch_size,
+                            cache_dir=directory)
+    if model is None:
+        model = WavLMSegmentation(**dict(model_options or {}))
+    model.task = task
+    selected = _fit(model, directory, DIARIZATION_MONITOR, budget, progress=progress)
+    return _average_into(selected, output)
+
+
+def prune_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    teacher: str | os.PathLike | WavLMSegmentation,
+    sparsity: float = 0.8,
+    objective: str = "params",
+    warmup_epochs: float = 5.0,
+    task_options: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    progress: bool = True,
+) -> Path:
+    """DistillPrune the teacher, average the k best students after the loss peak, prune
+
+    Writes `directory`/student.ckpt (averaged gated student) and `directory`/pruned.ckpt.
+    """
+    directory = Path(directory)
+    output = directory / "pruned.ckpt"
+    if output.exists():
+        logger.info("%s exists: stage already done", output)
+        return output
+    budget = budget or Budget()
+    task = DistillPrune(protocol, teacher=teacher, sparsity=sparsity, objective=objective,
+                        warmup_epochs=warmup_epochs, batch_size=budget.batch_size,
+                        duration=budget.duration, cache=directory / "task-cache.npz",
+                        **dict(task_options or {}))
+    student = task.student()
+    selected = _fit(student, directory, task.val_monitor[0], budget, after_peak=True,
+                    start_epoch=int(warmup_epochs), progress=progress)
+    averaged = _average_into(selected, directory / "student.ckpt")
+    # the multipliers were dropped by averaging: reload without them
+    gated = Model.from_pretrained(averaged, strict=False)
+    save_checkpoint(prune(gated.eval()), output)
+    return output
+
+
+def distill_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    teacher: str | os.PathLike | WavLMSegmentation,
+    student: str | os.PathLike | WavLMSegmentation,
+    task_options: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    progress: bool = True,
+) -> Path:
+    """Further distil a pruned student from the teacher (no gates); writes `directory`/model.ckpt."""
+    directory = Path(directory)
+    output = directory / "model.ckpt"
+    if output.exists():
+        logger.info("%s exists: stage already done", output)
+        return output
+    budget = budget or Budget()
+    task = Distill(protocol, teacher=teacher, batch_size=budget.batch_size, duration=budget.duration,
+                   cache=directory / "task-cache.npz", **dict(task_options or {}))
+    model = task.student(student)
+    selected = _fit(model, directory, task.val_monitor[0], budget, progress=progress)
+    return _average_into(selected, output)
+
+
+def with_fresh_back_end(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
+    """A copy of `model` keeping its (pruned) WavLM and re-initialising everything after it."""
+    if isinstance(model, (str, os.PathLike)):
+        model = Model.from_pretrained(model, strict=False)
+    if not isinstance(model, WavLMSegmentation):
+        raise ValueError(f"Expected a WavLMSegmentation, got a {type(model).__name__}.")
+    hparams = dict(model.hparams)
+    hparams["gates"] = None
+    fresh = WavLMSegmentation(**hparams)
+    fresh.frontend.load_state_dict(model.frontend.state_dict())
+    return fresh
+
+
+def finetune_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    model: str | os.PathLike | WavLMSegmentation,
+    budget: Budget | None = None,
+    progress: bool = True,
+) -> Path:
+    """Diarization fine-tuning of a (pruned) model with a fresh back end; writes model.ckpt."""
+    return train_stage(protocol, directory, model=with_fresh_back_end(model), budget=budget,
+                       progress=progress)
+
+
+# ---------------------------------------------------------------------------- the recipe
+
+STAGES = ("teacher", "prune", "distill", "finetune")
+
+
+@dataclass
+class Recipe:
+    """The whole method, read from a YAML file (see `Recipe.from_yaml` for the keys)."""
+
+    protocol: str
+    experiment: Path
+    database: list[str] = field(default_factory=list)
+    teacher: dict = field(default_factory=dict)
+    prune: dict = field(default_factory=dict)
+    distill: dict = field(default_factory=dict)
+    finetune: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike) -> Recipe:
+        """Read a recipe
+
+        protocol: Simulated.SpeakerDiarization.tiny       # pyannote.database protocol
+        database: [database.yml]                           # optional, relative to this file
+        experiment: experiments/tiny                       # output, relative to this file
+        teacher:
+          checkpoint: teacher.ckpt                         # a fine-tuned WavLMSegmentation, or:
+          model: {wavlm: microsoft/wavlm-base-plus}        # WavLMSegmentation options
+          budget: {max_epochs: 20, batch_size: 32}         # see Budget
+        prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, budget: {...}, task: {...}}
+        distill: {budget: {...}, task: {...}}
+        finetune: {budget: {...}}
+
+        A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
+        `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
+        """
+        import yaml
+
+        path = Path(path)
+        content = yaml.safe_load(path.read_text()) or {}
+        unknown = set(content) - {"protocol", "experiment", "database", *STAGES}
+        if unknown:
+            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected protocol, experiment, "
+                             f"database, {', '.join(STAGES)}.")
+        for key in ("protocol", "experiment"):
+            if key not in content:
+                raise ValueError(f"{path}: the recipe needs a '{key}' key.")
+        database = content.get("database") or []
+        database = [database] if isinstance(database, str) else list(database)
+        return cls(
+            protocol=content["protocol"],
+            experiment=(path.parent / content["experiment"]).resolve(),
+            database=[str((path.parent / d).resolve()) for d in database],
+            teacher=content.get("teacher") or {},
+            prune=content.get("prune") or {},
+            distill=content.get("distill") or {},
+            finetune=content.get("finetune") or {},
+        )
+
+    def get_protocol(self) -> Protocol:
+        from pyannote.database import FileFinder, registry
+
+        for database in self.database:
+            registry.load_database(database)
+        return registry.get_protocol(self.protocol, preprocessors={"audio": FileFinder()})
+
+    def run(self, progress: bool = True) -> dict[str, Path]:
+        """Run (or resume) every stage; return the result of each."""
+        protocol = self.get_protocol()
+        root = self.experiment
+        results: dict[str, Path] = {}
+
+        if "checkpoint" in self.teacher:
+            results["teacher"] = Path(self.teacher["checkpoint"])
+        else:
+            model_options = dict(self.teacher.get("model") or {})
+            model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
+            results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
+                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress)
+        options = dict(self.prune)
+        prune_budget = Budget.from_dict(options.pop("budget", None))
+        task_options = options.pop("task", None)
+        results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
+                                        task_options=task_options, budget=prune_budget,
+                                        progress=progress, **options)
+        results["distilled"] = distill_stage(
+            protocol, root / "3-distill", results["teacher"], results["pruned"],
+            task_options=self.distill.get("task"), budget=Budget.from_dict(self.distill.get("budget")),
+            progress=progress,
+        )
+        results["final"] = finetune_stage(protocol, root / "4-finetune", results["distilled"],
+                                          budget=Budget.from_dict(self.finetune.get("budget")),
+                                          progress=progress)
+        return results
+
+
+def resolve_wavlm_option(wavlm):
+    """`{preset: name, **overrides}` -> a config of `wavlm.presets`; anything else unchanged."""
+    if isinstance(wavlm, Mapping) and "preset" in wavlm:
+        from .wavlm import presets
+
+        options = dict(wavlm)
+        name = options.pop("preset")
+        builders = {"tiny": presets.tiny_config, "base_plus": presets.base_plus_config,
+                    "large": presets.large_config}
+        if name not in builders:
+            raise ValueError(f"wavlm preset {name!r}: expected one of {sorted(builders)}.")
+        if name == "tiny":
+            return builders[name](**options)
+        config = builders[name]()
+        for key, value in options.items():
+            setattr(config, key, value)
+        return config
+    return wavlm
+

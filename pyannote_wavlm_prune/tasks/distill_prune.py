@@ -1,0 +1,516 @@
+"""DistillPrune: learning which WavLM units to remove, by distillation from a frozen teacher."""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning
+import torch
+import torch.nn.functional as F
+from pyannote.audio import Model
+from pyannote.audio.tasks import SpeakerDiarization
+from pyannote.database import Protocol
+from torch import nn
+
+from ..models.wavlm_segmentation import WavLMSegmentation
+from ..wavlm.cost import expected_sparsity
+from ..wavlm.gating import UNITS as GATE_UNITS
+
+OBJECTIVES = ("params", "macs")
+LEARNING_RATE_DEFAULTS = {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}
+
+
+class Lagrangian(nn.Module):
+    """lambda1 (s - t) + lambda2 (s - t)^2, the multipliers being trained by gradient ASCENT
+
+    Attached to the student as `model.loss_func`, as pyannote attaches trainable losses, so
+    that the multipliers are checkpointed with the student (and `Model.from_pretrained`
+    drops them with a warning when the student is reloaded outside of its task).
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.lambda1 = nn.Parameter(torch.zeros(()))
+        self.lambda2 = nn.Parameter(torch.zeros(()))
+
+    def forward(self, gap: torch.Tensor) -> torch.Tensor:
+        """gap (Tensor): scalar, expected sparsity minus target sparsity"""
+        return self.lambda1 * gap + self.lambda2 * gap**2
+
+
+def default_distilled_layers(num_layers: int) -> list[int]:
+    """Hidden states distilled by default: the input of layer 1 and every third of the stack.
+
+    {0, 4, 8, 12} for WavLM Base+, {0, 8, 16, 24} for Large (METHOD section 4).
+    """
+    return sorted({round(i * num_layers / 3) for i in range(4)})
+
+
+def distillation_loss(
+    student: Sequence[torch.Tensor],
+    teacher: Sequence[torch.Tensor],
+    l1_weight: float = 1.0,
+    cosine_weight: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sum over the distilled layers of l1_weight * mean|S - T| - cosine_weight * mean cos(S, T)
+
+    student, teacher (sequences of Tensors): each of shape (batch, frames, features)
+    returns (Tensors): the loss, its L1 part and its cosine part (scalars)
+    """
+    l1 = sum(F.l1_loss(s, t) for s, t in zip(student, teacher))
+    cosine = sum(F.cosine_similarity(s, t, dim=-1).mean() for s, t in zip(student, teacher))
+    return l1_weight * l1 - cosine_weight * cosine, l1, cosine
+
+
+class Distill(SpeakerDiarization):
+    """Distillation of a WavLMSegmentation's WavLM hidden states from a frozen teacher
+
+    The student learns to reproduce the teacher's hidden states of `distilled_layers`
+    (L1 distance minus cosine similarity, summed over layers). No diarization labels are
+    used: pyannote's SpeakerDiarization task provides data, chunking and validation only, and
+    the student's back end is left untouched. This is the "further distillation" stage of a
+    pruned model; `DistillPrune` adds the gates and the sparsity objective.
+
+    Usage
+    -----
+    >>> task = Distill(protocol, teacher=teacher)
+    >>> student = task.student(pruned)
+    >>> lightning.Trainer(max_epochs=10).fit(student)
+
+    Parameters
+    ----------
+    protocol : pyannote.database SpeakerDiarizationProtocol
+    teacher : WavLMSegmentation or str or path
+        The fine-tuned, unpruned model (or its checkpoint). It is never modified.
+    distilled_layers : sequence of int, optional
+        Indices of the hidden states to distil (0 = input of layer 1, L = last layer).
+        Defaults to the input and every third of the stack ({0, 4, 8, 12} for Base+).
+    l1_weight, cosine_weight : float, optional
+        Weights of the L1 and cosine parts of the distillation loss. Default to 1.
+    learning_rate : dict, optional
+        AdamW learning rates; {"student": 2e-4} here, plus those of subclasses.
+    validate : bool, optional
+        Compute the validation distillation loss on the development set (needed for early
+        stopping and checkpoint selection). Defaults to True.
+    seed : int, optional
+        Seed of the per-step random state (gate samples, dropout), so that a resumed run
+        draws what an uninterrupted one would have. Defaults to 0.
+    duration : float, optional
+        Chunk duration. Defaults to the teacher's.
+    max_speakers_per_chunk : int, optional
+        Defaults to the teacher's, so that the student keeps the teacher's classifier.
+    kwargs
+        Passed to `pyannote.audio.tasks.SpeakerDiarization` (batch_size, cache, ...).
+    """
+
+    LEARNING_RATE_DEFAULTS = {"student": 2e-4}
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        teacher: WavLMSegmentation | str | os.PathLike,
+        distilled_layers: Sequence[int] | None = None,
+        l1_weight: float = 1.0,
+        cosine_weight: float = 1.0,
+        learning_rate: dict | None = None,
+        validate: bool = True,
+        seed: int = 0,
+        duration: float | None = None,
+        max_speakers_per_chunk: int | None = None,
+        num_workers: int = 0,
+        **kwargs: Any,
+    ):
+        learning_rate = {**self.LEARNING_RATE_DEFAULTS, **(learning_rate or {})}
+        if set(learning_rate) != set(self.LEARNING_RATE_DEFAULTS):
+            raise ValueError(
+                f"learning_rate has unknown keys {sorted(set(learning_rate) - set(self.LEARNING_RATE_DEFAULTS))}: "
+                f"expected {sorted(self.LEARNING_RATE_DEFAULTS)}."
+            )
+        teacher = self._load_teacher(teacher)
+        num_layers = teacher.frontend.num_layers
+        distilled_layers = (
+            default_distilled_layers(num_layers) if distilled_layers is None else list(distilled_layers)
+        )
+        bad = [index for index in distilled_layers if not 0 <= index <= num_layers]
+        if bad or not distilled_layers:
+            raise ValueError(
+                f"distilled_layers={distilled_layers}: expected hidden-state indices in "
+                f"[0, {num_layers}] (0 = input of layer 1, {num_layers} = last layer)."
+            )
+
+        specifications = teacher.specifications
+        super().__init__(
+            protocol,
+            duration=specifications.duration if duration is None else duration,
+            max_speakers_per_chunk=(
+                len(specifications.classes) if max_speakers_per_chunk is None else max_speakers_per_chunk
+            ),
+            max_speakers_per_frame=specifications.powerset_max_classes or 2,
+            num_workers=num_workers,
+            **kwargs,
+        )
+        if validate and not self.has_validation:
+            raise ValueError(
+                f"Protocol {protocol.name} has no development set, which {type(self).__name__} "
+                "uses for validation (early stopping, checkpoint selection): add one, or pass "
+                "validate=False."
+            )
+
+        self.teacher = teacher
+        self.distilled_layers = distilled_layers
+        self.l1_weight = l1_weight
+        self.cosine_weight = cosine_weight
+        self.learning_rate = learning_rate
+        self.validate = validate
+        self.seed = seed
+
+    @staticmethod
+    def _load_teacher(teacher) -> WavLMSegmentation:
+        if isinstance(teacher, (str, os.PathLike)):
+            teacher = Model.from_pretrained(teacher)
+        if not isinstance(teacher, WavLMSegmentation):
+            raise ValueError(
+                f"teacher is a {type(teacher).__name__}: expected a WavLMSegmentation (or the "
+                "path of its checkpoint)."
+            )
+        if teacher.structure is not None or teacher.hparams.gates:
+            raise ValueError("teacher must be an unpruned, ungated WavLMSegmentation.")
+        try:
+            _ = teacher.specifications
+        except Exception as error:
+            raise ValueError(
+                "teacher has no task specifications: train (fine-tune) it on a diarization task first."
+            ) from error
+        teacher = teacher.eval()
+        for parameter in teacher.parameters():
+            parameter.requires_grad = False
+        return teacher
+
+    @staticmethod
+    def _freeze_all_but_frontend(student: WavLMSegmentation) -> None:
+        for parameter in student.parameters():
+            parameter.requires_grad = False
+        for parameter in student.frontend.parameters():
+            parameter.requires_grad = True
+
+    def _bind(self, student: WavLMSegmentation) -> WavLMSegmentation:
+        """Bind `student` to this task; only its WavLM front end (weights, gates) learns."""
+        self._freeze_all_but_frontend(student)
+        student.task = self
+        # Lightning keeps the modes modules have: a copy of the (eval-mode) teacher would
+        # otherwise train with deterministic gates and no dropout
+        return student.train()
+
+    def setup_loss_func(self):
+        # Model.setup() has just rebuilt the classifier (build()): freeze it again, or DDP
+        # would find trainable parameters outside the loss
+        self._freeze_all_but_frontend(self.model)
+
+    def student(self, model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
+        """A copy of `model` (a pruned WavLMSegmentation, or its checkpoint) bound to this task."""
+        if isinstance(model, (str, os.PathLike)):
+            model = Model.from_pretrained(model)
+        if not isinstance(model, WavLMSegmentation):
+            raise ValueError(f"student is a {type(model).__name__}: expected a WavLMSegmentation.")
+        if model.frontend.hidden_size != self.teacher.frontend.hidden_size:
+            raise ValueError(
+                f"student width {model.frontend.hidden_size} differs from the teacher's "
+                f"{self.teacher.frontend.hidden_size}: hidden states cannot be compared."
+            )
+        return self._bind(copy.deepcopy(model))
+
+    def setup_validation_metric(self):
+        # the validation quantity is the distillation loss, not DER
+        pass
+
+    def parameter_groups(self, model: WavLMSegmentation) -> list[dict]:
+        """AdamW groups: the student's WavLM weights."""
+        weights = [p for p in model.frontend.parameters() if p.requires_grad]
+        return [{"params": weights, "lr": self.learning_rate["student"], "name": "student"}]
+
+    @property
+    def val_monitor(self):
+        return f"{type(self).__name__}/val/distillation", "min"
+
+    def _teacher_states(self, waveforms: torch.Tensor) -> list[torch.Tensor]:
+        if next(self.teacher.parameters()).device != waveforms.device:
+            self.teacher.to(waveforms.device)
+        with torch.no_grad():
+            states = self.teacher.frontend(waveforms)
+        return [states[index] for index in self.distilled_layers]
+
+    def _distill(self, waveforms: torch.Tensor):
+        teacher = self._teacher_states(waveforms)
+        states = self.model.frontend(waveforms)
+        student = [states[index] for index in self.distilled_layers]
+        return distillation_loss(student, teacher, self.l1_weight, self.cosine_weight)
+
+    def _log(self, name: str, value, batch_size: int, prog_bar: bool = False) -> None:
+        self.model.log(
+            f"{type(self).__name__}/{name}", value, on_step=True, on_epoch=False,
+            prog_bar=prog_bar, logger=True, batch_size=batch_size,
+        )
+
+    def _seed_step(self) -> None:
+        # gate samples and dropout depend on the step only: a resumed run draws what an
+        # uninterrupted run would have (and every DDP rank draws the same gates)
+        torch.manual_seed(self.seed * 1_000_003 + self.model.global_step)
+
+    def training_step(self, batch, batch_idx: int):
+        self._seed_step()
+        waveforms = batch["X"][:, 0]
+        distill, l1, cosine = self._distill(waveforms)
+        batch_size = waveforms.shape[0]
+        self._log("train/distillation", distill, batch_size, prog_bar=True)
+        self._log("train/l1", l1, batch_size)
+        self._log("train/cosine", cosine, batch_size)
+        return {"loss": distill}
+
+    def validation_step(self, batch, batch_idx: int):
+        waveforms = batch["X"][:, 0]
+        distill, _, _ = self._distill(waveforms)
+        self.model.log(
+            self.val_monitor[0], distill, on_step=False, on_epoch=True,
+            prog_bar=True, logger=True, batch_size=waveforms.shape[0], sync_dist=True,
+        )
+        return {"loss": distill}
+
+    def val_dataloader(self):
+        # an empty list is Lightning's "no validation" (None is refused)
+        return super().val_dataloader() if self.validate else []
+
+
+class DistillPrune(Distill):
+    """Structured pruning of a WavLMSegmentation's WavLM, guided by distillation
+
+    The student is a copy of the (fine-tuned, frozen) teacher whose WavLM carries
+    hard-concrete gates. It learns to reproduce the teacher's hidden states while a
+    Lagrangian drives its expected sparsity (of parameters or of MACs) to a target that rises
+    linearly during a warm-up, then stays:
+
+        L = L_distill + lambda1 (s - t) + lambda2 (s - t)^2
+
+    minimised over the student's WavLM weights and gates, maximised over the multipliers.
+
+    Usage
+    -----
+    >>> task = DistillPrune(protocol, teacher=teacher, sparsity=0.8, objective="params")
+    >>> student = task.student()
+    >>> lightning.Trainer(max_epochs=30).fit(student)
+    >>> pruned = prune(student)
+
+    Parameters
+    ----------
+    protocol : pyannote.database SpeakerDiarizationProtocol
+    teacher : WavLMSegmentation or str or path
+        The fine-tuned model to prune (or its checkpoint). It is never modified.
+    sparsity : float, optional
+        Target sparsity in [0, 1). Defaults to 0.8.
+    objective : {"params", "macs"}, optional
+        What the sparsity counts: WavLM parameters, or WavLM MACs for one chunk of `duration`.
+        Defaults to "params".
+    warmup_epochs : float, optional
+        Epochs over which the target rises linearly from 0 to `sparsity`. Defaults to 5.
+    warmup_steps : int, optional
+        Same, in optimisation steps (overrides `warmup_epochs`).
+    units : sequence of str, optional
+        Gated units: "conv", "head", "ffn", "attention_layer", "ffn_layer".
+        Defaults to ("conv", "head", "ffn").
+    learning_rate : dict, optional
+        AdamW learning rates {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}.
+    decay : bool, optional
+        After the warm-up, decay every learning rate linearly to 0 at the last step of the
+        run (Trainer's max_steps, or max_epochs x batches). With constant rates the
+        multipliers (Adam ascent: an integral controller acting on a lagging plant) make the
+        sparsity oscillate around the target in short runs; a decay damps that, but can
+        also freeze the sparsity off target when it decays too early. Defaults to False.
+    kwargs
+        Those of `Distill` (distilled_layers, l1_weight, cosine_weight, validate, seed,
+        duration, max_speakers_per_chunk) and of pyannote's SpeakerDiarization task.
+    """
+
+    LEARNING_RATE_DEFAULTS = LEARNING_RATE_DEFAULTS
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        teacher: WavLMSegmentation | str | os.PathLike,
+        sparsity: float = 0.8,
+        objective: Literal["params", "macs"] = "params",
+        warmup_epochs: float = 5.0,
+        warmup_steps: int | None = None,
+        units: Sequence[str] = ("conv", "head", "ffn"),
+        decay: bool = False,
+        **kwargs: Any,
+    ):
+        if not 0.0 <= sparsity < 1.0:
+            raise ValueError(f"sparsity={sparsity}: expected a target in [0, 1).")
+        if objective not in OBJECTIVES:
+            raise ValueError(f"objective={objective!r}: expected one of {OBJECTIVES}.")
+        units = (units,) if isinstance(units, str) else tuple(units)
+        unknown_units = set(units) - set(GATE_UNITS)
+        if unknown_units or not units:
+            raise ValueError(f"units={list(units)}: expected some of {GATE_UNITS}.")
+        if warmup_steps is not None and warmup_steps < 0:
+            raise ValueError(f"warmup_steps={warmup_steps}: expected a non-negative number of steps.")
+        if warmup_epochs < 0:
+            raise ValueError(f"warmup_epochs={warmup_epochs}: expected a non-negative number of epochs.")
+        super().__init__(protocol, teacher, **kwargs)
+        self.sparsity = sparsity
+        self.objective = objective
+        self.warmup_epochs = warmup_epochs
+        self.warmup_steps = warmup_steps
+        self.units = units
+        self.decay = decay
+
+    def lr_scheduler(self, optimizer: torch.optim.Optimizer):
+        """Constant during the warm-up, then linear decay to 0 at the last training step."""
+        if not self.decay or self.trainer is None:
+            return None
+        total = self.trainer.estimated_stepping_batches
+        if not math.isfinite(total):
+            return None
+        warmup = min(self._warmup_steps(), total - 1)
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return 1.0
+            return max(0.0, (total - step) / max(total - warmup, 1))
+
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+    def student(self) -> WavLMSegmentation:
+        """A gated copy of the teacher, with its multipliers, bound to this task."""
+        from ..pruning import attach_gates
+
+        student = copy.deepcopy(self.teacher)
+        attach_gates(student, units=self.units)
+        student = self._bind(student)
+        student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
+        return student
+
+    def setup_loss_func(self):
+        super().setup_loss_func()
+        # keep the multipliers of a student built by `student()` (or restored from a checkpoint)
+        if isinstance(getattr(self.model, "loss_func", None), Lagrangian):
+            for parameter in self.model.loss_func.parameters():
+                parameter.requires_grad = True
+        else:
+            self.model.loss_func = Lagrangian()
+
+    def parameter_groups(self, model: WavLMSegmentation) -> list[dict]:
+        """AdamW groups: student weights, gates (no decay), multipliers (ascent, no decay)."""
+        weights, gates = [], []
+        for name, parameter in model.frontend.named_parameters():
+            if parameter.requires_grad:
+                (gates if name.startswith("gates.") else weights).append(parameter)
+        rates = self.learning_rate
+        return [
+            {"params": weights, "lr": rates["student"], "name": "student"},
+            {"params": gates, "lr": rates["gates"], "weight_decay": 0.0, "name": "gates"},
+            {
+                "params": list(model.loss_func.parameters()),
+                "lr": rates["lagrangian"],
+                "weight_decay": 0.0,
+                "maximize": True,
+                "name": "lagrangian",
+            },
+        ]
+
+    @property
+    def num_samples(self) -> int:
+        """Samples in one training chunk (MACs are counted for this length)."""
+        return round(self.duration * self.teacher.hparams.sample_rate)
+
+    def _warmup_steps(self) -> float:
+        if self.warmup_steps is not None:
+            return float(self.warmup_steps)
+        batches = getattr(self.trainer, "num_training_batches", None) if self.trainer else None
+        if batches is None or not math.isfinite(batches):
+            batches = self.train__len__() // self.batch_size
+        return self.warmup_epochs * max(int(batches), 1)
+
+    def target_sparsity(self, step: int) -> float:
+        """Target at optimisation step `step`: linear warm-up from 0, then `sparsity`."""
+        warmup = self._warmup_steps()
+        if warmup <= 0:
+            return self.sparsity
+        return self.sparsity * min(1.0, step / warmup)
+
+    def expected_sparsity(self, metric: str | None = None) -> torch.Tensor:
+        """Expected sparsity of the student (objective's metric by default), differentiable."""
+        metric = metric or self.objective
+        return expected_sparsity(
+            self.model.frontend,
+            self.teacher.frontend.config,
+            metric=metric,
+            num_samples=self.num_samples if metric == "macs" else None,
+        )
+
+    def training_step(self, batch, batch_idx: int):
+        self._seed_step()
+        waveforms = batch["X"][:, 0]
+        batch_size = waveforms.shape[0]
+        distill, l1, cosine = self._distill(waveforms)
+
+        sparsity = self.expected_sparsity()
+        target = self.target_sparsity(self.model.global_step)
+        lagrangian = self.model.loss_func(sparsity - target).to(distill.dtype)
+        loss = distill + lagrangian
+
+        self._log("train/distillation", distill, batch_size, prog_bar=True)
+        self._log("train/l1", l1, batch_size)
+        self._log("train/cosine", cosine, batch_size)
+        self._log("train/loss", loss, batch_size)
+        with torch.no_grad():
+            for metric in OBJECTIVES:
+                value = sparsity if metric == self.objective else self.expected_sparsity(metric)
+                self._log(f"sparsity_{metric}", value.detach().float(), batch_size, prog_bar=True)
+        self._log("target", float(target), batch_size, prog_bar=True)
+        self._log("lambda1", self.model.loss_func.lambda1.detach(), batch_size, prog_bar=True)
+        self._log("lambda2", self.model.loss_func.lambda2.detach(), batch_size, prog_bar=True)
+        return {"loss": loss}
+
+
+class StopAtTargetSparsity(lightning.Callback):
+    """Stops a DistillPrune run once its expected sparsity has held at the target
+
+    After the warm-up, when the expected sparsity (the task's objective) has stayed within
+    `tolerance` of the target for `patience` consecutive steps, training stops. Useful to
+    end a pruning phase as soon as its structure is found (then distil it further), and in
+    short runs, where the multipliers make the sparsity swing around the target.
+
+    Parameters
+    ----------
+    tolerance : float, optional
+        Defaults to 0.01.
+    patience : int, optional
+        Consecutive steps within tolerance. Defaults to 20.
+    """
+
+    def __init__(self, tolerance: float = 0.01, patience: int = 20):
+        self.tolerance = tolerance
+        self.patience = patience
+        self.steps_on_target = 0
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        task = pl_module.task
+        if not isinstance(task, DistillPrune):
+            raise ValueError("StopAtTargetSparsity watches DistillPrune runs only.")
+        if pl_module.global_step < task._warmup_steps():
+            return
+        with torch.no_grad():
+            gap = abs(float(task.expected_sparsity()) - task.sparsity)
+        self.steps_on_target = self.steps_on_target + 1 if gap <= self.tolerance else 0
+        if self.steps_on_target >= self.patience:
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict:
+        return {"steps_on_target": self.steps_on_target}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.steps_on_target = state_dict.get("steps_on_target", 0)

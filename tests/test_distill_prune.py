@@ -1,0 +1,212 @@
+"""DistillPrune: a gated student learns to match a frozen teacher at a target sparsity."""
+
+import copy
+
+import lightning
+import pytest
+import torch
+from helpers import tiny_model
+
+from pyannote_wavlm_prune import save_checkpoint
+from pyannote_wavlm_prune.averaging import KeepBestCheckpoints
+from pyannote_wavlm_prune.pruning import prune
+from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
+from pyannote_wavlm_prune.training import trainer
+from pyannote_wavlm_prune.wavlm.cost import (
+    expected_macs,
+    expected_params,
+    structure_macs,
+    structure_params,
+)
+
+# fast enough to reach a target in a couple hundred steps of a tiny model
+FAST = {"student": 2e-3, "gates": 0.1, "lagrangian": 0.2}
+
+
+def teacher(duration: float = 2.0):
+    return tiny_model(duration=duration)
+
+
+def distill_prune(protocol, tmp_path, **kwargs):
+    options = dict(teacher=teacher(), batch_size=4, cache=tmp_path / "cache.npz", validate=False,
+                   learning_rate=FAST)
+    options.update(kwargs)
+    return DistillPrune(protocol, **options)
+
+
+def gate_parameters(model) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for n, p in model.frontend.named_parameters() if "gates" in n])
+
+
+@pytest.mark.parametrize("objective", ["params", "macs"])
+def test_distill_prune_reaches_its_target_sparsity(tiny_protocol, tmp_path, objective):
+    lightning.seed_everything(0)
+    task = distill_prune(tiny_protocol, tmp_path, teacher=teacher(duration=0.5), batch_size=2,
+                         sparsity=0.5, objective=objective, warmup_steps=100,
+                         learning_rate={"student": 2e-3, "gates": 0.3, "lagrangian": 0.05})
+    student = task.student()
+    stop = StopAtTargetSparsity(tolerance=0.02, patience=10)
+    trainer(max_steps=500, progress=False, callbacks=[stop]).fit(student)
+    # it got there (rather than running out of steps) and stayed there
+    assert student.global_step < 500
+    student.eval()
+    reached = task.expected_sparsity().item()
+    assert abs(reached - 0.5) <= 0.02, reached
+
+    pruned = prune(student)
+    config = pruned.frontend.config
+    if objective == "params":
+        real = 1 - expected_params(pruned.frontend) / structure_params(config)
+    else:
+        samples = task.num_samples
+        real = 1 - expected_macs(pruned.frontend, samples) / structure_macs(config, samples)
+    assert abs(real - 0.5) <= 0.03, real
+
+
+def test_teacher_is_untouched_and_outside_the_student(tiny_protocol, tmp_path):
+    model = teacher()
+    before = copy.deepcopy(model.state_dict())
+    task = distill_prune(tiny_protocol, tmp_path, teacher=model, sparsity=0.3, warmup_steps=5)
+    student = task.student()
+    fit = trainer(max_steps=10, default_root_dir=tmp_path, progress=False)
+    fit.fit(student)
+
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, before[name]), name
+    teacher_ids = {id(p) for p in task.teacher.parameters()}
+    optimized = [p for group in fit.optimizers[0].param_groups for p in group["params"]]
+    assert not teacher_ids & {id(p) for p in optimized}
+    assert not teacher_ids & {id(p) for p in student.parameters()}
+    save_checkpoint(student, tmp_path / "student.ckpt")
+    saved = torch.load(tmp_path / "student.ckpt", weights_only=False)["state_dict"]
+    # the student's own WavLM + back end + gates + multipliers, nothing more
+    assert set(saved) == set(student.state_dict())
+    assert not any("teacher" in name for name in saved)
+    assert {"loss_func.lambda1", "loss_func.lambda2"} <= set(saved)
+
+
+def test_multipliers_are_trained_by_ascent(tiny_protocol, tmp_path):
+    task = distill_prune(tiny_protocol, tmp_path, sparsity=0.5, warmup_steps=0)
+    student = task.student()
+    trainer(max_steps=5, default_root_dir=tmp_path, progress=False).fit(student)
+    # expected sparsity is below the target: ascent on lambda1 (s - t) makes lambda1 negative
+    assert student.loss_func.lambda1.item() < 0.0
+
+
+def test_target_rises_linearly_during_warm_up_then_stays(tiny_protocol, tmp_path):
+    task = distill_prune(tiny_protocol, tmp_path, sparsity=0.8, warmup_steps=100)
+    assert [task.target_sparsity(step) for step in (0, 50, 100, 500)] == pytest.approx([0, 0.4, 0.8, 0.8])
+
+
+def test_interrupted_run_resumes_as_if_uninterrupted(tiny_protocol, tmp_path):
+    steps = 6
+
+    def run(directory, max_epochs, ckpt_path=None):
+        lightning.seed_everything(0)
+        task = distill_prune(tiny_protocol, tmp_path, sparsity=0.5, warmup_steps=4)
+        student = task.student()
+        callback = KeepBestCheckpoints(directory, monitor="none", k=1)
+        fit = trainer(max_epochs=max_epochs, limit_train_batches=steps, default_root_dir=directory,
+                      progress=False, callbacks=[callback])
+        fit.fit(student, ckpt_path=ckpt_path, weights_only=False)
+        return student
+
+    uninterrupted = run(tmp_path / "a", max_epochs=2)
+    run(tmp_path / "b", max_epochs=1)
+    resumed = run(tmp_path / "b", max_epochs=2, ckpt_path=tmp_path / "b" / "last.ckpt")
+    assert resumed.global_step == uninterrupted.global_step == 2 * steps
+    difference = (gate_parameters(resumed) - gate_parameters(uninterrupted)).abs().max().item()
+    assert difference <= 1e-6
+    assert resumed.loss_func.lambda1.item() == pytest.approx(uninterrupted.loss_func.lambda1.item(), abs=1e-6)
+
+
+def test_a_teacher_that_is_not_a_wavlm_segmentation_is_refused(tiny_protocol):
+    from pyannote.audio.models.segmentation import PyanNet
+
+    with pytest.raises(ValueError, match="teacher is a PyanNet: expected a WavLMSegmentation"):
+        DistillPrune(tiny_protocol, teacher=PyanNet())
+
+
+@pytest.mark.parametrize("sparsity", [1.0, -0.1])
+def test_a_target_outside_zero_one_is_refused(tiny_protocol, sparsity):
+    with pytest.raises(ValueError, match=rf"sparsity={sparsity}: expected a target in \[0, 1\)"):
+        DistillPrune(tiny_protocol, teacher=teacher(), sparsity=sparsity)
+
+
+def test_an_unknown_objective_is_refused(tiny_protocol):
+    with pytest.raises(ValueError, match="objective='flops': expected one of"):
+        DistillPrune(tiny_protocol, teacher=teacher(), objective="flops")
+
+
+def test_a_distilled_layer_out_of_range_is_refused(tiny_protocol):
+    with pytest.raises(ValueError, match=r"distilled_layers=\[0, 3\]: expected hidden-state indices in \[0, 2\]"):
+        DistillPrune(tiny_protocol, teacher=teacher(), distilled_layers=[0, 3])
+
+
+def test_unknown_gated_units_are_refused(tiny_protocol):
+    with pytest.raises(ValueError, match=r"units=\['neurons'\]: expected some of"):
+        DistillPrune(tiny_protocol, teacher=teacher(), units=["neurons"])
+
+
+def test_a_protocol_without_development_set_is_refused_when_validating(tiny_corpus, tmp_path):
+    from pyannote_wavlm_prune.data.simulate import get_protocol
+
+    # the tiny corpus, with its train subset only
+    (tmp_path / "database.yml").write_text(
+        f"Databases:\n  NoDev: {tiny_corpus}/audio/{{uri}}.wav\n"
+        "Protocols:\n  NoDev:\n    SpeakerDiarization:\n      train_only:\n        scope: database\n"
+        f"        train:\n          uri: {tiny_corpus}/lists/train.txt\n"
+        f"          annotation: {tiny_corpus}/rttm/train.rttm\n"
+        f"          annotated: {tiny_corpus}/uem/train.uem\n"
+    )
+    protocol = get_protocol(tmp_path)
+    with pytest.raises(ValueError, match="NoDev.SpeakerDiarization.train_only has no development set"):
+        DistillPrune(protocol, teacher=teacher(), validate=True)
+    # without validation, it is fine
+    DistillPrune(protocol, teacher=teacher(), validate=False, cache=tmp_path / "cache.npz")
+
+
+DDP_SCRIPT = """
+import sys
+import lightning, torch
+sys.path.insert(0, {tests!r})
+from helpers import tiny_model
+from pyannote_wavlm_prune.data.simulate import get_protocol
+from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
+
+lightning.seed_everything(0)
+task = DistillPrune(get_protocol({corpus!r}), teacher=tiny_model(), sparsity=0.5, warmup_steps=2,
+                    batch_size=2, cache={cache!r}, validate=False,
+                    learning_rate={{"student": 2e-3, "gates": 0.1, "lagrangian": 0.2}})
+student = task.student()
+trainer = lightning.Trainer(accelerator="cpu", devices=2, strategy="ddp", max_steps=4, logger=False,
+                            enable_checkpointing=False, enable_progress_bar=False,
+                            num_sanity_val_steps=0, enable_model_summary=False)
+trainer.fit(student)
+gates = {{n: p.detach() for n, p in student.frontend.named_parameters() if "gates" in n}}
+torch.save({{"gates": gates, "lagrangian": dict(student.loss_func.state_dict()),
+            "step": student.global_step}}, {out!r} + f"/rank{{trainer.global_rank}}.pt")
+"""
+
+
+def test_ddp_ranks_end_with_identical_gates_and_multipliers(tiny_corpus, tmp_path):
+    import pathlib
+    import subprocess
+    import sys
+
+    script = tmp_path / "ddp.py"
+    script.write_text(DDP_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), corpus=str(tiny_corpus),
+                                        cache=str(tmp_path / "cache.npz"), out=str(tmp_path)))
+    env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin",
+           "MASTER_PORT": "29517"}
+    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    assert ranks[0]["step"] == ranks[1]["step"] == 4
+    for name, tensor in ranks[0]["gates"].items():
+        assert torch.equal(tensor, ranks[1]["gates"][name]), name
+    for name, tensor in ranks[0]["lagrangian"].items():
+        assert torch.equal(tensor, ranks[1]["lagrangian"][name]), name
+    # and training moved them
+    assert ranks[0]["lagrangian"]["lambda1"].item() != 0.0

@@ -1,0 +1,133 @@
+"""The recipe: fine-tune > DistillPrune > prune > distill > fine-tune, resumable, from the CLI."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+from pyannote.audio import Model
+
+from pyannote_wavlm_prune import WavLMSegmentation
+from pyannote_wavlm_prune.averaging import average_checkpoints, select_epochs
+from pyannote_wavlm_prune.recipe import Budget, Recipe, with_fresh_back_end
+from pyannote_wavlm_prune.wavlm.cost import expected_params, structure_params
+
+BUDGET = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 2, "batch_size": 4,
+          "duration": 2.0, "k": 1, "trainer": {"accelerator": "cpu"}}
+
+
+def write_recipe(directory, corpus) -> str:
+    recipe = {
+        "protocol": "Simulated.SpeakerDiarization.tiny",
+        "database": [str(corpus / "database.yml")],
+        "experiment": "experiment",
+        "teacher": {
+            "model": {"wavlm": {"preset": "tiny"}, "projection": {"dimension": 32},
+                      "conformer": {"num_layers": 1, "num_heads": 2, "ffn_dim": 64,
+                                    "depthwise_conv_kernel_size": 7}},
+            "budget": BUDGET,
+        },
+        "prune": {"sparsity": 0.5, "warmup_epochs": 1,
+                  "task": {"learning_rate": {"student": 2e-3, "gates": 0.3, "lagrangian": 0.05}},
+                  "budget": {**BUDGET, "max_epochs": 2}},
+        "distill": {"budget": BUDGET},
+        "finetune": {"budget": BUDGET},
+    }
+    path = directory / "recipe.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    return str(path)
+
+
+def run_cli(*arguments, cwd):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-m", "pyannote_wavlm_prune.cli", *arguments], cwd=cwd,
+                          env=env, capture_output=True, text=True, timeout=900)
+
+
+def test_recipe_runs_end_to_end_from_the_command_line_then_finds_it_done(tiny_corpus, tmp_path):
+    recipe = write_recipe(tmp_path, tiny_corpus)
+    first = run_cli("recipe", recipe, "--no-progress", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    experiment = tmp_path / "experiment"
+    results = dict(line.split(": ", 1) for line in first.stdout.strip().splitlines()[-4:])
+    assert list(results) == ["teacher", "pruned", "distilled", "final"]
+    for stage in ("1-teacher/model.ckpt", "2-prune/student.ckpt", "2-prune/pruned.ckpt",
+                  "3-distill/model.ckpt", "4-finetune/model.ckpt"):
+        assert (experiment / stage).is_file(), stage
+
+    final = Model.from_pretrained(results["final"])
+    teacher = Model.from_pretrained(results["teacher"])
+    assert isinstance(final, WavLMSegmentation) and final.structure is not None
+    assert expected_params(final.frontend) < structure_params(teacher.frontend.config)
+
+    stamps = {path: path.stat().st_mtime_ns for path in experiment.rglob("*") if path.is_file()}
+    second = run_cli("recipe", recipe, "--no-progress", cwd=tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.stdout.strip().splitlines()[-4:] == first.stdout.strip().splitlines()[-4:]
+    # nothing was redone: no file written, none added
+    assert {path: path.stat().st_mtime_ns for path in experiment.rglob("*") if path.is_file()} == stamps
+
+
+def test_select_epochs_keeps_the_k_best_after_the_peak():
+    history = [{"epoch": e, "score": s} for e, s in enumerate([0.5, 0.9, 1.4, 1.1, 0.8, 0.85, 0.7])]
+    assert [e["epoch"] for e in select_epochs(history, k=2, after_peak=True)] == [6, 4]
+    assert [e["epoch"] for e in select_epochs(history, k=2, after_peak=False)] == [0, 6]
+
+
+def test_averaging_two_checkpoints_averages_their_weights(tmp_path):
+    from helpers import tiny_model
+
+    from pyannote_wavlm_prune import save_checkpoint
+
+    first, second = tiny_model(), tiny_model()
+    save_checkpoint(first, tmp_path / "a.ckpt")
+    save_checkpoint(second, tmp_path / "b.ckpt")
+    average = Model.from_pretrained(average_checkpoints([tmp_path / "a.ckpt", tmp_path / "b.ckpt"],
+                                                         tmp_path / "average.ckpt"))
+    name = "frontend.wavlm.encoder.layers.0.feed_forward.intermediate_dense.weight"
+    expected = (first.state_dict()[name] + second.state_dict()[name]) / 2
+    assert torch.allclose(average.state_dict()[name], expected, atol=1e-7)
+    # inputs untouched
+    assert torch.equal(Model.from_pretrained(tmp_path / "a.ckpt").state_dict()[name], first.state_dict()[name])
+
+
+def test_averaging_checkpoints_of_different_structures_is_refused(tmp_path):
+    from helpers import TINY_BACKEND, powerset_specifications
+
+    from pyannote_wavlm_prune import save_checkpoint
+    from pyannote_wavlm_prune.wavlm.presets import tiny_config
+
+    models = []
+    for width in (64, 32):
+        structure = {"conv_channels": [32] * 7, "kept_heads": [[0, 1, 2, 3]] * 2, "ffn_widths": [width, 64]}
+        model = WavLMSegmentation(wavlm=tiny_config(), structure=structure, **TINY_BACKEND)
+        model.specifications = powerset_specifications()
+        model.build()
+        models.append(model)
+    save_checkpoint(models[0], tmp_path / "a.ckpt")
+    save_checkpoint(models[1], tmp_path / "b.ckpt")
+    with pytest.raises(ValueError, match="different structures"):
+        average_checkpoints([tmp_path / "a.ckpt", tmp_path / "b.ckpt"], tmp_path / "average.ckpt")
+
+
+def test_fresh_back_end_keeps_wavlm_and_reinitialises_the_rest():
+    from helpers import tiny_model
+
+    model = tiny_model()
+    fresh = with_fresh_back_end(model)
+    for name, tensor in model.frontend.state_dict().items():
+        assert torch.equal(fresh.frontend.state_dict()[name], tensor)
+    assert not torch.equal(fresh.projection.weight, model.projection.weight)
+
+
+def test_unknown_budget_option_is_refused():
+    with pytest.raises(ValueError, match=r"Unknown training budget options \['epochs'\]"):
+        Budget.from_dict({"epochs": 3})
+
+
+def test_recipe_without_protocol_is_refused(tmp_path):
+    (tmp_path / "recipe.yml").write_text("experiment: out\n")
+    with pytest.raises(ValueError, match="needs a 'protocol' key"):
+        Recipe.from_yaml(tmp_path / "recipe.yml")
