@@ -1,0 +1,54 @@
+"""`optimize`: tune a pipeline's hyper-parameters on a protocol subset, write the tuned one."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("pipeline", help="pipeline directory (or its config.yaml)")
+    parser.add_argument("--output", required=True, help="tuned pipeline directory to write")
+    parser.add_argument("--protocol", required=True, help="pyannote.database protocol")
+    parser.add_argument("--database", action="append", default=[], metavar="YML",
+                        help="database.yml to load (repeatable)")
+    parser.add_argument("--subset", default="development",
+                        choices=["train", "development", "test"])
+    parser.add_argument("--iterations", type=int, default=50, help="number of trials")
+    parser.add_argument("--num-speakers", choices=["auto", "oracle"], default="auto",
+                        help="give the pipeline the reference number of speakers (oracle)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--journal", help="optuna journal file (.journal) to resume from")
+    parser.add_argument("--freeze-min-duration-off", type=float, default=None, metavar="SECONDS",
+                        help="keep segmentation.min_duration_off at this value")
+    parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..pipelines.evaluate import get_files
+    from ..pipelines.optimize import optimize_pipeline
+
+    for database in args.database:
+        from pyannote.database import registry
+
+        registry.load_database(database)
+    files = get_files(args.protocol, args.subset)
+    freeze = None
+    if args.freeze_min_duration_off is not None:
+        freeze = {"segmentation": {"min_duration_off": args.freeze_min_duration_off}}
+    result = optimize_pipeline(
+        args.pipeline,
+        files,
+        output=args.output,
+        num_iterations=args.iterations,
+        seed=args.seed,
+        num_speakers=args.num_speakers,
+        freeze=freeze,
+        journal=args.journal,
+        show_progress=not args.no_progress,
+        overwrite=args.overwrite,
+        extra={"protocol": args.protocol, "subset": args.subset},
+    )
+    print(f"best DER {100 * result.loss:.2f} % after {result.num_trials} trials: {result.params}")
+    print(f"tuned pipeline written to {result.directory}")
+    return 0

@@ -1,0 +1,150 @@
+"""Speaker embedding models that need no hub: a speaker embedding for offline pipelines.
+
+Every clustering but OracleClustering needs a speaker embedding model, and pyannote's
+(WeSpeaker ResNet34 in pyannote/speaker-diarization-community-1) lives on the Hugging Face
+hub. Where the hub is out of reach:
+
+- `train_embedding(protocol, path)` trains pyannote's x-vector (XVectorMFCC) with pyannote's
+  own SpeakerEmbedding task (ArcFace loss) on a protocol's training speakers, e.g. the
+  project's simulated corpus, and saves it as a pyannote checkpoint;
+- `untrained_embedding()` gives the same architecture with random weights, ready to be
+  saved and exported: enough to test the plumbing, useless for clustering quality.
+
+A local copy of a pretrained pyannote embedding (a pytorch_model.bin) works as well: pass
+its path wherever a model is expected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import lightning
+import torch
+from pyannote.audio import Model
+from pyannote.audio.core.task import Problem, Resolution, Specifications
+from pyannote.audio.models.embedding import XVectorMFCC
+from pyannote.audio.tasks import SpeakerEmbedding
+from pyannote.database import Protocol
+
+from .checkpoint import save_checkpoint
+
+
+class EqualLengthSpeakerEmbedding(SpeakerEmbedding):
+    """pyannote's SpeakerEmbedding task (ArcFace), whose batches always stack
+
+    In pyannote 4.0.7, chunks cropped at different start times for the same batch duration
+    may differ by one sample, and the default collate function then fails ("stack expects
+    each tensor to be equal size"). Chunks are trimmed to the shortest of their batch.
+    """
+
+    def collate_fn(self, batch, stage="train"):
+        shortest = min(item["X"].shape[-1] for item in batch)
+        batch = [{**item, "X": item["X"][..., :shortest]} for item in batch]
+        return super().collate_fn(batch, stage=stage)
+
+
+def untrained_embedding(dimension: int = 128, duration: float = 2.0, seed: int = 0) -> Model:
+    """A randomly initialised XVectorMFCC with the specifications of a speaker embedding task
+
+    Parameters
+    ----------
+    dimension : int, optional
+        Embedding dimension. Defaults to 128.
+    duration : float, optional
+        Chunk duration (s) recorded in its specifications. Defaults to 2.0.
+    seed : int, optional
+        Seed of the random initialisation. Defaults to 0.
+
+    Returns
+    -------
+    model : XVectorMFCC
+        In eval mode; `save_checkpoint` and `export_pipeline` accept it.
+    """
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = XVectorMFCC(dimension=dimension)
+    # a model without specifications cannot be checkpointed by pyannote
+    model.specifications = Specifications(
+        problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=duration
+    )
+    return model.eval()
+
+
+def train_embedding(
+    protocol: Protocol,
+    checkpoint: str | os.PathLike | None = None,
+    dimension: int = 128,
+    duration: float = 2.0,
+    min_duration: float | None = 0.5,
+    num_classes_per_batch: int = 8,
+    num_chunks_per_class: int = 4,
+    max_epochs: int = 20,
+    seed: int = 0,
+    num_workers: int = 0,
+    trainer_options: dict | None = None,
+) -> Model:
+    """Train a speaker embedding (XVectorMFCC, ArcFace) on a protocol's training speakers
+
+    Parameters
+    ----------
+    protocol : pyannote.database Protocol
+        SpeakerDiarization (or SpeakerVerification) protocol whose files have audio and
+        annotation; its training speakers are the classes.
+    checkpoint : path, optional
+        Where to save the trained model (pyannote checkpoint; `Model.from_pretrained` and
+        `export_pipeline` read it).
+    dimension : int, optional
+        Embedding dimension. Defaults to 128.
+    duration, min_duration : float, optional
+        Longest and shortest training chunk (s). Defaults to 2.0 and 0.5.
+    num_classes_per_batch, num_chunks_per_class : int, optional
+        Batch composition: speakers per batch, chunks per speaker. Defaults to 8 x 4.
+    max_epochs : int, optional
+        Training epochs. Defaults to 20.
+    seed : int, optional
+        Seed of initialisation and chunk sampling. Defaults to 0.
+    num_workers : int, optional
+        Data loading workers. Defaults to 0 (in-process, safest on small machines).
+    trainer_options : dict, optional
+        Extra `lightning.Trainer` arguments (e.g. {"limit_train_batches": 10}).
+
+    Returns
+    -------
+    model : XVectorMFCC
+        Trained model in eval mode.
+    """
+    if max_epochs < 1:
+        raise ValueError(f"max_epochs={max_epochs}: expected at least 1.")
+    lightning.seed_everything(seed, verbose=False)
+    task = EqualLengthSpeakerEmbedding(
+        protocol,
+        duration=duration,
+        min_duration=min_duration,
+        num_classes_per_batch=num_classes_per_batch,
+        num_chunks_per_class=num_chunks_per_class,
+        num_workers=num_workers,
+    )
+    model = XVectorMFCC(dimension=dimension, task=task)
+    options = {
+        "max_epochs": max_epochs,
+        "accelerator": "cpu",
+        "devices": 1,
+        "logger": False,
+        "enable_checkpointing": False,
+        "enable_model_summary": False,
+        "enable_progress_bar": False,
+        # pyannote's embedding task has no validation set on diarization protocols
+        "limit_val_batches": 0,
+        "num_sanity_val_steps": 0,
+    }
+    options.update(trainer_options or {})
+    lightning.Trainer(**options).fit(model)
+    # the ArcFace classifier (one row per training speaker) only serves training: without
+    # it the checkpoint is smaller and loads without a strict-loading warning
+    if hasattr(model, "loss_func"):
+        del model.loss_func
+    model.eval()
+    if checkpoint is not None:
+        save_checkpoint(model, Path(checkpoint))
+    return model

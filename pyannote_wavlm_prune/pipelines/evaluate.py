@@ -1,0 +1,267 @@
+"""Diarization error rate and speed of a pipeline on a protocol subset."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pyannote.audio import Audio
+from pyannote.core import Annotation, Segment
+from pyannote.database import FileFinder, Protocol, registry
+from pyannote.metrics.diarization import DiarizationErrorRate
+from tqdm.auto import tqdm
+
+SUBSETS = ("train", "development", "test")
+
+
+def get_files(
+    protocol: Protocol | str,
+    subset: str = "test",
+    registry_file: str | os.PathLike | None = None,
+) -> list[Mapping]:
+    """Files of a protocol subset, each with its audio located
+
+    Parameters
+    ----------
+    protocol : Protocol or str
+        A pyannote.database protocol, or its name (e.g. "AMI.SpeakerDiarization.mini").
+    subset : str, optional
+        "train", "development" or "test" (default).
+    registry_file : path, optional
+        database.yml to load into pyannote.database's registry before looking `protocol` up.
+    """
+    if subset not in SUBSETS:
+        raise ValueError(f"subset={subset!r}: expected one of {list(SUBSETS)}.")
+    if registry_file is not None:
+        if not Path(registry_file).is_file():
+            raise FileNotFoundError(f"registry file {registry_file} does not exist.")
+        registry.load_database(registry_file)
+    if isinstance(protocol, str):
+        try:
+            protocol = registry.get_protocol(protocol, preprocessors={"audio": FileFinder()})
+        except KeyError as error:
+            raise ValueError(
+                f"protocol {protocol!r} is unknown: load the database.yml that defines it "
+                "(registry_file=... or --registry)."
+            ) from error
+    files = list(getattr(protocol, subset)())
+    if not files:
+        raise ValueError(f"{protocol.name} has no file in subset {subset!r}.")
+    for file in files:
+        if "annotation" not in file:
+            raise ValueError(f"{file['uri']} has no reference annotation: expected one to score.")
+        if "audio" not in file and "waveform" not in file:
+            # protocols loaded without preprocessors know their audio only via the registry
+            file["audio"] = FileFinder()(file)
+    return files
+
+
+@dataclass
+class FileScore:
+    """Errors and timings on one file (durations in seconds)."""
+
+    uri: str
+    duration: float
+    reference: float  # scored reference speech ("total" of pyannote.metrics)
+    missed: float
+    false_alarm: float
+    confusion: float
+    processing_time: float
+    segmentation_time: float
+
+    @property
+    def der(self) -> float:
+        """Diarization error rate: (missed + false alarm + confusion) / reference."""
+        error = self.missed + self.false_alarm + self.confusion
+        return error / self.reference if self.reference > 0 else float(error > 0)
+
+
+@dataclass
+class EvaluationReport:
+    """Per-file and total DER with its components, and real-time factors."""
+
+    files: list[FileScore]
+    collar: float = 0.0
+    skip_overlap: bool = False
+    rttm: list[Path] = field(default_factory=list)
+
+    def _sum(self, name: str) -> float:
+        return sum(getattr(score, name) for score in self.files)
+
+    @property
+    def reference(self) -> float:
+        return self._sum("reference")
+
+    @property
+    def missed(self) -> float:
+        return self._sum("missed")
+
+    @property
+    def false_alarm(self) -> float:
+        return self._sum("false_alarm")
+
+    @property
+    def confusion(self) -> float:
+        return self._sum("confusion")
+
+    @property
+    def der(self) -> float:
+        """Total DER, pooled over files (not the mean of per-file DERs)."""
+        return (self.missed + self.false_alarm + self.confusion) / self.reference
+
+    @property
+    def duration(self) -> float:
+        return self._sum("duration")
+
+    @property
+    def real_time_factor(self) -> float:
+        """Processing time of the whole pipeline / audio duration."""
+        return self._sum("processing_time") / self.duration
+
+    @property
+    def segmentation_real_time_factor(self) -> float:
+        """Time spent reading audio and running the segmentation model / audio duration."""
+        return self._sum("segmentation_time") / self.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        """Totals and per-file rows, as plain numbers (for JSON)."""
+        totals = {
+            name: getattr(self, name)
+            for name in ("der", "missed", "false_alarm", "confusion", "reference", "duration",
+                         "real_time_factor", "segmentation_real_time_factor")
+        }
+        return {
+            "collar": self.collar,
+            "skip_overlap": self.skip_overlap,
+            "total": totals,
+            "files": [{**asdict(score), "der": score.der} for score in self.files],
+            "rttm": [str(path) for path in self.rttm],
+        }
+
+    def table(self) -> str:
+        """Per-file and total figures as a text table (rates in % of reference speech)."""
+
+        def row(name: str, score) -> str:
+            reference = score.reference or float("nan")
+            return (
+                f"{name:<24} {100 * score.der:7.2f} {100 * score.missed / reference:7.2f} "
+                f"{100 * score.false_alarm / reference:7.2f} "
+                f"{100 * score.confusion / reference:7.2f} {score.reference:9.1f}"
+            )
+
+        header = f"{'file':<24} {'DER%':>7} {'miss%':>7} {'FA%':>7} {'conf%':>7} {'speech s':>9}"
+        lines = [header, "-" * len(header)]
+        lines += [row(score.uri[:24], score) for score in self.files]
+        lines += ["-" * len(header), row("TOTAL", self)]
+        lines.append(
+            f"collar {self.collar} s, skip_overlap {self.skip_overlap}; real-time factor: "
+            f"pipeline {self.real_time_factor:.4f}, segmentation "
+            f"{self.segmentation_real_time_factor:.4f}"
+        )
+        return "\n".join(lines)
+
+
+def as_written_in_rttm(annotation: Annotation) -> Annotation:
+    """`annotation` with its times rounded as RTTM files write them (start and duration, ms)."""
+    rounded = Annotation(uri=annotation.uri, modality=annotation.modality)
+    for segment, track, label in annotation.itertracks(yield_label=True):
+        start, duration = round(segment.start, 3), round(segment.duration, 3)
+        if duration > 0:
+            rounded[Segment(start, start + duration), track] = label
+    return rounded
+
+
+class _StepClock:
+    """Pipeline hook that records when the segmentation step ends."""
+
+    def __init__(self):
+        self.segmentation_end: float | None = None
+
+    def __call__(self, step_name: str, step_artifact: Any, file=None, total=None, completed=None):
+        # per-batch progress calls carry no artifact; the final one carries the segmentation
+        if step_name == "segmentation" and step_artifact is not None:
+            self.segmentation_end = time.perf_counter()
+
+
+def evaluate_pipeline(
+    pipeline,
+    files: Iterable[Mapping],
+    collar: float = 0.0,
+    skip_overlap: bool = False,
+    num_speakers: Literal["auto", "oracle"] = "auto",
+    rttm_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> EvaluationReport:
+    """Score a diarization pipeline with pyannote.metrics' DiarizationErrorRate
+
+    Parameters
+    ----------
+    pipeline : pyannote.audio SpeakerDiarization pipeline
+        Instantiated pipeline (e.g. `load_pipeline(directory)`); with OracleClustering, this
+        scores the segmentation model alone.
+    files : iterable of dict
+        Files with "annotation" (and "annotated", the scored regions, when known), e.g.
+        `get_files(protocol, "test")`.
+    collar : float, optional
+        Forgiveness collar in seconds around reference boundaries. Defaults to 0.
+    skip_overlap : bool, optional
+        Do not score overlapped speech regions. Defaults to False.
+    num_speakers : {"auto", "oracle"}, optional
+        Let the pipeline find the number of speakers (default), or give it the reference one.
+    rttm_dir : path, optional
+        Write one RTTM file per file (<uri>.rttm) into this directory.
+    progress : bool, optional
+        Show a progress bar (one step per file). Defaults to True.
+
+    Returns
+    -------
+    report : EvaluationReport
+    """
+    if collar < 0:
+        raise ValueError(f"collar={collar}: expected a duration >= 0 s.")
+    if num_speakers not in ("auto", "oracle"):
+        raise ValueError(f"num_speakers={num_speakers!r}: expected 'auto' or 'oracle'.")
+    files = list(files)
+    if rttm_dir is not None:
+        rttm_dir = Path(rttm_dir)
+        rttm_dir.mkdir(parents=True, exist_ok=True)
+
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
+    audio = Audio(mono="downmix")
+    scores, rttms = [], []
+    bar = tqdm(files, desc="Diarizing", unit="file", disable=not progress)
+    for file in bar:
+        bar.set_postfix_str(file["uri"])
+        reference: Annotation = file["annotation"]
+        options = {"num_speakers": len(reference.labels())} if num_speakers == "oracle" else {}
+        clock = _StepClock()
+        start = time.perf_counter()
+        output = pipeline(file, hook=clock, **options)
+        end = time.perf_counter()
+        hypothesis = output if isinstance(output, Annotation) else output.speaker_diarization
+        # score what the RTTM file holds, so that re-scoring it gives the same figures
+        hypothesis = as_written_in_rttm(hypothesis)
+
+        components = metric(reference, hypothesis, uem=file.get("annotated"), detailed=True)
+        scores.append(
+            FileScore(
+                uri=file["uri"],
+                duration=audio.get_duration(file),
+                reference=components["total"],
+                missed=components["missed detection"],
+                false_alarm=components["false alarm"],
+                confusion=components["confusion"],
+                processing_time=end - start,
+                segmentation_time=(clock.segmentation_end or end) - start,
+            )
+        )
+        if rttm_dir is not None:
+            path = rttm_dir / f"{file['uri'].replace('/', '_')}.rttm"
+            with open(path, "w") as rttm:
+                hypothesis.write_rttm(rttm)
+            rttms.append(path)
+    return EvaluationReport(scores, collar=collar, skip_overlap=skip_overlap, rttm=rttms)

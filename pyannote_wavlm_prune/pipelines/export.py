@@ -1,0 +1,387 @@
+"""Diarization pipelines as self-contained directories that `Pipeline.from_pretrained` loads.
+
+Layout of an exported directory::
+
+    config.yaml                   pipeline class, its arguments, tuned hyper-parameters
+    segmentation/pytorch_model.bin
+    embedding/pytorch_model.bin   (unless OracleClustering without embedding)
+    plda/xvec_transform.npz       (VBxClustering only)
+    plda/plda.npz
+
+config.yaml names its parts "$model/<subfolder>", which pyannote resolves against the
+directory of config.yaml, so the directory loads from any working directory and can be
+moved or copied whole.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pyannote.audio
+import yaml
+from pyannote.audio import Model
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.core.task import UnknownSpecificationsError
+from pyannote.audio.utils.hf_hub import AssetFileName
+
+from ..checkpoint import save_checkpoint
+from .offline import CLUSTERINGS, SpeakerDiarization
+from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
+
+# the class config.yaml names: a public interface, never move it without a shim
+PIPELINE_CLASS = "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
+PACKAGE = "pyannote-wavlm-prune"
+CONFIG = AssetFileName.Pipeline.value
+CHECKPOINT = AssetFileName.Model.value
+
+# keyword arguments of SpeakerDiarization that config.yaml carries besides the models
+PIPELINE_OPTIONS = (
+    "segmentation_step",
+    "embedding_exclude_overlap",
+    "segmentation_batch_size",
+    "embedding_batch_size",
+    "der_variant",
+)
+
+
+def _load_model(model: Model | str | os.PathLike, role: str) -> Model:
+    """`model` itself, or the pyannote Model its checkpoint (file or directory) holds."""
+    if isinstance(model, Model):
+        try:
+            _ = model.specifications
+        except UnknownSpecificationsError as error:
+            # pyannote cannot checkpoint a model that no task has specified
+            raise ValueError(
+                f"{role} model {type(model).__name__} has no specifications, so it cannot be "
+                "saved: train it with a task, or use pyannote_wavlm_prune.embedding."
+                "untrained_embedding() for a random speaker embedding."
+            ) from error
+        return model
+    if not isinstance(model, (str, os.PathLike)):
+        raise TypeError(
+            f"{role}={model!r}: expected a pyannote Model or the path of its checkpoint."
+        )
+    path = Path(model)
+    if path.is_dir():
+        path = path / CHECKPOINT
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{role} checkpoint {path} does not exist: expected a pyannote checkpoint "
+            f"(a file, or a directory holding {CHECKPOINT})."
+        )
+    return Model.from_pretrained(path, strict=False)
+
+
+def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
+    """A StoredPLDA (whose arrays can be written) from a PLDA or its directory."""
+    if isinstance(plda, StoredPLDA):
+        return plda
+    if isinstance(plda, Mapping) and plda.get("checkpoint") is not None:
+        # what `$model/plda` expands to in a loaded pipeline
+        return StoredPLDA.load(Path(plda["checkpoint"]) / (plda.get("subfolder") or ""))
+    if isinstance(plda, (str, os.PathLike)):
+        return StoredPLDA.load(plda)
+    raise TypeError(
+        f"plda={plda!r}: expected the directory holding {TRANSFORM_FILE} and {PLDA_FILE}, "
+        "or a StoredPLDA (what estimate_plda returns). A PLDA object does not keep its "
+        "arrays, so it cannot be written again."
+    )
+
+
+def _is_empty_directory(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
+
+
+def export_pipeline(
+    directory: str | os.PathLike,
+    segmentation: Model | str | os.PathLike,
+    embedding: Model | str | os.PathLike | None = None,
+    plda: StoredPLDA | str | os.PathLike | None = None,
+    clustering: str = "AgglomerativeClustering",
+    params: Mapping[str, Any] | None = None,
+    *,
+    segmentation_step: float = 0.1,
+    embedding_exclude_overlap: bool = False,
+    segmentation_batch_size: int = 1,
+    embedding_batch_size: int = 1,
+    der_variant: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Write a diarization pipeline directory that `Pipeline.from_pretrained` loads offline
+
+    Parameters
+    ----------
+    directory : path
+        Where to write. Must not exist, be empty, or `overwrite` must be True.
+    segmentation : Model or path
+        Segmentation model, or its checkpoint (file, or directory with pytorch_model.bin).
+    embedding : Model or path, optional
+        Speaker embedding model or checkpoint. Required by every clustering but
+        OracleClustering.
+    plda : StoredPLDA or path, optional
+        PLDA (from `estimate_plda`) or the directory holding its two .npz files. Required
+        by VBxClustering, ignored otherwise.
+    clustering : str, optional
+        AgglomerativeClustering (default), KMeansClustering, VBxClustering or
+        OracleClustering.
+    params : dict, optional
+        Pipeline hyper-parameters ({"segmentation": {...}, "clustering": {...}}), checked
+        by instantiating the pipeline. Defaults to `SpeakerDiarization.default_parameters()`.
+    segmentation_step, embedding_exclude_overlap, segmentation_batch_size,
+    embedding_batch_size, der_variant : optional
+        Arguments of `SpeakerDiarization`, saved in config.yaml.
+    extra : dict, optional
+        Additional top-level entries of config.yaml (e.g. "optimization": {...}).
+    overwrite : bool, optional
+        Replace a non-empty `directory`. Defaults to False.
+
+    Returns
+    -------
+    directory : Path
+        The written directory.
+
+    Notes
+    -----
+    Everything is written into a temporary directory beside `directory`, then renamed into
+    place: an interrupted export leaves no half-written pipeline.
+    """
+    directory = Path(directory).absolute()
+    if directory.exists() and not _is_empty_directory(directory) and not overwrite:
+        raise FileExistsError(
+            f"{directory} exists and is not empty: expected a new or empty directory "
+            "(or overwrite=True)."
+        )
+    if clustering not in CLUSTERINGS:
+        raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
+
+    segmentation_model = _load_model(segmentation, "segmentation")
+    embedding_model = None if embedding is None else _load_model(embedding, "embedding")
+    stored_plda = None
+    if clustering == "VBxClustering":
+        if plda is None:
+            raise ValueError("clustering='VBxClustering' needs plda=... (see estimate_plda).")
+        stored_plda = _load_plda(plda)
+
+    # building the pipeline in memory checks models, clustering and params before writing
+    options = {
+        "segmentation_step": segmentation_step,
+        "embedding_exclude_overlap": embedding_exclude_overlap,
+        "segmentation_batch_size": segmentation_batch_size,
+        "embedding_batch_size": embedding_batch_size,
+        "der_variant": None if der_variant is None else dict(der_variant),
+    }
+    pipeline = SpeakerDiarization(
+        segmentation=segmentation_model,
+        embedding=embedding_model,
+        plda=stored_plda,
+        clustering=clustering,
+        **options,
+    )
+    params = pipeline.default_parameters() if params is None else _plain(params)
+    pipeline.instantiate(params)
+    if not pipeline.instantiated:
+        raise ValueError(
+            f"params={params} leave {_missing_parameters(pipeline)} unset: expected values "
+            f"for every hyper-parameter of {clustering}."
+        )
+
+    pipeline_params: dict[str, Any] = {
+        "clustering": clustering,
+        "segmentation": "$model/segmentation",
+    }
+    if embedding_model is not None:
+        pipeline_params["embedding"] = "$model/embedding"
+    if stored_plda is not None:
+        pipeline_params["plda"] = "$model/plda"
+    pipeline_params.update({k: v for k, v in options.items() if v is not None})
+    config: dict[str, Any] = {
+        "dependencies": {"pyannote.audio": pyannote.audio.__version__, PACKAGE: _version()},
+        "pipeline": {"name": PIPELINE_CLASS, "params": pipeline_params},
+        "params": params,
+    }
+    if extra:
+        config.update(_plain(extra))
+
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(
+        tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp")
+    )
+    try:
+        save_checkpoint(segmentation_model, staging / "segmentation" / CHECKPOINT)
+        if embedding_model is not None:
+            save_checkpoint(embedding_model, staging / "embedding" / CHECKPOINT)
+        if stored_plda is not None:
+            stored_plda.save(staging / "plda")
+        with open(staging / CONFIG, "w") as file:
+            yaml.safe_dump(config, file, sort_keys=False)
+        _default_permissions(staging)
+        _move_into_place(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _default_permissions(root: Path):
+    """Give `root` and its content the modes of a plain mkdir/open (temporary files are private)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    root.chmod(0o777 & ~umask)
+    for path in root.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _move_into_place(staging: Path, directory: Path):
+    """Rename `staging` to `directory`, replacing what is there (checked by the caller)."""
+    if _is_empty_directory(directory):
+        directory.rmdir()
+    if not directory.exists():
+        os.rename(staging, directory)
+        return
+    # overwrite: swap, then delete the old one, so that `directory` is never half-written
+    retired = Path(
+        tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old")
+    )
+    retired.rmdir()
+    os.rename(directory, retired)
+    os.rename(staging, directory)
+    shutil.rmtree(retired, ignore_errors=True)
+
+
+def save_pipeline(
+    pipeline: SpeakerDiarization,
+    directory: str | os.PathLike,
+    params: Mapping[str, Any] | None = None,
+    extra: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> Path:
+    """Export a SpeakerDiarization pipeline object (e.g. after tuning) as a directory
+
+    Parameters
+    ----------
+    pipeline : SpeakerDiarization
+        Pipeline of this package (built in memory or loaded with `Pipeline.from_pretrained`).
+    directory : path
+        Where to write (see `export_pipeline`).
+    params : dict, optional
+        Hyper-parameters. Defaults to the pipeline's instantiated ones.
+    extra : dict, optional
+        Additional top-level entries of config.yaml.
+    overwrite : bool, optional
+        Replace a non-empty `directory`. Defaults to False.
+    """
+    if not isinstance(pipeline, SpeakerDiarization):
+        raise TypeError(
+            f"pipeline is a {type(pipeline).__name__}: expected {PIPELINE_CLASS} (pyannote's "
+            "own pipeline cannot be written offline: its PLDA and models come from the hub)."
+        )
+    if params is None:
+        if not pipeline.instantiated:
+            raise ValueError("pipeline is not instantiated: give params=... or instantiate it.")
+        params = pipeline.parameters(instantiated=True)
+    embedding = getattr(pipeline._embedding, "model_", None)
+    plda = pipeline.plda if pipeline.klustering == "VBxClustering" else None
+    if isinstance(pipeline._plda, StoredPLDA) and plda is not None:
+        plda = pipeline._plda
+    return export_pipeline(
+        directory,
+        segmentation=pipeline._segmentation.model,
+        embedding=embedding,
+        plda=plda,
+        clustering=pipeline.klustering,
+        params=params,
+        segmentation_step=pipeline.segmentation_step,
+        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
+        segmentation_batch_size=pipeline.segmentation_batch_size,
+        embedding_batch_size=pipeline.embedding_batch_size,
+        der_variant=pipeline.der_variant,
+        extra=extra,
+        overwrite=overwrite,
+    )
+
+
+def read_config(directory: str | os.PathLike) -> dict:
+    """The content of a pipeline directory's config.yaml (clear error when there is none)."""
+    path = Path(directory)
+    config_file = path if path.is_file() else path / CONFIG
+    if not config_file.is_file():
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist: expected a pipeline directory.")
+        raise FileNotFoundError(
+            f"{path} has no {CONFIG}: expected a pipeline directory (see export_pipeline)."
+        )
+    with open(config_file) as file:
+        config = yaml.safe_load(file)
+    if not isinstance(config, dict) or "name" not in config.get("pipeline", {}):
+        raise ValueError(
+            f"{config_file} does not describe a pipeline: expected a 'pipeline: name:' entry."
+        )
+    return config
+
+
+def load_pipeline(directory: str | os.PathLike, **overrides: Any) -> SpeakerDiarization:
+    """Load a pipeline directory, optionally overriding arguments of its pipeline class
+
+    `load_pipeline(d)` is `Pipeline.from_pretrained(d)` with clear errors for a missing
+    config.yaml. Overrides replace entries of config.yaml's `pipeline: params:`, e.g.
+    `clustering="OracleClustering"` to score the segmentation alone (the embedding, PLDA and
+    clustering hyper-parameters are then dropped), or `segmentation_step=0.5`.
+    """
+    from pyannote.audio import Pipeline
+
+    path = Path(directory)
+    config = read_config(path)
+    root = (path.parent if path.is_file() else path).absolute()
+    if not overrides:
+        return Pipeline.from_pretrained(path)
+
+    # a config given as a dict resolves "$model/..." against the working directory
+    # (trap): resolve them against the pipeline directory here instead
+    arguments = dict(config["pipeline"].get("params", {}))
+    arguments.update(overrides)
+    params = dict(config.get("params", {}))
+    if arguments.get("clustering") == "OracleClustering":
+        for name in ("embedding", "plda"):
+            if name not in overrides:
+                arguments.pop(name, None)
+        params.pop("clustering", None)
+    for key, value in arguments.items():
+        if isinstance(value, str) and value.startswith("$model/"):
+            arguments[key] = {"checkpoint": str(root), "subfolder": value[len("$model/"):]}
+    config = {**config, "pipeline": {**config["pipeline"], "params": arguments}, "params": params}
+    return Pipeline.from_pretrained(config)
+
+
+def _version() -> str:
+    # imported when called: the package's __init__ may import this module before it sets
+    # __version__
+    from .. import __version__
+
+    return __version__
+
+
+def _missing_parameters(pipeline) -> list[str]:
+    every = set(pipeline._flatten(pipeline.parameters()))
+    given = set(pipeline._flatten(pipeline.parameters(instantiated=True)))
+    return sorted(every - given)
+
+
+def _plain(value: Any) -> Any:
+    """`value` made of plain dicts, lists, str, int, float, bool (safe for yaml.safe_dump)."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, bool, int, float)) or value is None:
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return str(value)
+    raise TypeError(f"{value!r} of type {type(value).__name__} cannot be written to config.yaml.")

@@ -1,0 +1,152 @@
+"""DER evaluation on a protocol, RTTM output, real-time factors, and the speed benchmark."""
+
+import argparse
+import json
+
+import pytest
+import torch
+from helpers import tiny_model
+from pyannote.database.util import load_rttm
+from pyannote.metrics.diarization import DiarizationErrorRate
+
+from pyannote_wavlm_prune import save_checkpoint
+from pyannote_wavlm_prune.commands import bench as bench_command
+from pyannote_wavlm_prune.commands import evaluate as evaluate_command
+from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+from pyannote_wavlm_prune.pipelines.bench import bench_segmentation, count_macs
+from pyannote_wavlm_prune.pipelines.evaluate import evaluate_pipeline, get_files
+from pyannote_wavlm_prune.wavlm.cost import expected_macs
+
+PRUNED = {
+    "conv_channels": [16, 24, 8, 32, 12, 20, 32],
+    "kept_heads": [[0, 2], [1]],
+    "ffn_widths": [16, 40],
+}
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    return tiny_model(duration=5.0, structure=PRUNED)
+
+
+@pytest.fixture(scope="module")
+def oracle_pipeline(pruned):
+    # OracleClustering scores the segmentation alone, what pruning papers report
+    pipeline = SpeakerDiarization(
+        segmentation=pruned, clustering="OracleClustering", segmentation_step=1.0
+    )
+    return pipeline.instantiate(pipeline.default_parameters())
+
+
+@pytest.fixture(scope="module")
+def test_files(tiny_protocol):
+    return get_files(tiny_protocol, "test")
+
+
+@pytest.fixture(scope="module")
+def report(oracle_pipeline, test_files, tmp_path_factory):
+    rttm_dir = tmp_path_factory.mktemp("rttm")
+    return evaluate_pipeline(oracle_pipeline, test_files, rttm_dir=rttm_dir, progress=False)
+
+
+def test_der_components_add_up_to_the_total_per_file_and_overall(report, test_files):
+    assert [score.uri for score in report.files] == [f["uri"] for f in test_files]
+    for score in report.files:
+        errors = score.missed + score.false_alarm + score.confusion
+        assert score.der == pytest.approx(errors / score.reference, abs=1e-12)
+        assert score.reference > 10.0  # seconds of reference speech in a 15-20 s file
+    assert report.missed == pytest.approx(sum(s.missed for s in report.files))
+    assert report.reference == pytest.approx(sum(s.reference for s in report.files))
+    assert report.der == pytest.approx(
+        (report.missed + report.false_alarm + report.confusion) / report.reference, abs=1e-12
+    )
+    assert report.der > 0  # a random tiny model cannot be perfect
+
+
+def test_rttm_rescored_with_pyannote_metrics_gives_the_same_der(report, test_files):
+    metric = DiarizationErrorRate(collar=0.0)
+    for file, path in zip(test_files, report.rttm, strict=True):
+        assert path.name == f"{file['uri']}.rttm"
+        hypothesis = load_rttm(path)[file["uri"]]
+        metric(file["annotation"], hypothesis, uem=file["annotated"])
+    assert abs(metric) == pytest.approx(report.der, abs=1e-9)
+
+
+def test_collar_and_skip_overlap_score_less_reference_speech(oracle_pipeline, test_files, report):
+    file, first = test_files[:1], report.files[0]
+    collared = evaluate_pipeline(oracle_pipeline, file, collar=0.5, progress=False)
+    no_overlap = evaluate_pipeline(oracle_pipeline, file, skip_overlap=True, progress=False)
+    assert collared.collar == 0.5 and no_overlap.skip_overlap
+    assert collared.reference < first.reference
+    assert no_overlap.reference < first.reference
+    assert no_overlap.confusion <= first.confusion
+
+
+def test_real_time_factors_count_segmentation_inside_the_pipeline(report):
+    assert report.duration == pytest.approx(sum(s.duration for s in report.files))
+    assert 0 < report.segmentation_real_time_factor <= report.real_time_factor
+    for score in report.files:
+        assert 0 < score.segmentation_time <= score.processing_time
+
+
+def test_evaluate_command_scores_a_segmentation_checkpoint_with_oracle_clustering(
+    pruned, tiny_protocol, tmp_path, capsys
+):
+    checkpoint = save_checkpoint(pruned, tmp_path / "segmentation.ckpt")
+    parser = argparse.ArgumentParser()
+    evaluate_command.add_arguments(parser)
+    database = str(next(iter(tiny_protocol.preprocessors["audio"].registry.configs)))
+    args = parser.parse_args([
+        str(checkpoint), "--protocol", tiny_protocol.name, "--database", database,
+        "--segmentation-step", "1.0", "--rttm", str(tmp_path / "rttm"),
+        "--json", str(tmp_path / "report.json"), "--no-progress",
+    ])
+    assert evaluate_command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "TOTAL" in printed and "real-time factor" in printed
+    saved = json.loads((tmp_path / "report.json").read_text())
+    assert len(saved["files"]) == 2 and len(saved["rttm"]) == 2
+    total = saved["total"]
+    errors = total["missed"] + total["false_alarm"] + total["confusion"]
+    assert total["der"] == pytest.approx(errors / total["reference"])
+
+
+# --- speed benchmark ----------------------------------------------------------------------
+
+
+def test_bench_reports_size_cost_and_speed_as_ratios_to_the_first_model(pruned):
+    full = tiny_model(duration=5.0)
+    results = bench_segmentation(
+        [full, pruned], chunk_duration=2.0, batch_size=2, repeats=2, names=["full", "pruned"]
+    )
+    first, second = results
+    assert (first.parameter_ratio, first.macs_ratio, first.speedup) == (1.0, 1.0, 1.0)
+    assert first.parameters == sum(p.numel() for p in full.parameters())
+    assert second.parameters == sum(p.numel() for p in pruned.parameters())
+    assert second.parameter_ratio == pytest.approx(second.parameters / first.parameters)
+    assert second.parameter_ratio < 0.9
+    assert second.macs < first.macs
+    # the WavLM cost model counts the front end, FlopCounterMode the whole model
+    assert 0 < second.wavlm_macs < second.macs
+    assert second.speedup == pytest.approx(first.seconds_per_batch / second.seconds_per_batch)
+
+
+def test_counted_macs_of_a_pruned_front_end_equal_the_cost_model(pruned):
+    # FlopCounterMode alone misses CPU attention (scaled_dot_product_attention): 0 MACs
+    waveforms = torch.randn(1, 8 * 16000)
+    assert count_macs(pruned.frontend, waveforms) == expected_macs(pruned.frontend, 8 * 16000)
+
+
+def test_bench_command_prints_one_row_per_checkpoint(pruned, tmp_path, capsys):
+    checkpoint = save_checkpoint(pruned, tmp_path / "pruned.ckpt")
+    parser = argparse.ArgumentParser()
+    bench_command.add_arguments(parser)
+    args = parser.parse_args([
+        str(checkpoint), str(checkpoint), "--duration", "1.0", "--batch-size", "1",
+        "--repeats", "1", "--json", str(tmp_path / "bench.json"),
+    ])
+    assert bench_command.run(args) == 0
+    rows = json.loads((tmp_path / "bench.json").read_text())
+    assert [row["parameter_ratio"] for row in rows] == [1.0, 1.0]
+    assert rows[0]["macs"] == rows[1]["macs"] > 0
+    assert "pruned.ckpt" in capsys.readouterr().out

@@ -1,0 +1,246 @@
+"""Exported pipeline directories: what they hold, how they reload, and clear errors."""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import yaml
+from helpers import tiny_model
+from pyannote.audio import Model, Pipeline
+from pyannote.audio.sample import SAMPLE_FILE
+
+from pyannote_wavlm_prune import save_checkpoint
+from pyannote_wavlm_prune.commands import export as export_command
+from pyannote_wavlm_prune.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines import (
+    AudioDecodingError,
+    SpeakerDiarization,
+    estimate_plda,
+    export_pipeline,
+    load_pipeline,
+)
+from pyannote_wavlm_prune.pipelines.export import read_config
+
+PRUNED = {
+    "conv_channels": [16, 24, 8, 32, 12, 20, 32],
+    "kept_heads": [[0, 2], [1]],
+    "ffn_widths": [16, 40],
+}
+FAST = {"segmentation_step": 1.0, "embedding_batch_size": 16}
+AGGLOMERATIVE = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
+}
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    return tiny_model(duration=5.0, structure=PRUNED)
+
+
+@pytest.fixture(scope="module")
+def embedding():
+    return untrained_embedding(dimension=32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, pruned, embedding):
+    directory = tmp_path_factory.mktemp("export") / "pipeline"
+    return export_pipeline(directory, pruned, embedding, params=AGGLOMERATIVE, **FAST)
+
+
+def rttm(annotation) -> str:
+    lines = []
+    for segment, _, label in annotation.itertracks(yield_label=True):
+        lines.append(f"{segment.start:.3f} {segment.duration:.3f} {label}")
+    return "\n".join(lines)
+
+
+def test_exported_pipeline_reloads_in_a_fresh_process_from_elsewhere_with_the_same_output(
+    exported, pruned, embedding, tmp_path
+):
+    pipeline = SpeakerDiarization(segmentation=pruned, embedding=embedding, **FAST)
+    expected = rttm(pipeline.instantiate(AGGLOMERATIVE)(SAMPLE_FILE["audio"]).speaker_diarization)
+    assert expected.count("\n") + 1 >= 10  # a real diarization, not an empty one
+
+    # moved to another place, loaded from a third one: nothing may depend on either path
+    moved = tmp_path / "moved"
+    shutil.copytree(exported, moved)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = textwrap.dedent(
+        f"""
+        from pyannote.audio import Pipeline
+        pipeline = Pipeline.from_pretrained({str(moved)!r})
+        print(type(pipeline).__module__, type(pipeline).__name__)
+        output = pipeline({str(SAMPLE_FILE["audio"])!r})
+        for segment, _, label in output.speaker_diarization.itertracks(yield_label=True):
+            print(f"{{segment.start:.3f}} {{segment.duration:.3f}} {{label}}")
+        """
+    )
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], cwd=elsewhere, env=environment,
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    header, *lines = completed.stdout.strip().splitlines()
+    assert header == "pyannote_wavlm_prune.pipelines.offline SpeakerDiarization"
+    assert "\n".join(lines) == expected
+
+
+def test_config_names_our_class_and_subfolders_of_its_own_directory(exported):
+    config = read_config(exported)
+    assert config["pipeline"]["name"] == "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
+    params = config["pipeline"]["params"]
+    assert params["segmentation"] == "$model/segmentation"
+    assert params["embedding"] == "$model/embedding"
+    assert params["clustering"] == "AgglomerativeClustering"
+    assert params["segmentation_step"] == 1.0
+    assert config["params"] == AGGLOMERATIVE
+    assert set(config["dependencies"]) == {"pyannote.audio", "pyannote-wavlm-prune"}
+    names = sorted(p.name for p in exported.iterdir())
+    assert names == ["config.yaml", "embedding", "segmentation"]
+
+
+def test_exported_segmentation_is_the_pruned_model(exported, pruned):
+    reloaded = Model.from_pretrained(exported / "segmentation" / "pytorch_model.bin").eval()
+    assert reloaded.structure == PRUNED
+    count = sum(p.numel() for p in pruned.parameters())
+    assert sum(p.numel() for p in reloaded.parameters()) == count
+    waveforms = torch.randn(1, 1, 16000)
+    torch.testing.assert_close(reloaded(waveforms), pruned(waveforms))
+
+
+def test_load_pipeline_can_score_the_segmentation_alone_with_oracle_clustering(exported):
+    pipeline = load_pipeline(exported, clustering="OracleClustering", segmentation_step=0.5)
+    assert pipeline.klustering == "OracleClustering"
+    assert pipeline.segmentation_step == 0.5
+    assert pipeline.embedding is None  # embedding and clustering parameters are dropped
+    assert pipeline.parameters(instantiated=True) == {
+        "segmentation": {"min_duration_off": 0.0}, "clustering": {},
+    }
+
+
+def test_export_accepts_checkpoint_paths_and_writes_the_plda_for_vbx(tmp_path, pruned, embedding):
+    segmentation = save_checkpoint(pruned, tmp_path / "segmentation.ckpt")
+    save_checkpoint(embedding, tmp_path / "embedding" / "pytorch_model.bin")
+    plda = estimate_plda(
+        torch.randn(60, 32).numpy() + torch.arange(6).repeat_interleave(10)[:, None].numpy(),
+        [f"speaker{i // 10}" for i in range(60)],
+    )
+    directory = export_pipeline(
+        tmp_path / "vbx", segmentation, tmp_path / "embedding", plda=plda,
+        clustering="VBxClustering", **FAST,
+    )
+    names = sorted(p.name for p in (directory / "plda").iterdir())
+    assert names == ["plda.npz", "xvec_transform.npz"]
+    pipeline = Pipeline.from_pretrained(directory)
+    assert pipeline.klustering == "VBxClustering"
+    assert pipeline.parameters(instantiated=True)["clustering"] == {
+        "threshold": 0.6, "Fa": 0.07, "Fb": 0.8,
+    }
+    assert len(pipeline._plda.phi) == plda.dimension == 5
+
+
+def test_export_refuses_a_non_empty_directory_unless_asked(tmp_path, pruned):
+    directory = tmp_path / "pipeline"
+    directory.mkdir()
+    (directory / "notes.txt").write_text("precious")
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        export_pipeline(directory, pruned, clustering="OracleClustering")
+    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+
+    export_pipeline(directory, pruned, clustering="OracleClustering", overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == ["config.yaml", "segmentation"]
+    # written beside, then renamed: no temporary directory is left behind
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
+
+
+def test_export_with_unknown_parameters_writes_nothing(tmp_path, pruned):
+    with pytest.raises(ValueError, match="parameter 'thresold' does not exist"):
+        export_pipeline(
+            tmp_path / "pipeline", pruned, clustering="OracleClustering",
+            params={"segmentation": {"min_duration_off": 0.0}, "clustering": {"thresold": 1}},
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_command_trains_an_embedding_and_estimates_a_plda_offline(tiny_protocol, tmp_path):
+    # the offline recipe for VBx: embedding and PLDA both learnt from the project's own data
+    segmentation = save_checkpoint(tiny_model(duration=5.0), tmp_path / "segmentation.ckpt")
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+    database = next(iter(tiny_protocol.preprocessors["audio"].registry.configs))
+    args = parser.parse_args([
+        "--output", str(tmp_path / "vbx"), "--segmentation", str(segmentation),
+        "--clustering", "VBxClustering", "--protocol", tiny_protocol.name,
+        "--database", str(database), "--train-embedding", "--embedding-epochs", "1",
+        "--embedding-batches", "1",
+        "--embedding-dimension", "32", "--estimate-plda",
+    ])
+    assert export_command.run(args) == 0
+
+    speakers = sorted({s for f in tiny_protocol.train() for s in f["annotation"].labels()})
+    embedding = Model.from_pretrained(tmp_path / "vbx" / "embedding" / "pytorch_model.bin")
+    assert embedding.specifications.classes == speakers
+    assert embedding.dimension == 32
+    pipeline = Pipeline.from_pretrained(tmp_path / "vbx")
+    assert pipeline.klustering == "VBxClustering"
+    assert len(pipeline._plda.phi) == len(speakers) - 1
+
+
+def test_export_refuses_a_model_that_no_task_has_specified(tmp_path, pruned):
+    from pyannote.audio.models.embedding import XVectorMFCC
+
+    with pytest.raises(ValueError, match="embedding model XVectorMFCC has no specifications"):
+        export_pipeline(tmp_path / "pipeline", pruned, XVectorMFCC())
+    assert list(tmp_path.iterdir()) == []
+
+
+# --- clear errors ------------------------------------------------------------------------
+
+
+def test_a_directory_without_config_yaml_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path} has no config.yaml"):
+        load_pipeline(tmp_path)
+
+
+def test_a_config_naming_a_missing_checkpoint_is_named(exported, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    (broken / "segmentation" / "pytorch_model.bin").unlink()
+    missing = broken / "segmentation" / "pytorch_model.bin"
+    message = f"segmentation checkpoint {missing} does not exist"
+    with pytest.raises(FileNotFoundError, match=message):
+        Pipeline.from_pretrained(broken)
+
+
+def test_a_config_naming_a_missing_subfolder_is_named(exported, tmp_path):
+    broken = tmp_path / "broken"
+    shutil.copytree(exported, broken)
+    config = yaml.safe_load((broken / "config.yaml").read_text())
+    config["pipeline"]["params"]["embedding"] = "$model/speaker-embedding"
+    (broken / "config.yaml").write_text(yaml.safe_dump(config))
+    with pytest.raises(FileNotFoundError, match="speaker-embedding/pytorch_model.bin does not"):
+        Pipeline.from_pretrained(broken)
+
+
+def test_an_audio_file_that_cannot_be_decoded_is_named(exported, tmp_path):
+    pipeline = Pipeline.from_pretrained(exported)
+    garbage = tmp_path / "garbage.wav"
+    garbage.write_bytes(bytes(range(256)) * 20)
+    with pytest.raises(AudioDecodingError, match=f"Cannot decode audio file {garbage}"):
+        pipeline(garbage)
+
+
+def test_audio_shorter_than_one_frame_is_refused_with_its_duration(exported):
+    pipeline = Pipeline.from_pretrained(exported)
+    short = {"waveform": torch.zeros(1, 100), "sample_rate": 16000, "uri": "click"}
+    with pytest.raises(ValueError, match=r"'click' lasts 0.0063 s: .* at least 0.0250 s"):
+        pipeline(short)
