@@ -12,6 +12,8 @@ from pathlib import Path
 import lightning
 import torch
 
+from .checkpoint import save_atomically
+
 # what a Lightning checkpoint holds for resuming, not for inference
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")
 
@@ -133,7 +135,8 @@ def selected_checkpoints(directory: str | os.PathLike) -> list[Path]:
 def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.PathLike) -> Path:
     """Write the average of pyannote checkpoints of one architecture into `output`
 
-    Floating-point tensors are averaged; other tensors must agree and are copied. The
+    Floating-point tensors are averaged; BatchNorm counters take their largest value; other
+    tensors must agree and are copied. The
     hyper-parameters and task specifications are those of the first checkpoint; the training
     state (optimizer, loops) is dropped, the multipliers of a DistillPrune student too.
     Inputs are never modified; the output is written next to its destination, then renamed.
@@ -161,6 +164,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
         for name, tensor in state.items():
             if tensor.is_floating_point():
                 total[name] += tensor.double()
+            elif name.endswith("num_batches_tracked"):
+                # a counter of BatchNorm updates (the Conformer's), not a weight
+                total[name] = torch.maximum(total[name], tensor)
             elif not torch.equal(tensor, total[name]):
                 raise ValueError(f"{path} and {paths[0]} differ in non-float tensor {name}.")
 
@@ -172,14 +178,4 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
     for key in TRAINING_STATE_KEYS:
         first.pop(key, None)
 
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(first, file)
-        os.replace(temporary, output)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return output
+    return save_atomically(first, output)

@@ -26,10 +26,17 @@ def save_checkpoint(model: Model, path: str | os.PathLike) -> Path:
     }
     # adds the "pyannote.audio" block (module and class of the model, task specifications)
     model.on_save_checkpoint(checkpoint)
+    return save_atomically(checkpoint, path)
+
+
+def save_atomically(obj, path: str | os.PathLike) -> Path:
+    """`torch.save(obj, path)`, written next to `path` then renamed into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(checkpoint, file)
+            torch.save(obj, file)
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

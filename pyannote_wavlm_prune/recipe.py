@@ -103,6 +103,14 @@ def _fit(model, directory: Path, monitor: str, budget: Budget, after_peak: bool 
     return selected_checkpoints(checkpoints)
 
 
+def _finished(output: Path) -> bool:
+    """Whether a stage's result exists (results are written atomically: it is complete)."""
+    if output.exists():
+        logger.info("%s exists: stage already done", output)
+        return True
+    return False
+
+
 def _average_into(selected: list[Path], output: Path) -> Path:
     if not selected:
         raise RuntimeError(f"No checkpoint was selected for {output}: did the stage train at all?")
@@ -124,8 +132,7 @@ def train_stage(
     """
     directory = Path(directory)
     output = directory / "model.ckpt"
-    if output.exists():
-        logger.info("%s exists: stage already done", output)
+    if _finished(output):
         return output
     budget = budget or Budget()
     task = diarization_task(protocol, duration=budget.duration or 8.0, batch_size=budget.batch_size,
@@ -154,8 +161,7 @@ def prune_stage(
     """
     directory = Path(directory)
     output = directory / "pruned.ckpt"
-    if output.exists():
-        logger.info("%s exists: stage already done", output)
+    if _finished(output):
         return output
     budget = budget or Budget()
     task = DistillPrune(protocol, teacher=teacher, sparsity=sparsity, objective=objective,
@@ -184,8 +190,7 @@ def distill_stage(
     """Further distil a pruned student from the teacher (no gates); writes `directory`/model.ckpt."""
     directory = Path(directory)
     output = directory / "model.ckpt"
-    if output.exists():
-        logger.info("%s exists: stage already done", output)
+    if _finished(output):
         return output
     budget = budget or Budget()
     task = Distill(protocol, teacher=teacher, batch_size=budget.batch_size, duration=budget.duration,

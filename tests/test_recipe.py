@@ -131,3 +131,20 @@ def test_recipe_without_protocol_is_refused(tmp_path):
     (tmp_path / "recipe.yml").write_text("experiment: out\n")
     with pytest.raises(ValueError, match="needs a 'protocol' key"):
         Recipe.from_yaml(tmp_path / "recipe.yml")
+
+
+def test_averaging_takes_the_largest_batchnorm_counter(tmp_path):
+    from helpers import tiny_model
+
+    from pyannote_wavlm_prune import save_checkpoint
+
+    first, second = tiny_model(), tiny_model()
+    counters = [name for name in first.state_dict() if name.endswith("num_batches_tracked")]
+    assert counters  # the Conformer's convolution module has a BatchNorm
+    with torch.no_grad():
+        second.get_buffer(counters[0]).fill_(7)
+    save_checkpoint(first, tmp_path / "a.ckpt")
+    save_checkpoint(second, tmp_path / "b.ckpt")
+    average_checkpoints([tmp_path / "a.ckpt", tmp_path / "b.ckpt"], tmp_path / "average.ckpt")
+    state = torch.load(tmp_path / "average.ckpt", weights_only=False)["state_dict"]
+    assert state[counters[0]].item() == 7

@@ -1,0 +1,20 @@
+"""`quickstart`: the whole method on a simulated corpus, offline, on a CPU."""
+
+from __future__ import annotations
+
+
+def add_arguments(parser):
+    parser.add_argument("--output", default="quickstart", help="experiment directory")
+    parser.add_argument("--data", default="data/simulated/quickstart", help="corpus directory")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def run(args) -> int:
+    from ..quickstart import results_table, run_quickstart
+
+    results = run_quickstart(args.output, args.data, progress=not args.no_progress)
+    print(results_table(results))
+    print(f"\nWhat survived pruning, per layer: {results['plot']}")
+    print(f"Tuned pipeline of the pruned model (Pipeline.from_pretrained): {results['pipeline']}")
+    print(f"Done in {results['minutes']:.1f} min.")
+    return 0
