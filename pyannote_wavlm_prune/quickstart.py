@@ -50,8 +50,8 @@ class QuickstartSettings:
     batch_size: int = 16
     teacher: Budget = field(default_factory=lambda: Budget(max_epochs=6, limit_train_batches=20, k=2))
     prune: Budget = field(default_factory=lambda: Budget(max_epochs=6, limit_train_batches=20, k=2))
-    distill: Budget = field(default_factory=lambda: Budget(max_epochs=2, limit_train_batches=20, k=1))
-    finetune: Budget = field(default_factory=lambda: Budget(max_epochs=4, limit_train_batches=20, k=2))
+    distill: Budget = field(default_factory=lambda: Budget(max_epochs=3, limit_train_batches=20, k=1))
+    finetune: Budget = field(default_factory=lambda: Budget(max_epochs=6, limit_train_batches=20, k=2))
     # a little above 0.8: the deterministic masks of a short run land within about 0.01 of it
     sparsity: float = 0.81
     warmup_epochs: float = 3.0
