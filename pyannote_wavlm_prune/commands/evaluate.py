@@ -32,12 +32,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ..pipelines import SpeakerDiarization, load_pipeline
     from ..pipelines.evaluate import evaluate_pipeline, get_files
+    from .common import get_protocol
 
-    for database in args.database:
-        from pyannote.database import registry
-
-        registry.load_database(database)
-    files = get_files(args.protocol, args.subset)
+    files = get_files(get_protocol(args), args.subset)
 
     overrides = {}
     if args.oracle_clustering:

@@ -27,12 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..pipelines.evaluate import get_files
     from ..pipelines.optimize import optimize_pipeline
+    from .common import get_protocol
 
-    for database in args.database:
-        from pyannote.database import registry
-
-        registry.load_database(database)
-    files = get_files(args.protocol, args.subset)
+    files = get_files(get_protocol(args), args.subset)
     freeze = None
     if args.freeze_min_duration_off is not None:
         freeze = {"segmentation": {"min_duration_off": args.freeze_min_duration_off}}
