@@ -18,7 +18,9 @@ def task_cache_path(protocol: Protocol, duration: float, cache_dir: str | os.Pat
     pyannote keys its cache by protocol name only: reusing one file for two durations would
     silently train on the chunks of the other duration.
     """
-    directory = Path(cache_dir) if cache_dir is not None else Path(tempfile.gettempdir())
+    # without a directory, a fresh one: a shared temporary directory would hand a stale cache
+    # (pyannote reuses any existing file) to another corpus with the same protocol name
+    directory = Path(cache_dir) if cache_dir is not None else Path(tempfile.mkdtemp(prefix="pyannote-wavlm-prune-"))
     safe_name = protocol.name.replace("/", "_")
     return directory / f"pyannote-wavlm-prune-{safe_name}-{duration:g}s.npz"
 
@@ -44,7 +46,7 @@ def diarization_task(
     max_speakers_per_chunk : int, optional
         Defaults to 4 (11 powerset classes with at most 2 speakers per frame).
     cache_dir : path, optional
-        Where the protocol's metadata is cached. Defaults to the temporary directory.
+        Where the protocol's metadata is cached. Defaults to a new temporary directory.
     num_workers : int, optional
         Data loading processes. Defaults to 0 (in-process).
     kwargs

@@ -50,3 +50,10 @@ def test_task_cache_is_one_file_per_protocol_and_chunk_duration(tiny_protocol, t
     two = task_cache_path(tiny_protocol, 2.0, tmp_path)
     eight = task_cache_path(tiny_protocol, 8.0, tmp_path)
     assert two != eight and two.parent == eight.parent == tmp_path
+
+
+def test_task_cache_without_a_directory_is_never_shared(tiny_protocol):
+    # a shared default would hand one corpus's cached metadata to another of the same name
+    first = task_cache_path(tiny_protocol, 2.0, None)
+    second = task_cache_path(tiny_protocol, 2.0, None)
+    assert first.parent != second.parent and not first.exists()
