@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 from collections.abc import Callable
 
 import torch
 from torch import nn
 
+from pyannote_wavlm_prune.pipelines.bench import time_forward
 from pyannote_wavlm_prune.wavlm import (
     REFERENCE_BASE_PLUS_S80,
     WavLMFrontEnd,
@@ -32,16 +32,6 @@ from pyannote_wavlm_prune.wavlm import (
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config
 
 SAMPLE_RATE = 16000
-
-
-def _timed(model: Callable, example: torch.Tensor, device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    model(example)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter() - start
 
 
 @torch.inference_mode()
@@ -63,8 +53,8 @@ def measure(
         model_b(example)
     times_a, times_b = [], []
     for _ in range(repetitions):
-        times_a.append(_timed(model_a, example, device))
-        times_b.append(_timed(model_b, example, device))
+        times_a.append(time_forward(model_a, example, device))
+        times_b.append(time_forward(model_b, example, device))
     a, b = statistics.median(times_a), statistics.median(times_b)
     a_min, b_min = min(times_a), min(times_b)
     return {"a": a, "b": b, "ratio": a / b, "a_min": a_min, "b_min": b_min,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -73,7 +73,7 @@ def count_macs(model: torch.nn.Module, *inputs: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
-def _time(model: Model, chunks: torch.Tensor, device: torch.device) -> float:
+def time_forward(model: Callable, chunks: torch.Tensor, device: torch.device) -> float:
     """Seconds taken by one forward pass on `chunks`."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -161,7 +161,7 @@ def bench_segmentation(
             # round robin: a slow spell of the machine slows every model, not just one
             for _ in range(repeats):
                 for index, (model, chunks) in enumerate(zip(loaded, inputs, strict=True)):
-                    timings[index].append(_time(model, chunks, device))
+                    timings[index].append(time_forward(model, chunks, device))
         used_threads = torch.get_num_threads()
 
     results = [
