@@ -33,3 +33,13 @@ def tiny_model(family: str = "base", duration: float = 2.0, **kwargs) -> WavLMSe
     model.specifications = powerset_specifications(duration)
     model.build()
     return model.eval()
+
+
+# a pruned structure of tiny_config (2 layers, 4 heads, FFN 64, conv 7 x 32): about half of it
+TINY_PRUNED_STRUCTURE = {
+    "conv_channels": [16, 24, 8, 32, 12, 20, 32],
+    "kept_heads": [[0, 2], [1]],
+    "ffn_widths": [16, 40],
+}
+# fast pipelines: non-overlapping windows, embeddings computed in one batch
+FAST_PIPELINE = {"segmentation_step": 1.0, "embedding_batch_size": 16}

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from helpers import FAST_PIPELINE as FAST
+from helpers import TINY_PRUNED_STRUCTURE as PRUNED
 from helpers import tiny_model
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.sample import SAMPLE_FILE
@@ -16,14 +18,6 @@ from pyannote_wavlm_prune.pipelines import (
 )
 from pyannote_wavlm_prune.pipelines.plda import _scatter
 
-# tiny_config: 2 layers, 4 heads, FFN 64, conv 7 x 32; this keeps about half of it
-PRUNED = {
-    "conv_channels": [16, 24, 8, 32, 12, 20, 32],
-    "kept_heads": [[0, 2], [1]],
-    "ffn_widths": [16, 40],
-}
-# non-overlapping 5 s windows, embeddings computed in one batch: 3 chunks for 15 s of audio
-FAST = {"segmentation_step": 1.0, "embedding_batch_size": 16}
 REFERENCE_SPEAKERS = ["speaker90", "speaker91"]
 EXCERPT = Segment(0.0, 15.0)  # both speakers of pyannote's sample talk in its first 15 s
 

@@ -10,6 +10,8 @@ import textwrap
 import pytest
 import torch
 import yaml
+from helpers import FAST_PIPELINE as FAST
+from helpers import TINY_PRUNED_STRUCTURE as PRUNED
 from helpers import tiny_model
 from pyannote.audio import Model, Pipeline
 from pyannote.audio.sample import SAMPLE_FILE
@@ -26,12 +28,6 @@ from pyannote_wavlm_prune.pipelines import (
 )
 from pyannote_wavlm_prune.pipelines.export import read_config
 
-PRUNED = {
-    "conv_channels": [16, 24, 8, 32, 12, 20, 32],
-    "kept_heads": [[0, 2], [1]],
-    "ffn_widths": [16, 40],
-}
-FAST = {"segmentation_step": 1.0, "embedding_batch_size": 16}
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
     "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
