@@ -25,8 +25,13 @@ def _write_json(path: Path, payload) -> None:
     os.replace(temporary, path)
 
 
-def select_epochs(history: Sequence[dict], k: int, after_peak: bool = True) -> list[dict]:
-    """The k entries of `history` with the lowest "score", counted after its highest one
+def select_epochs(
+    history: Sequence[dict],
+    k: int,
+    after_peak: bool = True,
+    minimum: tuple[str, float] | None = None,
+) -> list[dict]:
+    """The k entries of `history` with the lowest "score", among the eligible ones
 
     Parameters
     ----------
@@ -38,10 +43,21 @@ def select_epochs(history: Sequence[dict], k: int, after_peak: bool = True) -> l
         Only consider epochs after the one with the highest score (the validation loss of a
         pruning run rises while the target sparsity does, then falls: the early, unpruned
         epochs are not what we want to average). Defaults to True.
+    minimum : (str, float), optional
+        (key, value): only consider entries whose `key` is at least `value`, for example the
+        real sparsity of a pruning run's students. When no entry qualifies, the one with
+        the largest `key` is selected alone (the closest to the requirement).
     """
     if k < 1:
         raise ValueError(f"k={k}: expected at least one checkpoint to keep.")
     finite = [entry for entry in history if math.isfinite(entry["score"])]
+    if minimum is not None:
+        key, value = minimum
+        measured = [entry for entry in finite if math.isfinite(entry.get(key, math.nan))]
+        eligible = [entry for entry in measured if entry[key] >= value]
+        if not eligible:
+            return [max(measured, key=lambda entry: entry[key])] if measured else []
+        finite = eligible
     if after_peak and len(finite) > 1:
         peak = max(range(len(finite)), key=lambda i: finite[i]["score"])
         # the peak itself stays eligible when it is the last epoch (nothing after it yet)
@@ -66,13 +82,18 @@ class KeepBestCheckpoints(lightning.Callback):
         Defaults to 5.
     after_peak : bool, optional
         See `select_epochs`. Defaults to False.
+    minimum : (str, float), optional
+        (logged quantity, value): only epochs where the quantity is at least `value` are
+        eligible (see `select_epochs`); the quantity is recorded in the history.
     """
 
-    def __init__(self, directory: str | os.PathLike, monitor: str, k: int = 5, after_peak: bool = False):
+    def __init__(self, directory: str | os.PathLike, monitor: str, k: int = 5, after_peak: bool = False,
+                 minimum: tuple[str, float] | None = None):
         self.directory = Path(directory)
         self.monitor = monitor
         self.k = k
         self.after_peak = after_peak
+        self.minimum = minimum
         self.history: list[dict] = []
 
     def _save(self, trainer: lightning.Trainer, path: Path, weights_only: bool) -> None:
@@ -90,8 +111,12 @@ class KeepBestCheckpoints(lightning.Callback):
         score = float(value) if value is not None else math.inf
         epoch = trainer.current_epoch
         path = self.directory / f"epoch={epoch}.ckpt"
-        self.history.append({"epoch": epoch, "step": trainer.global_step, "score": score, "path": path.name})
-        selected = select_epochs(self.history, self.k, self.after_peak)
+        entry = {"epoch": epoch, "step": trainer.global_step, "score": score, "path": path.name}
+        if self.minimum is not None:
+            measured = trainer.callback_metrics.get(self.minimum[0])
+            entry[self.minimum[0]] = float(measured) if measured is not None else math.nan
+        self.history.append(entry)
+        selected = select_epochs(self.history, self.k, self.after_peak, self.minimum)
         if any(entry["epoch"] == epoch for entry in selected):
             self._save(trainer, path, weights_only=True)
         if trainer.is_global_zero:

@@ -12,6 +12,7 @@ was finished.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkp
 from .checkpoint import save_checkpoint
 from .models.wavlm_segmentation import WavLMSegmentation
 from .pruning import prune
-from .tasks import Distill, DistillPrune
+from .tasks import Distill, DistillPrune, StopAtTargetSparsity
 from .training import diarization_task, trainer
 
 logger = logging.getLogger(__name__)
@@ -87,11 +88,12 @@ class Budget:
         return options
 
 
-def _fit(model, directory: Path, monitor: str, budget: Budget, after_peak: bool = False,
-         start_epoch: int = 0, progress: bool = True) -> list[Path]:
+def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[str, float] | None = None,
+         start_epoch: int = 0, callbacks: list | None = None, progress: bool = True) -> list[Path]:
     """Train `model` (resuming from `directory`/checkpoints/last.ckpt); return the selected epochs."""
     checkpoints = directory / "checkpoints"
-    callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, after_peak=after_peak)]
+    callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, after_peak=False,
+                                     minimum=minimum), *(callbacks or [])]
     if budget.patience is not None:
         callbacks.append(EarlyStoppingAfter(start_epoch=start_epoch, monitor=monitor, mode="min",
                                             patience=budget.patience, check_on_train_epoch_end=False))
@@ -151,14 +153,30 @@ def prune_stage(
     sparsity: float = 0.8,
     objective: str = "params",
     warmup_epochs: float = 5.0,
+    tolerance: float = 0.01,
+    stop_at_target: bool = False,
     task_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     progress: bool = True,
 ) -> Path:
-    """DistillPrune the teacher, average the k best students after the loss peak, prune
+    """DistillPrune the teacher, average the k best students that reached the target, prune
 
-    Writes `directory`/student.ckpt (averaged gated student) and `directory`/pruned.ckpt.
+    Only epochs whose pruned structure (eval-mode gates) has a sparsity of at least
+    `sparsity - tolerance` are eligible, so that averaging never mixes in a student from
+    before the target was reached; if averaging their gates gives a less sparse structure
+    than that, the best eligible student is pruned alone. If no epoch reached it, the
+    sparsest one is pruned and a warning says so (train longer, or with a larger
+    multipliers' learning rate).
+
+    `stop_at_target`: end the run at the first step after the warm-up where the pruned
+    structure reaches `sparsity - tolerance` (`StopAtTargetSparsity(measure="pruned")`),
+    rather than letting the multipliers swing the sparsity past the target; the distill
+    stage then recovers what the student lost.
+
+    Writes `directory`/student.ckpt (the selected gated student) and `directory`/pruned.ckpt.
     """
+    from .wavlm.pruning import pruned_sparsity
+
     directory = Path(directory)
     output = directory / "pruned.ckpt"
     if _finished(output):
@@ -169,12 +187,26 @@ def prune_stage(
                         duration=budget.duration, cache=directory / "task-cache.npz",
                         **dict(task_options or {}))
     student = task.student()
-    selected = _fit(student, directory, task.val_monitor[0], budget, after_peak=True,
-                    start_epoch=int(warmup_epochs), progress=progress)
-    averaged = _average_into(selected, directory / "student.ckpt")
-    # the multipliers were dropped by averaging: reload without them
-    gated = Model.from_pretrained(averaged, strict=False)
-    save_checkpoint(prune(gated.eval()), output)
+    minimum = sparsity - tolerance
+    stop = [StopAtTargetSparsity(tolerance, patience=1, measure="pruned")] if stop_at_target else []
+    selected = _fit(student, directory, task.val_monitor[0], budget,
+                    minimum=(task.sparsity_monitor, minimum), start_epoch=int(warmup_epochs),
+                    callbacks=stop, progress=progress)
+
+    def load(path: Path) -> tuple[WavLMSegmentation, float]:
+        # averaging drops the multipliers: reload without them
+        gated = Model.from_pretrained(path, strict=False).eval()
+        return gated, pruned_sparsity(gated.frontend, objective, task.num_samples)
+
+    gated, reached = load(_average_into(selected, directory / "student.ckpt"))
+    if len(selected) > 1 and not reached >= minimum:
+        logger.warning("Averaging %d students gave a sparsity of %.3f (< %.3f): pruning the best one alone.",
+                       len(selected), reached, minimum)
+        gated, reached = load(_average_into(selected[:1], directory / "student.ckpt"))
+    if not reached >= minimum:
+        logger.warning("DistillPrune reached a sparsity of %.3f only (target %.3f): train longer, or raise "
+                       "the multipliers' learning rate.", reached, sparsity)
+    save_checkpoint(prune(gated), output)
     return output
 
 
@@ -218,11 +250,28 @@ def finetune_stage(
     directory: str | os.PathLike,
     model: str | os.PathLike | WavLMSegmentation,
     budget: Budget | None = None,
+    fresh_back_end: bool = True,
     progress: bool = True,
 ) -> Path:
-    """Diarization fine-tuning of a (pruned) model with a fresh back end; writes model.ckpt."""
-    return train_stage(protocol, directory, model=with_fresh_back_end(model), budget=budget,
-                       progress=progress)
+    """Diarization fine-tuning of a (pruned) model; writes `directory`/model.ckpt
+
+    `fresh_back_end`: re-initialise everything after WavLM (the method's choice), or keep
+    the back end `model` carries: after distillation, the teacher's, which already reads
+    the distilled hidden states. Keeping it recovers more in short budgets (the quickstart)
+    and ties the pruned model's accuracy to the teacher's rather than to a second,
+    independent training of the back end.
+    """
+    if fresh_back_end:
+        model = with_fresh_back_end(model)
+    else:
+        if isinstance(model, (str, os.PathLike)):
+            model = Model.from_pretrained(model, strict=False)
+        if not isinstance(model, WavLMSegmentation):
+            raise ValueError(f"Expected a WavLMSegmentation, got a {type(model).__name__}.")
+        model = copy.deepcopy(model)
+        for parameter in model.parameters():
+            parameter.requires_grad = True
+    return train_stage(protocol, directory, model=model, budget=budget, progress=progress)
 
 
 # ---------------------------------------------------------------------------- the recipe
@@ -255,7 +304,7 @@ class Recipe:
           budget: {max_epochs: 20, batch_size: 32}         # see Budget
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, budget: {...}, task: {...}}
         distill: {budget: {...}, task: {...}}
-        finetune: {budget: {...}}
+        finetune: {budget: {...}, fresh_back_end: true}
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
@@ -316,6 +365,7 @@ class Recipe:
         )
         results["final"] = finetune_stage(protocol, root / "4-finetune", results["distilled"],
                                           budget=Budget.from_dict(self.finetune.get("budget")),
+                                          fresh_back_end=self.finetune.get("fresh_back_end", True),
                                           progress=progress)
         return results
 

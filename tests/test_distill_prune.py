@@ -18,6 +18,7 @@ from pyannote_wavlm_prune.wavlm.cost import (
     structure_macs,
     structure_params,
 )
+from pyannote_wavlm_prune.wavlm.structure import full_structure
 
 # fast enough to reach a target in a couple hundred steps of a tiny model
 FAST = {"student": 2e-3, "gates": 0.1, "lagrangian": 0.2}
@@ -61,6 +62,51 @@ def test_distill_prune_reaches_its_target_sparsity(tiny_protocol, tmp_path, obje
         samples = task.num_samples
         real = 1 - expected_macs(pruned.frontend, samples) / structure_macs(config, samples)
     assert abs(real - 0.5) <= 0.03, real
+
+
+def test_stop_at_target_on_the_pruned_structure_stops_once_pruning_would_reach_it(tiny_protocol, tmp_path):
+    lightning.seed_everything(0)
+    task = distill_prune(tiny_protocol, tmp_path, teacher=teacher(duration=0.5), batch_size=2,
+                         sparsity=0.5, warmup_steps=20,
+                         learning_rate={"student": 2e-3, "gates": 0.3, "lagrangian": 0.05})
+    student = task.student()
+    stop = StopAtTargetSparsity(tolerance=0.02, patience=1, measure="pruned")
+    trainer(max_steps=500, progress=False, callbacks=[stop]).fit(student)
+    assert 20 <= student.global_step < 500
+    reached = task.pruned_sparsity()
+    assert reached >= 0.48
+    # what was measured is what pruning makes
+    pruned = prune(student.eval())
+    config = pruned.frontend.config
+    real = 1 - structure_params(config, pruned.structure) / structure_params(config)
+    assert real == pytest.approx(reached, abs=1e-12)
+    assert real == pytest.approx(1 - sum(p.numel() for p in pruned.frontend.parameters())
+                                 / structure_params(config), abs=1e-12)
+
+
+def test_stop_at_target_refuses_an_unknown_measure():
+    with pytest.raises(ValueError, match="measure='exact': expected one of"):
+        StopAtTargetSparsity(measure="exact")
+
+
+def test_pruned_sparsity_counts_the_structure_of_the_eval_mode_gates(tmp_path, tiny_protocol):
+    task = distill_prune(tiny_protocol, tmp_path, sparsity=0.5, objective="macs")
+    student = task.student()
+    task.model = student
+    with torch.no_grad():
+        for group in student.frontend.gates.values():
+            for gate in group:
+                gate.log_alpha.fill_(10.0)  # every unit open
+    assert task.pruned_sparsity() == pytest.approx(0.0, abs=1e-12)
+    with torch.no_grad():
+        for gate in student.frontend.gates["ffn"]:
+            gate.log_alpha.fill_(-10.0)  # every FFN unit closed
+    config = student.frontend.config
+    structure = {**full_structure(config), "ffn_widths": [0] * config.num_hidden_layers}
+    expected = 1 - structure_macs(config, task.num_samples, structure) / structure_macs(config, task.num_samples)
+    assert task.pruned_sparsity() == pytest.approx(expected, abs=1e-12)
+    assert task.pruned_sparsity("params") == pytest.approx(
+        1 - structure_params(config, structure) / structure_params(config), abs=1e-12)
 
 
 def test_teacher_is_untouched_and_outside_the_student(tiny_protocol, tmp_path):

@@ -76,6 +76,22 @@ def test_select_epochs_keeps_the_k_best_after_the_peak():
     assert [e["epoch"] for e in select_epochs(history, k=2, after_peak=False)] == [0, 6]
 
 
+def test_select_epochs_averages_only_students_that_reached_the_target_sparsity():
+    sparsity = [0.1, 0.5, 0.79, 0.81, 0.85, 0.80]
+    history = [{"epoch": e, "score": s, "sparsity": p}
+               for e, (s, p) in enumerate(zip([-3.5, -3.6, -3.3, -3.4, -3.45, -3.2], sparsity))]
+    # epochs 0 and 1 have the best scores, but are barely pruned
+    chosen = select_epochs(history, k=2, after_peak=False, minimum=("sparsity", 0.8))
+    assert [e["epoch"] for e in chosen] == [4, 3]
+    # none reached it: the sparsest alone
+    chosen = select_epochs(history, k=2, after_peak=False, minimum=("sparsity", 0.9))
+    assert [e["epoch"] for e in chosen] == [4]
+    # entries without the measure (NaN) are never eligible
+    history[4]["sparsity"] = float("nan")
+    chosen = select_epochs(history, k=3, after_peak=False, minimum=("sparsity", 0.8))
+    assert [e["epoch"] for e in chosen] == [3, 5]
+
+
 def test_averaging_two_checkpoints_averages_their_weights(tmp_path):
     from helpers import tiny_model
 

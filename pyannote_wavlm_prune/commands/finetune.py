@@ -1,4 +1,4 @@
-"""`finetune`: diarization fine-tuning of a (pruned) model with a fresh back end."""
+"""`finetune`: diarization fine-tuning of a (pruned) model, with a fresh back end by default."""
 
 from __future__ import annotations
 
@@ -10,11 +10,13 @@ def add_arguments(parser):
     add_protocol_arguments(parser)
     parser.add_argument("--output", required=True, help="stage directory")
     parser.add_argument("--model", required=True, help="checkpoint whose WavLM is kept")
+    parser.add_argument("--keep-back-end", action="store_true",
+                        help="fine-tune the model's own back end rather than a fresh one")
     add_budget_arguments(parser, max_epochs=10)
 
 
 def run(args) -> int:
     result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
-                            progress=not args.no_progress)
+                            fresh_back_end=not args.keep_back_end, progress=not args.no_progress)
     print(result)
     return 0

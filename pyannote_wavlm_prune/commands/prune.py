@@ -13,12 +13,15 @@ def add_arguments(parser):
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--objective", choices=["params", "macs"], default="params")
     parser.add_argument("--warmup-epochs", type=float, default=5.0)
+    parser.add_argument("--tolerance", type=float, default=0.01,
+                        help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are averaged")
     add_budget_arguments(parser, max_epochs=30)
 
 
 def run(args) -> int:
     result = prune_stage(get_protocol(args), args.output, args.teacher, sparsity=args.sparsity,
                          objective=args.objective, warmup_epochs=args.warmup_epochs,
+                         tolerance=args.tolerance,
                          budget=budget_from(args), progress=not args.no_progress)
     print(result)
     return 0

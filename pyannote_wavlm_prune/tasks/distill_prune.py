@@ -451,6 +451,29 @@ class DistillPrune(Distill):
             num_samples=self.num_samples if metric == "macs" else None,
         )
 
+    def pruned_sparsity(self, metric: str | None = None) -> float:
+        """Exact sparsity (objective's metric by default) of what `prune` would make now
+
+        Counts the structure of the eval-mode (deterministic) gates, what pruning keeps,
+        where `expected_sparsity` is the training objective's expectation.
+        """
+        from ..wavlm.pruning import pruned_sparsity
+
+        return pruned_sparsity(self.model.frontend, metric or self.objective, self.num_samples)
+
+    @property
+    def sparsity_monitor(self) -> str:
+        """Logged at validation: `pruned_sparsity()`, for checkpoint selection."""
+        return f"{type(self).__name__}/val/sparsity"
+
+    def validation_step(self, batch, batch_idx: int):
+        output = super().validation_step(batch, batch_idx)
+        if batch_idx == 0:
+            self._validation_sparsity = self.pruned_sparsity()
+        self.model.log(self.sparsity_monitor, self._validation_sparsity, on_step=False, on_epoch=True,
+                       prog_bar=True, logger=True, batch_size=1, sync_dist=True)
+        return output
+
     def training_step(self, batch, batch_idx: int):
         self._seed_step()
         waveforms = batch["X"][:, 0]
@@ -477,24 +500,42 @@ class DistillPrune(Distill):
 
 
 class StopAtTargetSparsity(lightning.Callback):
-    """Stops a DistillPrune run once its expected sparsity has held at the target
+    """Stops a DistillPrune run once its sparsity is at the target
 
-    After the warm-up, when the expected sparsity (the task's objective) has stayed within
-    `tolerance` of the target for `patience` consecutive steps, training stops. Useful to
-    end a pruning phase as soon as its structure is found (then distil it further), and in
-    short runs, where the multipliers make the sparsity swing around the target.
+    After the warm-up, training stops when, for `patience` consecutive steps,
+
+    - measure="expected": the expected sparsity (the objective the multipliers act on) is
+      within `tolerance` of the target;
+    - measure="pruned": the exact sparsity of what `prune` would make now (eval-mode
+      gates, `DistillPrune.pruned_sparsity`) is at least the target minus `tolerance`.
+      One-sided, because this sparsity moves by whole units: one head of a small WavLM
+      is a few per cent of it, so a two-sided window can be jumped over.
+
+    Useful to end a pruning phase as soon as its structure is found (then distil it
+    further), and in short runs, where the multipliers swing the sparsity past the target.
 
     Parameters
     ----------
     tolerance : float, optional
         Defaults to 0.01.
     patience : int, optional
-        Consecutive steps within tolerance. Defaults to 20.
+        Consecutive steps at the target. Defaults to 20.
+    measure : {"expected", "pruned"}, optional
+        Defaults to "expected".
     """
 
-    def __init__(self, tolerance: float = 0.01, patience: int = 20):
+    MEASURES = ("expected", "pruned")
+
+    def __init__(self, tolerance: float = 0.01, patience: int = 20,
+                 measure: Literal["expected", "pruned"] = "expected"):
+        if measure not in self.MEASURES:
+            raise ValueError(f"measure={measure!r}: expected one of {self.MEASURES}.")
+        if tolerance < 0 or patience < 1:
+            raise ValueError(f"tolerance={tolerance}, patience={patience}: expected tolerance >= 0 "
+                             "and patience >= 1.")
         self.tolerance = tolerance
         self.patience = patience
+        self.measure = measure
         self.steps_on_target = 0
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -503,9 +544,12 @@ class StopAtTargetSparsity(lightning.Callback):
             raise ValueError("StopAtTargetSparsity watches DistillPrune runs only.")
         if pl_module.global_step < task._warmup_steps():
             return
-        with torch.no_grad():
-            gap = abs(float(task.expected_sparsity()) - task.sparsity)
-        self.steps_on_target = self.steps_on_target + 1 if gap <= self.tolerance else 0
+        if self.measure == "pruned":
+            on_target = task.pruned_sparsity() >= task.sparsity - self.tolerance
+        else:
+            with torch.no_grad():
+                on_target = abs(float(task.expected_sparsity()) - task.sparsity) <= self.tolerance
+        self.steps_on_target = self.steps_on_target + 1 if on_target else 0
         if self.steps_on_target >= self.patience:
             trainer.should_stop = True
 

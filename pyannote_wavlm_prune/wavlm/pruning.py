@@ -323,6 +323,30 @@ def structure_from_gates(frontend: nn.Module) -> dict[str, list]:
     return compact_structure(_kept_units(frontend)[1])
 
 
+def pruned_sparsity(frontend: nn.Module, metric: str = "params", num_samples: int | None = None) -> float:
+    """Exact sparsity of what `prune_frontend` would make of a gated front end now
+
+    1 - cost(pruned) / cost(unpruned), cost being parameters or MACs for `num_samples`
+    samples. Unlike `cost.expected_sparsity`, it counts the structure of the eval-mode
+    (deterministic) masks, that is what pruning keeps. NaN when that structure cannot be
+    pruned (a CNN layer with no channel left).
+    """
+    from .cost import structure_macs, structure_params
+
+    if metric not in ("params", "macs"):
+        raise ValueError(f"metric={metric!r}: expected 'params' or 'macs'.")
+    if metric == "macs" and (num_samples is None or num_samples < 1):
+        raise ValueError(f"num_samples={num_samples!r}: metric='macs' needs a positive length.")
+    config = frontend.config
+    try:
+        structure = structure_from_gates(frontend)
+    except ValueError:
+        return float("nan")
+    if metric == "params":
+        return 1.0 - structure_params(config, structure) / structure_params(config)
+    return 1.0 - structure_macs(config, num_samples, structure) / structure_macs(config, num_samples)
+
+
 class _Copier:
     """Copies tensors into a new module's parameters, checking that none is forgotten."""
 
