@@ -6,13 +6,15 @@ from __future__ import annotations
 def add_arguments(parser):
     parser.add_argument("--output", default="quickstart", help="experiment directory")
     parser.add_argument("--data", default="data/simulated/quickstart", help="corpus directory")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     parser.add_argument("--no-progress", action="store_true")
 
 
 def run(args) -> int:
-    from ..quickstart import results_table, run_quickstart
+    from ..quickstart import QuickstartSettings, results_table, run_quickstart
 
-    results = run_quickstart(args.output, args.data, progress=not args.no_progress)
+    results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
+                             progress=not args.no_progress)
     print(results_table(results))
     print(f"\nWhat survived pruning, per layer: {results['plot']}")
     print(f"Tuned pipeline of the pruned model (Pipeline.from_pretrained): {results['pipeline']}")

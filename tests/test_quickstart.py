@@ -1,0 +1,87 @@
+"""The quickstart, end to end on the tiny corpus with tiny budgets: outputs, resumption."""
+
+import json
+
+import pytest
+from helpers import TINY_BACKEND
+from pyannote.audio import Model, Pipeline
+
+from pyannote_wavlm_prune.quickstart import QuickstartSettings, results_table, run_quickstart
+from pyannote_wavlm_prune.recipe import Budget
+from pyannote_wavlm_prune.wavlm.cost import structure_params
+from pyannote_wavlm_prune.wavlm.presets import tiny_config
+
+
+def tiny_settings() -> QuickstartSettings:
+    return QuickstartSettings(
+        preset="tiny",
+        model={"wavlm": tiny_config(), **TINY_BACKEND},
+        duration=2.0,
+        batch_size=4,
+        teacher=Budget(max_epochs=1, limit_train_batches=3, limit_val_batches=2, k=1),
+        prune=Budget(max_epochs=4, limit_train_batches=15, limit_val_batches=2, k=2),
+        distill=Budget(max_epochs=1, limit_train_batches=2, limit_val_batches=2, k=1),
+        finetune=Budget(max_epochs=1, limit_train_batches=3, limit_val_batches=2, k=1),
+        sparsity=0.3,
+        tolerance=0.05,
+        warmup_epochs=1.0,
+        prune_learning_rate={"student": 2e-3, "gates": 0.5, "lagrangian": 0.5},
+        embedding_epochs=1,
+        optimize_iterations=2,
+        evaluate_step=1.0,
+    )
+
+
+@pytest.fixture(scope="module")
+def quickstart(tiny_corpus, tmp_path_factory):
+    output = tmp_path_factory.mktemp("quickstart")
+    return output, run_quickstart(output, tiny_corpus, settings=tiny_settings(), progress=False)
+
+
+def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
+    output, results = quickstart
+    rows = results["rows"]
+    assert list(rows) == ["teacher", "pruned"]
+    teacher = Model.from_pretrained(results["checkpoints"]["teacher"])
+    pruned = Model.from_pretrained(results["checkpoints"]["pruned"])
+    full = structure_params(teacher.frontend.config)
+    assert rows["teacher"]["wavlm_params"] == full
+    assert rows["pruned"]["wavlm_params"] == structure_params(pruned.frontend.config, pruned.structure)
+    # pruning stopped once the pruned structure reached sparsity - tolerance
+    assert rows["pruned"]["wavlm_params"] <= (1 - 0.3 + 0.05) * full
+    assert rows["pruned"]["wavlm_gmacs_per_8s"] < rows["teacher"]["wavlm_gmacs_per_8s"]
+    assert rows["teacher"]["speedup"] == 1.0
+    for row in rows.values():
+        assert 0.0 <= row["der_oracle"] <= 100.0 and 0.0 <= row["der_pipeline"] <= 200.0
+    # the student that was pruned had reached the target at validation
+    history = json.loads((output / "2-prune" / "checkpoints" / "history.json").read_text())
+    selected = [e for e in history["history"] if e["path"] in history["selected"]]
+    assert selected and all(e["DistillPrune/val/sparsity"] >= 0.25 for e in selected)
+    assert json.loads((output / "results.json").read_text()) == results
+
+
+def test_quickstart_table_lists_sizes_relative_to_the_teacher(quickstart):
+    _, results = quickstart
+    lines = results_table(results).splitlines()
+    assert len(lines) == 4
+    assert lines[2].startswith("| teacher |") and "(100 %)" in lines[2]
+    share = round(100 * results["rows"]["pruned"]["wavlm_params"] / results["rows"]["teacher"]["wavlm_params"])
+    assert lines[3].startswith("| pruned |") and f"({share} %)" in lines[3]
+
+
+def test_quickstart_leaves_a_plot_and_a_pipeline_directory(quickstart):
+    output, results = quickstart
+    with open(results["plot"], "rb") as file:
+        assert file.read(8) == b"\x89PNG\r\n\x1a\n"
+    pipeline = Pipeline.from_pretrained(results["pipeline"])
+    segmentation = pipeline._segmentation.model
+    assert segmentation.structure == Model.from_pretrained(results["checkpoints"]["pruned"]).structure
+
+
+def test_quickstart_run_again_redoes_nothing(quickstart, tiny_corpus):
+    output, results = quickstart
+    kept = {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")}
+    again = run_quickstart(output, tiny_corpus, settings=tiny_settings(), progress=False)
+    assert {path: path.stat().st_mtime_ns for path in output.rglob("*.ckpt")} == kept
+    assert again["rows"]["pruned"]["wavlm_params"] == results["rows"]["pruned"]["wavlm_params"]
+    assert again["rows"]["pruned"]["der_oracle"] == pytest.approx(results["rows"]["pruned"]["der_oracle"])
