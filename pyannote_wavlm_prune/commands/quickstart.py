@@ -8,13 +8,26 @@ def add_arguments(parser):
     parser.add_argument("--data", default="data/simulated/quickstart", help="corpus directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
     parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show the libraries' warnings and Lightning's messages (hidden by default)")
 
 
 def run(args) -> int:
+    import contextlib
+    import logging
+    import warnings
+
     from ..quickstart import QuickstartSettings, results_table, run_quickstart
 
-    results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
-                             progress=not args.no_progress)
+    with contextlib.ExitStack() as stack:
+        if not args.verbose:
+            # deprecation notices and hints of pyannote, Lightning, optuna, torchaudio: noise to
+            # a newcomer; this package's own warnings are logged, and still shown
+            stack.enter_context(warnings.catch_warnings())
+            warnings.simplefilter("ignore")
+            logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+        results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
+                                 progress=not args.no_progress)
     print(results_table(results))
     print(f"\nWhat survived pruning, per layer: {results['plot']}")
     print(f"Tuned pipeline of the pruned model (Pipeline.from_pretrained): {results['pipeline']}")
