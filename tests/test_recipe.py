@@ -164,3 +164,26 @@ def test_averaging_takes_the_largest_batchnorm_counter(tmp_path):
     average_checkpoints([tmp_path / "a.ckpt", tmp_path / "b.ckpt"], tmp_path / "average.ckpt")
     state = torch.load(tmp_path / "average.ckpt", weights_only=False)["state_dict"]
     assert state[counters[0]].item() == 7
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_finetuning_keeps_the_distilled_back_end_only_when_asked(tiny_protocol, tmp_path, fresh):
+    from helpers import TINY_BACKEND
+
+    from pyannote_wavlm_prune.recipe import finetune_stage, train_stage
+    from pyannote_wavlm_prune.wavlm.presets import tiny_config
+
+    budget = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=4, duration=2.0,
+                    k=1, trainer={"accelerator": "cpu"})
+    # a model trained on this protocol (its classifier fits the protocol's powerset)
+    distilled = train_stage(tiny_protocol, tmp_path / "distilled", budget=budget, progress=False,
+                            model_options={"wavlm": tiny_config(), **TINY_BACKEND})
+    model = Model.from_pretrained(distilled)
+    tuned = Model.from_pretrained(finetune_stage(tiny_protocol, tmp_path / "finetune", distilled,
+                                                 budget=budget, fresh_back_end=fresh, progress=False))
+    # one AdamW step moves a weight by about the learning rate (1e-3); a fresh one is elsewhere
+    change = (tuned.classifier.weight - model.classifier.weight).abs().max().item()
+    assert (change > 0.05) if fresh else (change < 0.005), change
+    # the input checkpoint is untouched
+    reloaded = Model.from_pretrained(distilled)
+    assert torch.equal(reloaded.classifier.weight, model.classifier.weight)

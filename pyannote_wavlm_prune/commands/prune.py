@@ -15,13 +15,15 @@ def add_arguments(parser):
     parser.add_argument("--warmup-epochs", type=float, default=5.0)
     parser.add_argument("--tolerance", type=float, default=0.01,
                         help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are averaged")
+    parser.add_argument("--stop-at-target", action="store_true",
+                        help="stop once the pruned structure reaches SPARSITY - TOLERANCE")
     add_budget_arguments(parser, max_epochs=30)
 
 
 def run(args) -> int:
     result = prune_stage(get_protocol(args), args.output, args.teacher, sparsity=args.sparsity,
                          objective=args.objective, warmup_epochs=args.warmup_epochs,
-                         tolerance=args.tolerance,
+                         tolerance=args.tolerance, stop_at_target=args.stop_at_target,
                          budget=budget_from(args), progress=not args.no_progress)
     print(result)
     return 0
