@@ -92,8 +92,8 @@ def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[st
          start_epoch: int = 0, callbacks: list | None = None, progress: bool = True) -> list[Path]:
     """Train `model` (resuming from `directory`/checkpoints/last.ckpt); return the selected epochs."""
     checkpoints = directory / "checkpoints"
-    callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, after_peak=False,
-                                     minimum=minimum), *(callbacks or [])]
+    callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, minimum=minimum),
+                 *(callbacks or [])]
     if budget.patience is not None:
         callbacks.append(EarlyStoppingAfter(start_epoch=start_epoch, monitor=monitor, mode="min",
                                             patience=budget.patience, check_on_train_epoch_end=False))
@@ -232,12 +232,18 @@ def distill_stage(
     return _average_into(selected, output)
 
 
-def with_fresh_back_end(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
-    """A copy of `model` keeping its (pruned) WavLM and re-initialising everything after it."""
+def _load_segmentation(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
+    """`model`, or the WavLMSegmentation of its checkpoint (a DistillPrune student's multipliers dropped)."""
     if isinstance(model, (str, os.PathLike)):
         model = Model.from_pretrained(model, strict=False)
     if not isinstance(model, WavLMSegmentation):
         raise ValueError(f"Expected a WavLMSegmentation, got a {type(model).__name__}.")
+    return model
+
+
+def with_fresh_back_end(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
+    """A copy of `model` keeping its (pruned) WavLM and re-initialising everything after it."""
+    model = _load_segmentation(model)
     hparams = dict(model.hparams)
     hparams["gates"] = None
     fresh = WavLMSegmentation(**hparams)
@@ -264,11 +270,7 @@ def finetune_stage(
     if fresh_back_end:
         model = with_fresh_back_end(model)
     else:
-        if isinstance(model, (str, os.PathLike)):
-            model = Model.from_pretrained(model, strict=False)
-        if not isinstance(model, WavLMSegmentation):
-            raise ValueError(f"Expected a WavLMSegmentation, got a {type(model).__name__}.")
-        model = copy.deepcopy(model)
+        model = copy.deepcopy(_load_segmentation(model))  # the caller's model is not trained in place
         for parameter in model.parameters():
             parameter.requires_grad = True
     return train_stage(protocol, directory, model=model, budget=budget, progress=progress)

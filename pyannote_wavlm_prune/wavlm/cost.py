@@ -227,6 +227,29 @@ def structure_macs(
     return _as_result(_macs(config, sizes, num_samples))
 
 
+def _check_metric(metric: str, num_samples: int | None) -> None:
+    if metric not in ("params", "macs"):
+        raise ValueError(f"metric={metric!r}: expected 'params' or 'macs'.")
+    if metric == "macs" and (num_samples is None or num_samples < 1):
+        raise ValueError(f"num_samples={num_samples!r}: metric='macs' needs a positive length.")
+
+
+def structure_sparsity(
+    config: WavLMConfig,
+    structure: Mapping[str, Any],
+    metric: str = "params",
+    num_samples: int | None = None,
+) -> float:
+    """Exact 1 - cost(structure) / cost(unpruned), cost being parameters or MACs
+
+    `num_samples`: input length for "macs".
+    """
+    _check_metric(metric, num_samples)
+    if metric == "params":
+        return 1.0 - structure_params(config, structure) / structure_params(config)
+    return 1.0 - structure_macs(config, num_samples, structure) / structure_macs(config, num_samples)
+
+
 def expected_sparsity(
     frontend: nn.Module,
     reference: nn.Module | WavLMConfig,
@@ -246,10 +269,7 @@ def expected_sparsity(
     num_samples : int, optional
         Input length for "macs" (the training chunk length, as attention is quadratic in it).
     """
-    if metric not in ("params", "macs"):
-        raise ValueError(f"metric={metric!r}: expected 'params' or 'macs'.")
-    if metric == "macs" and (num_samples is None or num_samples < 1):
-        raise ValueError(f"num_samples={num_samples!r}: metric='macs' needs a positive length.")
+    _check_metric(metric, num_samples)
 
     if isinstance(reference, WavLMConfig):
         reference_config, reference_sizes = reference, _structure_sizes(

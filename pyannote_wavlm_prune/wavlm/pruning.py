@@ -331,20 +331,14 @@ def pruned_sparsity(frontend: nn.Module, metric: str = "params", num_samples: in
     (deterministic) masks, that is what pruning keeps. NaN when that structure cannot be
     pruned (a CNN layer with no channel left).
     """
-    from .cost import structure_macs, structure_params
+    from .cost import _check_metric, structure_sparsity
 
-    if metric not in ("params", "macs"):
-        raise ValueError(f"metric={metric!r}: expected 'params' or 'macs'.")
-    if metric == "macs" and (num_samples is None or num_samples < 1):
-        raise ValueError(f"num_samples={num_samples!r}: metric='macs' needs a positive length.")
-    config = frontend.config
+    _check_metric(metric, num_samples)  # before a NaN could hide a bad argument
     try:
         structure = structure_from_gates(frontend)
     except ValueError:
         return float("nan")
-    if metric == "params":
-        return 1.0 - structure_params(config, structure) / structure_params(config)
-    return 1.0 - structure_macs(config, num_samples, structure) / structure_macs(config, num_samples)
+    return structure_sparsity(frontend.config, structure, metric, num_samples)
 
 
 class _Copier:
