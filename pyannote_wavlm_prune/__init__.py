@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "WavLMSegmentation": "pyannote_wavlm_prune.models.wavlm_segmentation",
     "save_checkpoint": "pyannote_wavlm_prune.checkpoint",
-    "attach_gates": "pyannote_wavlm_prune.pruning",
-    "prune": "pyannote_wavlm_prune.pruning",
+    "attach_gates": "pyannote_wavlm_prune.models.pruning",
+    "prune": "pyannote_wavlm_prune.models.pruning",
     "Distill": "pyannote_wavlm_prune.tasks.distill_prune",
     "DistillPrune": "pyannote_wavlm_prune.tasks.distill_prune",
     "average_checkpoints": "pyannote_wavlm_prune.averaging",

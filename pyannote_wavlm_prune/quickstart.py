@@ -212,8 +212,6 @@ def run_quickstart(
 
 
 def _wavlm_params(model) -> int:
-    from .wavlm.cost import expected_params
-
     return int(expected_params(model.frontend))
 
 
@@ -245,10 +243,10 @@ def plot_structure(model, path: str | os.PathLike) -> Path:
     config = model.frontend.config
     structure = model.structure
     panels = [
-        ("CNN channels", list(structure["conv_channels"]), list(config.conv_dim)),
-        ("attention heads", [len(h) for h in structure["kept_heads"]],
+        ("CNN channels", list(structure.conv_channels), list(config.conv_dim)),
+        ("attention heads", [len(h) for h in structure.kept_heads],
          [config.num_attention_heads] * config.num_hidden_layers),
-        ("FFN units", list(structure["ffn_widths"]), [config.intermediate_size] * config.num_hidden_layers),
+        ("FFN units", list(structure.ffn_widths), [config.intermediate_size] * config.num_hidden_layers),
     ]
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
     for axis, (title, kept, total) in zip(axes, panels):

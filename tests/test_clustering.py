@@ -25,7 +25,7 @@ EXCERPT = Segment(0.0, 15.0)  # both speakers of pyannote's sample talk in its f
 @pytest.fixture(scope="module")
 def pruned():
     model = tiny_model(duration=5.0, structure=PRUNED)
-    assert model.structure["kept_heads"] == [[0, 2], [1]]
+    assert model.structure.kept_heads == ((0, 2), (1,))
     return model
 
 

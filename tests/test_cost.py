@@ -9,6 +9,7 @@ from wavlm_helpers import (
     heavily_pruned_frontend,
     open_all_gates,
     randomise_gates,
+    prune_frontend,
     tiny_frontend,
 )
 
@@ -20,12 +21,9 @@ from pyannote_wavlm_prune.wavlm import (
     expected_macs,
     expected_params,
     expected_sparsity,
-    full_structure,
-    prune_frontend,
-    structure_from_gates,
-    structure_macs,
-    structure_params,
+    kept_structure,
 )
+from pyannote_wavlm_prune.wavlm.structure import Structure
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
 
 EIGHT_SECONDS = 8 * 16000
@@ -91,12 +89,12 @@ def test_closing_a_whole_layer_removes_its_expected_cost():
 @pytest.mark.parametrize("family", ["base", "large"])
 def test_pruned_front_end_costs_equal_the_cost_model_of_the_deterministic_masks(family):
     gated = heavily_pruned_frontend(family)
-    structure = structure_from_gates(gated)
+    structure = kept_structure(gated).to_dict()
     pruned, pruned_structure = prune_frontend(gated)
     assert pruned_structure == structure
     config = gated.config
-    parameters = structure_params(config, structure)
-    macs = structure_macs(config, NUM_SAMPLES, structure)
+    parameters = Structure.from_dict(structure, config).params()
+    macs = Structure.from_dict(structure, config).macs(NUM_SAMPLES)
     assert count_parameters(pruned) == expected_params(pruned) == parameters
     assert flop_counter_macs(pruned, torch.randn(1, NUM_SAMPLES)) == macs
     assert expected_macs(pruned, NUM_SAMPLES) == macs
@@ -105,16 +103,16 @@ def test_pruned_front_end_costs_equal_the_cost_model_of_the_deterministic_masks(
 
 def test_unpruned_base_plus_has_94_4_m_parameters_and_58_5_gmacs_per_8_s():
     config = base_plus_config()
-    assert structure_params(config) == 94_381_168
-    assert structure_macs(config, EIGHT_SECONDS) / 1e9 == pytest.approx(58.5, rel=0.01)
-    assert structure_macs(config, 16000) / 1e9 == pytest.approx(6.91, rel=0.01)
+    assert Structure.full(config).params() == 94_381_168
+    assert Structure.full(config).macs(EIGHT_SECONDS) / 1e9 == pytest.approx(58.5, rel=0.01)
+    assert Structure.full(config).macs(16000) / 1e9 == pytest.approx(6.91, rel=0.01)
 
 
 def test_reference_base_plus_s80_has_18_9_m_parameters_and_9_66_gmacs_per_8_s():
     config = base_plus_config()
     frontend = WavLMFrontEnd(config, structure=REFERENCE_BASE_PLUS_S80)
     parameters = count_parameters(frontend)
-    assert parameters == expected_params(frontend) == structure_params(config, REFERENCE_BASE_PLUS_S80)
+    assert parameters == expected_params(frontend) == REFERENCE_BASE_PLUS_S80.params()
     assert parameters / 1e6 == pytest.approx(18.9, rel=0.005)
     macs = expected_macs(frontend, EIGHT_SECONDS)
     assert macs / 1e9 == pytest.approx(9.66, rel=0.02)
@@ -129,7 +127,7 @@ def test_sparsity_is_one_minus_the_cost_ratio_to_the_teacher():
     ratio = count_parameters(student) / count_parameters(teacher)
     assert expected_sparsity(student, teacher) == pytest.approx(1.0 - ratio, abs=1e-12)
     assert expected_sparsity(student, config) == expected_sparsity(student, teacher)
-    mac_ratio = structure_macs(config, 16000, structure) / structure_macs(config, 16000)
+    mac_ratio = Structure.from_dict(structure, config).macs(16000) / Structure.full(config).macs(16000)
     assert expected_sparsity(student, config, "macs", 16000) == pytest.approx(1.0 - mac_ratio)
 
 
@@ -153,6 +151,6 @@ def test_sparsity_options_are_checked(arguments):
 def test_full_structure_costs_the_same_as_the_stock_front_end():
     config = tiny_config("large", num_hidden_layers=2)
     stock = WavLMFrontEnd(config)
-    structured = WavLMFrontEnd(config, structure=full_structure(config))
+    structured = WavLMFrontEnd(config, structure=Structure.full(config).to_dict())
     assert count_parameters(structured) == count_parameters(stock) == expected_params(structured)
     assert expected_macs(structured, NUM_SAMPLES) == expected_macs(stock, NUM_SAMPLES)

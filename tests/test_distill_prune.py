@@ -9,16 +9,14 @@ from helpers import tiny_model
 
 from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.averaging import KeepBestCheckpoints
-from pyannote_wavlm_prune.pruning import prune
+from pyannote_wavlm_prune import prune
 from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
 from pyannote_wavlm_prune.training import trainer
 from pyannote_wavlm_prune.wavlm.cost import (
     expected_macs,
     expected_params,
-    structure_macs,
-    structure_params,
 )
-from pyannote_wavlm_prune.wavlm.structure import full_structure
+from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # fast enough to reach a target in a couple hundred steps of a tiny model
 FAST = {"student": 2e-3, "gates": 0.1, "lagrangian": 0.2}
@@ -57,10 +55,10 @@ def test_distill_prune_reaches_its_target_sparsity(tiny_protocol, tmp_path, obje
     pruned = prune(student)
     config = pruned.frontend.config
     if objective == "params":
-        real = 1 - expected_params(pruned.frontend) / structure_params(config)
+        real = 1 - expected_params(pruned.frontend) / Structure.full(config).params()
     else:
         samples = task.num_samples
-        real = 1 - expected_macs(pruned.frontend, samples) / structure_macs(config, samples)
+        real = 1 - expected_macs(pruned.frontend, samples) / Structure.full(config).macs(samples)
     assert abs(real - 0.5) <= 0.03, real
 
 
@@ -78,10 +76,10 @@ def test_stop_at_target_on_the_pruned_structure_stops_once_pruning_would_reach_i
     # what was measured is what pruning makes
     pruned = prune(student.eval())
     config = pruned.frontend.config
-    real = 1 - structure_params(config, pruned.structure) / structure_params(config)
+    real = 1 - Structure.from_dict(pruned.structure, config).params() / Structure.full(config).params()
     assert real == pytest.approx(reached, abs=1e-12)
     assert real == pytest.approx(1 - sum(p.numel() for p in pruned.frontend.parameters())
-                                 / structure_params(config), abs=1e-12)
+                                 / Structure.full(config).params(), abs=1e-12)
 
 
 def test_stop_at_target_refuses_an_unknown_measure():
@@ -102,11 +100,11 @@ def test_pruned_sparsity_counts_the_structure_of_the_eval_mode_gates(tmp_path, t
         for gate in student.frontend.gates["ffn"]:
             gate.log_alpha.fill_(-10.0)  # every FFN unit closed
     config = student.frontend.config
-    structure = {**full_structure(config), "ffn_widths": [0] * config.num_hidden_layers}
-    expected = 1 - structure_macs(config, task.num_samples, structure) / structure_macs(config, task.num_samples)
+    structure = {**Structure.full(config).to_dict(), "ffn_widths": [0] * config.num_hidden_layers}
+    expected = 1 - Structure.from_dict(structure, config).macs(task.num_samples) / Structure.full(config).macs(task.num_samples)
     assert task.pruned_sparsity() == pytest.approx(expected, abs=1e-12)
     assert task.pruned_sparsity("params") == pytest.approx(
-        1 - structure_params(config, structure) / structure_params(config), abs=1e-12)
+        1 - Structure.from_dict(structure, config).params() / Structure.full(config).params(), abs=1e-12)
 
 
 def test_teacher_is_untouched_and_outside_the_student(tiny_protocol, tmp_path):

@@ -12,6 +12,7 @@ from wavlm_helpers import (
     count_parameters,
     heavily_pruned_frontend,
     max_abs_diff,
+    prune_frontend,
     randomise_gates,
     tiny_frontend,
 )
@@ -20,11 +21,9 @@ from pyannote_wavlm_prune.wavlm import (
     REFERENCE_BASE_PLUS_S80,
     PrunedWavLMAttention,
     WavLMFrontEnd,
+    Structure,
     attach_frontend_gates,
-    full_structure,
     is_gated,
-    prune_frontend,
-    validate_structure,
 )
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
 
@@ -40,7 +39,7 @@ def waveforms():
 
 
 def test_full_structure_lists_every_unit_of_the_config():
-    assert full_structure(tiny_config(num_hidden_layers=2)) == {
+    assert Structure.full(tiny_config(num_hidden_layers=2)).to_dict() == {
         "conv_channels": [32] * 7,
         "kept_heads": [[0, 1, 2, 3], [0, 1, 2, 3]],
         "ffn_widths": [64, 64],
@@ -48,12 +47,14 @@ def test_full_structure_lists_every_unit_of_the_config():
 
 
 def test_reference_base_plus_s80_is_the_released_structure():
-    structure = validate_structure(REFERENCE_BASE_PLUS_S80, base_plus_config())
-    assert structure["conv_channels"] == [90, 161, 173, 181, 351, 155, 137]
-    assert [len(heads) for heads in structure["kept_heads"]] == [2, 3, 3, 5, 2, 1, 4, 4, 0, 0,
-                                                                  2, 1]
-    assert structure["kept_heads"][3] == [0, 1, 2, 3, 4]
-    assert sum(structure["ffn_widths"]) == 5279
+    structure = Structure.from_dict(REFERENCE_BASE_PLUS_S80, base_plus_config())
+    assert structure == REFERENCE_BASE_PLUS_S80
+    assert structure.conv_channels == (90, 161, 173, 181, 351, 155, 137)
+    assert [len(heads) for heads in structure.kept_heads] == [2, 3, 3, 5, 2, 1, 4, 4, 0, 0,
+                                                               2, 1]
+    # the real indices of DiariZen's wavlm_base_s80_md
+    assert structure.kept_heads[0] == (1, 6) and structure.kept_heads[3] == (0, 1, 4, 8, 11)
+    assert sum(structure.ffn_widths) == 5279
 
 
 @pytest.mark.parametrize(
@@ -76,12 +77,12 @@ def test_invalid_structures_raise_naming_the_bad_value(change, message):
     structure = {"conv_channels": [32] * 7, "kept_heads": [[0], [0]], "ffn_widths": [8, 8]}
     structure.update(change)
     with pytest.raises(ValueError, match=message):
-        validate_structure(structure, tiny_config(num_hidden_layers=2))
+        Structure.from_dict(structure, tiny_config(num_hidden_layers=2))
 
 
 def test_missing_key_raises():
     with pytest.raises(ValueError, match=r"lacks \['ffn_widths'\]"):
-        validate_structure({"conv_channels": [32] * 7, "kept_heads": [[], []]},
+        Structure.from_dict({"conv_channels": [32] * 7, "kept_heads": [[], []]},
                            tiny_config(num_hidden_layers=2))
 
 
@@ -91,7 +92,7 @@ def test_missing_key_raises():
 @pytest.mark.parametrize("family", ["base", "large"])
 def test_full_structure_through_sdpa_attention_equals_stock_transformers(family, waveforms):
     stock = tiny_frontend(family)
-    structured = tiny_frontend(family, structure=full_structure(stock.config))
+    structured = tiny_frontend(family, structure=Structure.full(stock.config).to_dict())
     # same parameter names and shapes: stock weights load as they are
     structured.load_state_dict(stock.state_dict(), strict=True)
     with torch.no_grad():

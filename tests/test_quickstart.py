@@ -8,7 +8,7 @@ from pyannote.audio import Model, Pipeline
 
 from pyannote_wavlm_prune.quickstart import QuickstartSettings, results_table, run_quickstart
 from pyannote_wavlm_prune.recipe import Budget
-from pyannote_wavlm_prune.wavlm.cost import structure_params
+from pyannote_wavlm_prune.wavlm.structure import Structure
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 
@@ -44,9 +44,9 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
     assert list(rows) == ["teacher", "pruned"]
     teacher = Model.from_pretrained(results["checkpoints"]["teacher"])
     pruned = Model.from_pretrained(results["checkpoints"]["pruned"])
-    full = structure_params(teacher.frontend.config)
+    full = Structure.full(teacher.frontend.config).params()
     assert rows["teacher"]["wavlm_params"] == full
-    assert rows["pruned"]["wavlm_params"] == structure_params(pruned.frontend.config, pruned.structure)
+    assert rows["pruned"]["wavlm_params"] == pruned.structure.params()
     # pruning stopped once the pruned structure reached sparsity - tolerance
     assert rows["pruned"]["wavlm_params"] <= (1 - 0.3 + 0.05) * full
     assert rows["pruned"]["wavlm_gmacs_per_8s"] < rows["teacher"]["wavlm_gmacs_per_8s"]

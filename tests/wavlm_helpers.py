@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pyannote_wavlm_prune.wavlm import UNITS, WavLMFrontEnd, attach_frontend_gates
+from pyannote_wavlm_prune.wavlm import UNITS, WavLMFrontEnd, attach_frontend_gates, fold_frontend
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 # 1.3 s: not a whole number of frames, and T^2 attention terms matter
@@ -85,3 +85,12 @@ def heavily_pruned_frontend(family: str) -> WavLMFrontEnd:
 def max_abs_diff(first: list[torch.Tensor], second: list[torch.Tensor]) -> float:
     assert len(first) == len(second)
     return max((a - b).abs().max().item() for a, b in zip(first, second, strict=True))
+
+
+def prune_frontend(gated: WavLMFrontEnd) -> tuple[WavLMFrontEnd, dict]:
+    """The pruned front end of `gated` (same mode, device, dtype) and its structure's dict."""
+    state, structure = fold_frontend(gated)
+    pruned = WavLMFrontEnd(gated.config, structure=structure,
+                           cnn_gradient_scale=gated.cnn_gradient_scale)
+    pruned.load_state_dict(state, strict=True)
+    return pruned.train(gated.training), structure.to_dict()

@@ -16,6 +16,8 @@ from transformers import PretrainedConfig
 
 from ..wavlm.config import resolve_wavlm
 from ..wavlm.frontend import WavLMFrontEnd
+from ..wavlm.gating import attach_frontend_gates
+from ..wavlm.structure import Structure
 
 WAVLM_SAMPLE_RATE = 16000
 
@@ -32,9 +34,9 @@ class WavLMSegmentation(Model):
         weights are loaded), or a config (random initialisation).
         Defaults to "microsoft/wavlm-base-plus". Whatever is given, the full config dict is
         what is saved in the checkpoint, so that it reloads offline.
-    structure : dict, optional
-        Pruned WavLM structure ({"conv_channels": ..., "kept_heads": ..., "ffn_widths": ...})
-        relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
+    structure : Structure or dict, optional
+        Pruned WavLM structure (a `Structure`, or its dict {"conv_channels": ...,
+        "kept_heads": ..., "ffn_widths": ...}) relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
         `prune()`; give it to instantiate a published structure (random weights).
     gates : sequence of str, optional
         Units carrying hard-concrete gates ("conv", "head", "ffn", "attention_layer",
@@ -72,7 +74,7 @@ class WavLMSegmentation(Model):
     def __init__(
         self,
         wavlm: str | os.PathLike | PretrainedConfig | Mapping[str, Any] | None = None,
-        structure: Mapping[str, Any] | None = None,
+        structure: Structure | Mapping[str, Any] | None = None,
         gates: Sequence[str] | None = None,
         freeze_wavlm: bool = False,
         cnn_gradient_scale: float = 0.1,
@@ -127,14 +129,13 @@ class WavLMSegmentation(Model):
         )
         # the full config, never a name or a path, so that the checkpoint reloads offline
         self.hparams.wavlm = config.to_dict()
-        self.hparams.structure = None if structure is None else _plain_structure(structure)
+        # plain lists: what checkpoints have always held
+        self.hparams.structure = None if structure is None else self.frontend.structure.to_dict()
         self.hparams.projection = projection
         self.hparams.conformer = conformer
         self.hparams.learning_rate = learning_rate
 
         if gates:
-            from ..wavlm.gating import attach_frontend_gates
-
             attach_frontend_gates(self.frontend, units=tuple(gates))
             self.hparams.gates = list(gates)
 
@@ -150,14 +151,9 @@ class WavLMSegmentation(Model):
             parameter.requires_grad = not freeze_wavlm
 
     @property
-    def wavlm_config(self):
-        """transformers.WavLMConfig of the (unpruned) WavLM architecture."""
-        return self.frontend.config
-
-    @property
-    def structure(self) -> dict | None:
+    def structure(self) -> Structure | None:
         """Pruned WavLM structure, or None for the unpruned architecture."""
-        return self.hparams.structure
+        return self.frontend.structure
 
     @property
     def dimension(self) -> int:
@@ -246,13 +242,3 @@ class WavLMSegmentation(Model):
             return optimizer
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-
-def _plain_structure(structure: Mapping[str, Any]) -> dict:
-    """A copy of `structure` made of plain lists and ints (safe for YAML and hparams)."""
-    plain = {}
-    for key, value in structure.items():
-        if isinstance(value, (list, tuple)):
-            plain[key] = [list(map(int, v)) if isinstance(v, (list, tuple)) else v for v in value]
-        else:
-            plain[key] = value
-    return plain

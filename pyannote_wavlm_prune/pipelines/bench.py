@@ -88,10 +88,6 @@ def _wavlm_macs(model: Model, num_samples: int) -> int | None:
     frontend = getattr(model, "frontend", None)
     if frontend is None:
         return None
-    try:
-        from ..wavlm.cost import expected_macs
-    except ImportError:  # cost model not available
-        return None
     return int(expected_macs(frontend, num_samples))
 
 

@@ -17,10 +17,11 @@ from pyannote.database import Protocol
 from torch import nn
 
 from ..models.wavlm_segmentation import WavLMSegmentation
-from ..wavlm.cost import expected_sparsity
-from ..wavlm.gating import UNITS as GATE_UNITS
+from ..models.pruning import attach_gates
+from ..wavlm.cost import expected_sparsity, pruned_sparsity
+from ..wavlm.gating import check_units
+from ..wavlm.structure import METRICS, check_metric
 
-OBJECTIVES = ("params", "macs")
 LEARNING_RATE_DEFAULTS = {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}
 
 
@@ -349,12 +350,9 @@ class DistillPrune(Distill):
     ):
         if not 0.0 <= sparsity < 1.0:
             raise ValueError(f"sparsity={sparsity}: expected a target in [0, 1).")
-        if objective not in OBJECTIVES:
-            raise ValueError(f"objective={objective!r}: expected one of {OBJECTIVES}.")
-        units = (units,) if isinstance(units, str) else tuple(units)
-        unknown_units = set(units) - set(GATE_UNITS)
-        if unknown_units or not units:
-            raise ValueError(f"units={list(units)}: expected some of {GATE_UNITS}.")
+        if objective not in METRICS:
+            raise ValueError(f"objective={objective!r}: expected one of {METRICS}.")
+        units = check_units(units)
         if warmup_steps is not None and warmup_steps < 0:
             raise ValueError(f"warmup_steps={warmup_steps}: expected a non-negative number of steps.")
         if warmup_epochs < 0:
@@ -385,8 +383,6 @@ class DistillPrune(Distill):
 
     def student(self) -> WavLMSegmentation:
         """A gated copy of the teacher, with its multipliers, bound to this task."""
-        from ..pruning import attach_gates
-
         student = copy.deepcopy(self.teacher)
         attach_gates(student, units=self.units)
         student = self._bind(student)
@@ -457,8 +453,6 @@ class DistillPrune(Distill):
         Counts the structure of the eval-mode (deterministic) gates, what pruning keeps,
         where `expected_sparsity` is the training objective's expectation.
         """
-        from ..wavlm.pruning import pruned_sparsity
-
         return pruned_sparsity(self.model.frontend, metric or self.objective, self.num_samples)
 
     @property
@@ -490,7 +484,7 @@ class DistillPrune(Distill):
         self._log("train/cosine", cosine, batch_size)
         self._log("train/loss", loss, batch_size)
         with torch.no_grad():
-            for metric in OBJECTIVES:
+            for metric in METRICS:
                 value = sparsity if metric == self.objective else self.expected_sparsity(metric)
                 self._log(f"sparsity_{metric}", value.detach().float(), batch_size, prog_bar=True)
         self._log("target", float(target), batch_size, prog_bar=True)

@@ -1,34 +1,35 @@
 """WavLM on top of transformers: front end, hard-concrete gates, cost model, structured pruning.
 
-No pyannote import here: these pieces work on a `WavLMFrontEnd` alone.
+No pyannote import here: these pieces work on a `WavLMFrontEnd` alone. Each prunable unit
+kind lives in one module of `units/`; gating, the cost model and folding iterate over them.
 """
 
 from .attention import PrunedWavLMAttention
-from .cost import (
-    expected_macs,
-    expected_params,
-    expected_sparsity,
-    structure_macs,
-    structure_params,
-)
+from .cost import expected_macs, expected_params, expected_sparsity, pruned_sparsity
+from .folding import build_structured_wavlm, fold_frontend
 from .frontend import WavLMFrontEnd
 from .gates import HardConcreteGate
 from .gating import (
-    UNITS,
     attach_frontend_gates,
     deterministic_masks,
     gate_units,
     is_gated,
+    kept_structure,
     remove_frontend_gates,
 )
-from .pruning import build_structured_wavlm, prune_frontend, structure_from_gates
-from .structure import REFERENCE_BASE_PLUS_S80, full_structure, validate_structure
+from .published import REFERENCE_BASE_PLUS_S80
+from .structure import Structure
+from .units import DEFAULT_UNITS, UNIT_KINDS, UNITS, EmptyLayerError
 
 __all__ = [
+    "DEFAULT_UNITS",
+    "EmptyLayerError",
     "HardConcreteGate",
     "PrunedWavLMAttention",
     "REFERENCE_BASE_PLUS_S80",
+    "Structure",
     "UNITS",
+    "UNIT_KINDS",
     "WavLMFrontEnd",
     "attach_frontend_gates",
     "build_structured_wavlm",
@@ -36,13 +37,10 @@ __all__ = [
     "expected_macs",
     "expected_params",
     "expected_sparsity",
-    "full_structure",
+    "fold_frontend",
     "gate_units",
     "is_gated",
-    "prune_frontend",
+    "kept_structure",
+    "pruned_sparsity",
     "remove_frontend_gates",
-    "structure_from_gates",
-    "structure_macs",
-    "structure_params",
-    "validate_structure",
 ]

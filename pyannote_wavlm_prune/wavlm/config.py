@@ -83,3 +83,12 @@ def resolve_wavlm(
     config = _checked_config(raw_config, origin=f"wavlm={name!r}")
     pretrained = WavLMModel.from_pretrained(name, config=config)
     return config, pretrained.state_dict()
+
+
+def conv_frames(config: WavLMConfig, num_samples: int) -> list[int]:
+    """Output length of each CNN layer for `num_samples` input samples (0 once too short)."""
+    frames, length = [], num_samples
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        length = (length - kernel) // stride + 1 if length >= kernel else 0
+        frames.append(length)
+    return frames

@@ -9,8 +9,9 @@ import torch
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
-from .pruning import build_structured_wavlm
-from .structure import validate_structure
+from .config import conv_frames
+from .folding import build_structured_wavlm
+from .structure import Structure
 
 # Wav2Vec2FeatureExtractor's per-utterance normalisation constant (WavLM Large expects it)
 NORMALISATION_EPS = 1e-7
@@ -50,17 +51,17 @@ class WavLMFrontEnd(nn.Module):
         normalised to zero mean and unit variance, as WavLM Large was pre-trained.
     cnn_gradient_scale : float, optional
         Factor applied to the gradient flowing back into the CNN. Defaults to 0.1.
-    structure : dict, optional
-        Pruned sizes relative to `config` ({"conv_channels", "kept_heads", "ffn_widths"}, see
-        `structure.py`): the modules are built at those sizes (random weights). `config`
-        stays the original (teacher) architecture. Defaults to None: unpruned, stock modules.
+    structure : Structure or dict, optional
+        Pruned sizes relative to `config` (a `Structure`, or its dict): the modules are built
+        at those sizes (random weights). `config` stays the original (teacher) architecture.
+        Defaults to None: unpruned, stock modules.
     """
 
     def __init__(
         self,
         config: WavLMConfig,
         cnn_gradient_scale: float = 0.1,
-        structure: Mapping[str, Any] | None = None,
+        structure: Structure | Mapping[str, Any] | None = None,
     ):
         super().__init__()
         self.config = config
@@ -69,9 +70,8 @@ class WavLMFrontEnd(nn.Module):
             self.structure = None
             self.wavlm = WavLMModel(config)
         else:
-            # normalised copy: the caller's dict (e.g. a module constant) is never aliased
-            self.structure = validate_structure(structure, config)
-            self.wavlm = build_structured_wavlm(config, self.structure)
+            self.structure = Structure.from_dict(structure, config)
+            self.wavlm = build_structured_wavlm(self.structure)
         if config.do_stable_layer_norm:
             del self.wavlm.encoder.layer_norm
         self.normalize_waveform = config.feat_extract_norm == "layer"
@@ -93,9 +93,7 @@ class WavLMFrontEnd(nn.Module):
 
     def num_frames(self, num_samples: int) -> int:
         """Number of frames WavLM outputs for `num_samples` input samples (0 if too short)."""
-        for kernel, stride in zip(self.config.conv_kernel, self.config.conv_stride, strict=True):
-            num_samples = (num_samples - kernel) // stride + 1 if num_samples >= kernel else 0
-        return num_samples
+        return conv_frames(self.config, num_samples)[-1]
 
     def receptive_field_size(self, num_frames: int = 1) -> int:
         """Number of input samples seen by `num_frames` consecutive output frames."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .models.wavlm_segmentation import WavLMSegmentation
-from .wavlm.gating import DEFAULT_UNITS, attach_frontend_gates, is_gated
-from .wavlm.pruning import prune_frontend
+from ..wavlm.folding import fold_frontend
+from ..wavlm.gating import attach_frontend_gates, check_units, is_gated
+from ..wavlm.units import DEFAULT_UNITS
+from .wavlm_segmentation import WavLMSegmentation
 
 
 def _check_model(model, action: str) -> None:
@@ -32,14 +33,14 @@ def attach_gates(
     model reloads (with `Model.from_pretrained`) with its gates and their learnt values.
     """
     _check_model(model, "attach gates to")
-    units = (units,) if isinstance(units, str) else tuple(units)
+    units = check_units(units)
     attach_frontend_gates(model.frontend, units)
     model.hparams.gates = list(units)
     return model
 
 
 def prune(model: WavLMSegmentation) -> WavLMSegmentation:
-    """A new, physically smaller WavLMSegmentation: the units that `model`'s gates close removed
+    """A new, physically smaller model of `model`'s class: the units its gates close removed
 
     The eval-mode (deterministic) gates decide: units with a zero gate are removed, and the
     soft values of kept units are folded into the weights that follow them, so that the
@@ -47,27 +48,26 @@ def prune(model: WavLMSegmentation) -> WavLMSegmentation:
     copied as it is. `model` itself is left untouched (and its Lagrange multipliers, if it
     was a DistillPrune student, are not carried over).
 
-    The result has `model.structure` set (conv_channels, kept_heads, ffn_widths), saved in
-    its hyper-parameters, and is a standard pyannote checkpoint once saved.
+    The result has `model.structure` set (a `Structure`), saved in its hyper-parameters, and
+    is a standard pyannote checkpoint once saved.
     """
     _check_model(model, "prune")
     if not is_gated(model.frontend):
         raise ValueError(
             "This model has no gates to prune by: attach_gates() and train them (DistillPrune) first."
         )
-    pruned_frontend, structure = prune_frontend(model.frontend)
-
-    hparams = dict(model.hparams)
-    hparams.update(structure=structure, gates=None)
-    pruned = WavLMSegmentation(**hparams)
-    pruned.specifications = model.specifications
-    pruned.build()
-
+    frontend_state, structure = fold_frontend(model.frontend)
     state = {
         name: tensor
         for name, tensor in model.state_dict().items()
         if not name.startswith(("frontend.", "loss_func."))
     }
-    state.update({f"frontend.{name}": tensor for name, tensor in pruned_frontend.state_dict().items()})
+    state.update({f"frontend.{name}": tensor for name, tensor in frontend_state.items()})
+
+    pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None})
+    pruned.specifications = model.specifications
+    pruned.build()
+    reference = next(iter(frontend_state.values()))
+    pruned.to(device=reference.device, dtype=reference.dtype)
     pruned.load_state_dict(state, strict=True)
     return pruned.train(model.training)

@@ -1,0 +1,119 @@
+"""Whole blocks: one gate per transformer layer on its attention block, one on its FFN block.
+
+A block gate scales the block's output (a forward hook on the stock module). Pruning folds a
+kept block's gate into its output layer (weights, by the head and FFN units, and bias here);
+a removed block keeps nothing, its pre-LN layer norm included (Large), and adds nothing to
+the residual stream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from transformers import WavLMConfig, WavLMModel
+
+from ..masks import GateHook, GateMasks
+from .base import Masks, Number, Sizes, State, UnitKind, layer_key, open_probabilities, pop_prefix
+
+if TYPE_CHECKING:
+    from ..gates import HardConcreteGate
+    from ..structure import Structure
+
+
+class RemovedBlock(nn.Module):
+    """A removed FFN block: adds nothing to the residual stream (a 0-d zero)."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states.new_zeros(())
+
+
+class ScaleBlock(GateHook):
+    """Forward hook: a whole block's output * z (z has one unit)."""
+
+    def __call__(self, module, args, output):
+        scale = self.masks.get(self.unit, self.index)
+        if isinstance(output, tuple):
+            # WavLMAttention returns (output, weights, position_bias)
+            return (output[0] * scale.to(output[0].dtype),) + tuple(output[1:])
+        return output * scale.to(output.dtype)
+
+
+class _Blocks(UnitKind):
+    """One gate per layer on a whole block (`module` of each layer)."""
+
+    module = ""  # the block's module in a WavLMEncoderLayer
+    norm = ""  # its input norm in pre-LN (Large) layers
+    output = ""  # its output layer
+    field = ""  # Structure field: one bool per layer
+    size = ""  # Sizes field: 1 if the block is present
+
+    def group_sizes(self, config: WavLMConfig) -> list[int]:
+        return [1] * config.num_hidden_layers
+
+    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+        for index, layer in enumerate(wavlm.encoder.layers):
+            getattr(layer, self.module).register_forward_hook(ScaleBlock(masks, self.name, index))
+
+    def exact_sizes(self, structure: Structure) -> Sizes:
+        return {self.size: [int(flag) for flag in getattr(structure, self.field)]}
+
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+        return {self.size: [p[0] for p in open_probabilities(gates)]}
+
+    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+        E = config.hidden_size
+        # the output layer's bias, and a pre-LN layer norm that goes with its block
+        per_block = E + (2 * E if config.do_stable_layer_norm else 0)
+        return sum(block * per_block for block in sizes[self.size])
+
+    def kept(self, masks: Masks) -> dict[str, list]:
+        return {self.field: [bool(mask[0] > 0) for mask in masks[self.name]]}
+
+    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+        for index, layer in enumerate(wavlm.encoder.layers):
+            if not getattr(structure, self.field)[index]:
+                self.remove(layer)
+                if structure.config.do_stable_layer_norm:
+                    setattr(layer, self.norm, nn.Identity())
+        return []
+
+    def remove(self, layer: nn.Module) -> None:
+        """Make `layer`'s block add nothing (its module may already be a pruned one)."""
+        raise NotImplementedError
+
+    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+        for index, present in enumerate(getattr(structure, self.field)):
+            prefix = layer_key(index, self.module)
+            bias = f"{prefix}.{self.output}.bias"
+            if present:
+                state[bias] = state[bias] * masks[self.name][index][0].to(state[bias].dtype)
+                continue
+            state.pop(bias)
+            if structure.config.do_stable_layer_norm:
+                pop_prefix(state, layer_key(index, f"{self.norm}."))
+
+
+class AttentionBlocks(_Blocks):
+    """Whole attention blocks (the pruned attention module outputs nothing when removed)."""
+
+    name = "attention_layer"
+    module, norm, output = "attention", "layer_norm", "out_proj"
+    field, size = "attention_layers", "attention_blocks"
+
+    def remove(self, layer: nn.Module) -> None:
+        # built by the head units with has_output=False: it still passes the position bias on
+        pass
+
+
+class FeedForwardBlocks(_Blocks):
+    """Whole FFN blocks."""
+
+    name = "ffn_layer"
+    module, norm, output = "feed_forward", "final_layer_norm", "output_dense"
+    field, size = "ffn_layers", "ffn_blocks"
+
+    def remove(self, layer: nn.Module) -> None:
+        layer.feed_forward = RemovedBlock()

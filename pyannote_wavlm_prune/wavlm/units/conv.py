@@ -1,0 +1,324 @@
+"""CNN output channels: C_l gates per CNN layer l, and the feature projection that reads C_7.
+
+Where the gate z of a channel acts
+----------------------------------
+METHOD.md places z after conv > norm > GELU. We place it so that pruning is exact and each
+folding stays inside the layer that owns the channel:
+
+- no-norm layer (Base, layers 1-6):  conv > z > GELU. z scales the conv's output rows;
+  a closed channel is GELU(0) = 0.
+- GroupNorm layer (Base, layer 0):   conv > GN > z > GELU. GN is per channel, so z scales
+  its affine parameters.
+- LayerNorm layer (Large):           conv > z > LN > (z > 0) > GELU. A closed channel is
+  exactly 0 before the norm, so the pruned layer computes the norm over the kept channels
+  with the original channel count and matches; the hard mask after the norm makes the
+  closed channel's output exactly 0 (its LN output, b - mean / std * w, would not be).
+
+After GELU (METHOD's place), a soft z of the last CNN layer could not be folded into the
+feature projection's LayerNorm, and pruned channels of a LayerNorm layer would still count
+in that layer's statistics.
+
+Pruned modules: LayerNorms over pruned channels (Large's CNN layers, the feature projection)
+are computed over the kept channels with the original channel count, the pruned ones being
+exactly 0; the pruned channels' share of the feature projection is folded exactly (see
+`PrunedFeatureProjection`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from transformers import WavLMConfig, WavLMModel
+from transformers.activations import ACT2FN
+from transformers.models.wavlm.modeling_wavlm import (
+    WavLMGroupNormConvLayer,
+    WavLMLayerNormConvLayer,
+    WavLMNoLayerNormConvLayer,
+)
+
+from ..masks import GateHook, GateMasks
+from .base import (
+    EmptyLayerError,
+    Masks,
+    Number,
+    Sizes,
+    State,
+    UnitKind,
+    nonzero,
+    open_probabilities,
+)
+
+if TYPE_CHECKING:
+    from ..gates import HardConcreteGate
+    from ..structure import Structure
+
+CONV = "wavlm.feature_extractor.conv_layers"
+PROJECTION = "wavlm.feature_projection"
+
+
+def layer_norm_with_zeros(
+    x: torch.Tensor, num_channels: int, weight: torch.Tensor, bias: torch.Tensor, eps: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LayerNorm of x's K channels as if (num_channels - K) more channels held exact zeros
+
+    x (Tensor): shape (..., K)
+    weight, bias (Tensor): shape (K,), affine parameters of the kept channels
+    returns: normalised x (Tensor) of shape (..., K), mean and 1 / std (Tensors) of shape
+        (..., 1), the statistics over all num_channels channels
+    """
+    num_zeros = num_channels - x.shape[-1]
+    mean = x.sum(dim=-1, keepdim=True) / num_channels
+    centred = x - mean
+    # each zero channel adds (0 - mean)^2 to the sum of squared deviations
+    variance = (centred.square().sum(dim=-1, keepdim=True) + num_zeros * mean.square())
+    inverse_std = torch.rsqrt(variance / num_channels + eps)
+    return centred * inverse_std * weight + bias, mean, inverse_std
+
+
+class PrunedLayerNormConvLayer(nn.Module):
+    """CNN layer of the Large family with pruned output channels: conv > LayerNorm > GELU
+
+    The LayerNorm statistics are those of the original `num_channels` channels, the pruned
+    ones being zeros (the gated layer zeroes them before its norm). Parameter names are
+    those of transformers' WavLMLayerNormConvLayer.
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        Kept input and output channels.
+    num_channels : int
+        Original number of output channels (> out_channels).
+    kernel_size, stride : int
+    bias : bool
+    activation : str
+        transformers activation name (WavLM: "gelu").
+    eps : float, optional
+        LayerNorm epsilon. Defaults to 1e-5 (transformers' value for these layers).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, num_channels: int, kernel_size: int,
+                 stride: int, bias: bool, activation: str, eps: float = 1e-5):
+        super().__init__()
+        self.num_channels = num_channels
+        self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
+        self.layer_norm = nn.LayerNorm(out_channels, eps=eps)
+        self.activation = ACT2FN[activation]
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """
+        hidden_states (Tensor): shape (batch, in_channels, frames)
+        returns (Tensor): shape (batch, out_channels, frames')
+        """
+        hidden_states = self.conv(hidden_states).transpose(-2, -1)
+        norm = self.layer_norm
+        hidden_states, _, _ = layer_norm_with_zeros(
+            hidden_states, self.num_channels, norm.weight, norm.bias, norm.eps
+        )
+        return self.activation(hidden_states.transpose(-2, -1))
+
+
+class PrunedFeatureProjection(nn.Module):
+    """WavLM's feature projection (LayerNorm > Linear) after pruning channels of its input
+
+    For a pruned channel p (exactly 0 in the gated network), the LayerNorm outputs
+    b_p - (mean / std) w_p, and the projection adds W_p b_p - (mean / std) W_p w_p: the first
+    term is folded into `projection.bias`, the second is `pruned_channels_projection` (E
+    parameters, = sum_p W_p w_p) scaled by -mean / std of each frame. Exact.
+
+    Parameters
+    ----------
+    in_channels : int
+        Kept channels K of the last CNN layer.
+    num_channels : int
+        Original number of channels C (> K).
+    hidden_size : int
+        Transformer width E.
+    eps : float
+        LayerNorm epsilon.
+    dropout : float, optional
+        Dropout after the projection (train mode).
+    """
+
+    def __init__(self, in_channels: int, num_channels: int, hidden_size: int, eps: float,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.num_channels = num_channels
+        self.layer_norm = nn.LayerNorm(in_channels, eps=eps)
+        self.projection = nn.Linear(in_channels, hidden_size)
+        self.pruned_channels_projection = nn.Parameter(torch.zeros(hidden_size))
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, hidden_states: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Projected features and the normalised kept channels (as the stock module returns)
+
+        hidden_states (Tensor): shape (batch, frames, in_channels)
+        returns: (Tensor) of shape (batch, frames, hidden_size), (Tensor) of shape
+            (batch, frames, in_channels)
+        """
+        norm = self.layer_norm
+        normalised, mean, inverse_std = layer_norm_with_zeros(
+            hidden_states, self.num_channels, norm.weight, norm.bias, norm.eps
+        )
+        projected = self.projection(normalised)
+        projected = projected - (mean * inverse_std) * self.pruned_channels_projection
+        return self.dropout(projected), normalised
+
+
+class MaskChannels(GateHook):
+    """Forward hook: output * z over the channel dimension (1 or -1); hard: output * (z > 0)."""
+
+    def __init__(self, masks: GateMasks, index: int, dim: int, hard: bool = False):
+        super().__init__(masks, "conv", index)
+        self.dim = dim
+        self.hard = hard
+
+    def __call__(self, module, args, output: torch.Tensor) -> torch.Tensor:
+        mask = self.masks.get(self.unit, self.index)
+        mask = (mask > 0).to(output.dtype) if self.hard else mask.to(output.dtype)
+        if self.dim == 1:
+            mask = mask[:, None]  # (batch, channels, frames)
+        return output * mask
+
+
+class ConvChannels(UnitKind):
+    """Output channels of each CNN layer (and the feature projection's input)."""
+
+    name = "conv"
+    init_drop_rate = 0.01
+
+    def group_sizes(self, config: WavLMConfig) -> list[int]:
+        return [int(channels) for channels in config.conv_dim]
+
+    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+        for index, layer in enumerate(wavlm.feature_extractor.conv_layers):
+            if isinstance(layer, WavLMGroupNormConvLayer):
+                layer.layer_norm.register_forward_hook(MaskChannels(masks, index, dim=1))
+            elif isinstance(layer, WavLMLayerNormConvLayer):
+                layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
+                # LayerNorm output is (batch, frames, channels)
+                layer.layer_norm.register_forward_hook(
+                    MaskChannels(masks, index, dim=-1, hard=True))
+            elif isinstance(layer, WavLMNoLayerNormConvLayer):
+                layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
+            else:
+                raise ValueError(f"CNN layer {index} is a {type(layer).__name__}: expected one "
+                                 "of transformers' WavLM conv layers.")
+
+    def exact_sizes(self, structure: Structure) -> Sizes:
+        channels = list(structure.conv_channels)
+        return {"conv_channels": channels,
+                "last_conv_reduced": [int(channels[-1] < structure.config.conv_dim[-1])]}
+
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+        probabilities = open_probabilities(gates)
+        # the projection's extra vector exists iff a channel of the last layer is closed
+        return {"conv_channels": [p.sum() for p in probabilities],
+                "last_conv_reduced": [1.0 - torch.prod(probabilities[-1])]}
+
+    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+        total: Number = 0
+        previous: Number = 1
+        for layer, (channels, kernel) in enumerate(zip(sizes["conv_channels"], config.conv_kernel,
+                                                       strict=True)):
+            total = total + previous * channels * kernel
+            if config.conv_bias:
+                total = total + channels
+            if config.feat_extract_norm == "layer" or layer == 0:
+                # LayerNorm (Large) or GroupNorm with one group per channel (Base, layer 0)
+                total = total + 2 * channels
+            previous = channels
+        E = config.hidden_size
+        # feature projection: LayerNorm, Linear, and the pruned channels' contribution vector
+        return total + 2 * previous + previous * E + E + E * sizes["last_conv_reduced"][0]
+
+    def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
+        total: Number = 0
+        previous: Number = 1
+        for channels, kernel, length in zip(sizes["conv_channels"], config.conv_kernel, frames,
+                                            strict=True):
+            total = total + length * kernel * previous * channels
+            previous = channels
+        return total + frames[-1] * previous * config.hidden_size
+
+    def kept(self, masks: Masks) -> dict[str, list]:
+        channels = []
+        for index, mask in enumerate(masks["conv"]):
+            kept = nonzero(mask)
+            if not kept:
+                raise EmptyLayerError(
+                    f"Every channel of CNN layer {index} is gated off: the pruned network would "
+                    "not depend on its input. Train with a lower target sparsity."
+                )
+            channels.append(len(kept))
+        return {"conv_channels": channels}
+
+    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+        config = structure.config
+        channels = structure.conv_channels
+        new_modules: list[nn.Module] = []
+        conv_layers = wavlm.feature_extractor.conv_layers
+        if config.feat_extract_norm == "layer":
+            previous = 1
+            for index, (kept, original) in enumerate(zip(channels, config.conv_dim, strict=True)):
+                if kept < original:
+                    conv_layers[index] = PrunedLayerNormConvLayer(
+                        previous, kept, original, config.conv_kernel[index],
+                        config.conv_stride[index], bias=config.conv_bias,
+                        activation=config.feat_extract_activation,
+                    )
+                    new_modules.append(conv_layers[index])
+                previous = kept
+        if channels[-1] < config.conv_dim[-1]:
+            wavlm.feature_projection = PrunedFeatureProjection(
+                channels[-1], config.conv_dim[-1], config.hidden_size, eps=config.layer_norm_eps,
+                dropout=config.feat_proj_dropout,
+            )
+            new_modules.append(wavlm.feature_projection)
+        return new_modules
+
+    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+        config = structure.config
+        previous = None
+        for index, mask in enumerate(masks["conv"]):
+            prefix = f"{CONV}.{index}"
+            kept = torch.tensor(nonzero(mask), device=mask.device)
+            weight = state[f"{prefix}.conv.weight"][kept]
+            z = mask[kept].to(weight.dtype)
+            if previous is not None:
+                weight = weight[:, previous]
+            bias = state.get(f"{prefix}.conv.bias")
+            bias = None if bias is None else bias[kept]
+            if config.feat_extract_norm == "group" and index == 0:
+                # conv > GN > z: z scales the per-channel affine
+                for name in ("weight", "bias"):
+                    key = f"{prefix}.layer_norm.{name}"
+                    state[key] = state[key][kept] * z
+            else:
+                # conv > z (> LayerNorm): z scales the conv's output rows
+                weight = weight * z[:, None, None]
+                bias = None if bias is None else bias * z
+                if config.feat_extract_norm == "layer":
+                    for name in ("weight", "bias"):
+                        key = f"{prefix}.layer_norm.{name}"
+                        state[key] = state[key][kept]
+            state[f"{prefix}.conv.weight"] = weight
+            if bias is not None:
+                state[f"{prefix}.conv.bias"] = bias
+            previous = kept
+
+        # feature projection: the pruned channels' (exactly zero) share, folded
+        norm_weight = state[f"{PROJECTION}.layer_norm.weight"]
+        norm_bias = state[f"{PROJECTION}.layer_norm.bias"]
+        projection = state[f"{PROJECTION}.projection.weight"]
+        state[f"{PROJECTION}.layer_norm.weight"] = norm_weight[previous]
+        state[f"{PROJECTION}.layer_norm.bias"] = norm_bias[previous]
+        state[f"{PROJECTION}.projection.weight"] = projection[:, previous]
+        closed = masks["conv"][-1] == 0
+        if closed.any():
+            closed_columns = projection[:, closed]
+            state[f"{PROJECTION}.projection.bias"] = (
+                state[f"{PROJECTION}.projection.bias"] + closed_columns @ norm_bias[closed])
+            state[f"{PROJECTION}.pruned_channels_projection"] = closed_columns @ norm_weight[closed]

@@ -1,0 +1,141 @@
+"""FFN intermediate units: F gates per transformer layer, after the activation.
+
+The gate of unit i multiplies its activation before `output_dense` (a forward pre-hook on the
+stock module). Pruning keeps the kept units' rows of `intermediate_dense` and columns of
+`output_dense`, each kept soft value folded into its column. A layer with no unit left keeps
+the block's output bias, a constant (`OutputBias`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+from transformers import WavLMConfig, WavLMModel
+from transformers.activations import ACT2FN
+
+from ..attention import OutputBias
+from ..masks import GateHook, GateMasks
+from .base import (
+    Masks,
+    Number,
+    Sizes,
+    State,
+    UnitKind,
+    layer_key,
+    nonzero,
+    open_probabilities,
+    pop_prefix,
+)
+
+if TYPE_CHECKING:
+    from ..gates import HardConcreteGate
+    from ..structure import Structure
+
+
+class PrunedWavLMFeedForward(nn.Module):
+    """WavLM's FFN with `width` intermediate units (width 0: the constant output bias)
+
+    Parameter names are those of transformers' WavLMFeedForward.
+    """
+
+    def __init__(self, hidden_size: int, width: int, activation: str,
+                 activation_dropout: float = 0.0, hidden_dropout: float = 0.0):
+        super().__init__()
+        self.width = width
+        self.intermediate_dropout = nn.Dropout(activation_dropout)
+        if width > 0:
+            self.intermediate_dense = nn.Linear(hidden_size, width)
+            self.intermediate_act_fn = ACT2FN[activation]
+            self.output_dense = nn.Linear(width, hidden_size)
+        else:
+            self.output_dense = OutputBias(hidden_size)
+        self.output_dropout = nn.Dropout(hidden_dropout)
+
+    def extra_repr(self) -> str:
+        return f"width={self.width}"
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """
+        hidden_states (Tensor): shape (batch, frames, hidden_size)
+        returns (Tensor): shape (batch, frames, hidden_size)
+        """
+        if self.width == 0:
+            return self.output_dropout(self.output_dense.expand(hidden_states))
+        hidden_states = self.intermediate_act_fn(self.intermediate_dense(hidden_states))
+        hidden_states = self.output_dense(self.intermediate_dropout(hidden_states))
+        return self.output_dropout(hidden_states)
+
+
+class MaskInput(GateHook):
+    """Forward pre-hook: input * z over the last dimension (FFN units before output_dense)."""
+
+    def __call__(self, module, args):
+        (hidden_states,) = args
+        return (hidden_states * self.masks.get(self.unit, self.index).to(hidden_states.dtype),)
+
+
+class FeedForwardUnits(UnitKind):
+    """The intermediate units of each transformer layer's FFN."""
+
+    name = "ffn"
+    init_drop_rate = 0.5
+
+    def group_sizes(self, config: WavLMConfig) -> list[int]:
+        return [config.intermediate_size] * config.num_hidden_layers
+
+    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+        for index, layer in enumerate(wavlm.encoder.layers):
+            layer.feed_forward.output_dense.register_forward_pre_hook(
+                MaskInput(masks, self.name, index))
+
+    def exact_sizes(self, structure: Structure) -> Sizes:
+        return {"ffn_widths": list(structure.ffn_widths)}
+
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+        return {"ffn_widths": [p.sum() for p in open_probabilities(gates)]}
+
+    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+        E = config.hidden_size
+        return sum(block * (2 * E + 1) * width
+                   for width, block in zip(sizes["ffn_widths"], sizes["ffn_blocks"], strict=True))
+
+    def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
+        E, T = config.hidden_size, frames[-1]
+        return sum(block * 2 * T * E * width
+                   for width, block in zip(sizes["ffn_widths"], sizes["ffn_blocks"], strict=True))
+
+    def kept(self, masks: Masks) -> dict[str, list]:
+        return {"ffn_widths": [
+            len(nonzero(mask)) if block[0] > 0 else 0
+            for mask, block in zip(masks["ffn"], masks["ffn_layer"], strict=True)
+        ]}
+
+    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+        config = structure.config
+        new_modules = []
+        for index, layer in enumerate(wavlm.encoder.layers):
+            layer.feed_forward = PrunedWavLMFeedForward(
+                config.hidden_size, structure.ffn_widths[index], config.hidden_act,
+                activation_dropout=config.activation_dropout, hidden_dropout=config.hidden_dropout,
+            )
+            new_modules.append(layer.feed_forward)
+        return new_modules
+
+    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+        for index, width in enumerate(structure.ffn_widths):
+            prefix = layer_key(index, "feed_forward")
+            if width == 0:
+                pop_prefix(state, f"{prefix}.intermediate_dense.")
+                state.pop(f"{prefix}.output_dense.weight", None)
+                continue
+            mask = masks["ffn"][index]
+            kept = torch.nonzero(mask, as_tuple=True)[0]
+            for tensor in ("weight", "bias"):
+                key = f"{prefix}.intermediate_dense.{tensor}"
+                state[key] = state[key][kept]
+            weight = state[f"{prefix}.output_dense.weight"]
+            block = masks["ffn_layer"][index][0].to(weight.dtype)
+            state[f"{prefix}.output_dense.weight"] = weight[:, kept] * (mask[kept].to(weight.dtype) * block)
