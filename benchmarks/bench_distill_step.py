@@ -51,7 +51,7 @@ def main() -> None:
     torch.manual_seed(0)
 
     if arguments.wavlm == "quickstart":
-        from pyannote_wavlm_prune.quickstart import quickstart_wavlm_config
+        from pyannote_wavlm_prune.recipe.quickstart import quickstart_wavlm_config
 
         wavlm = quickstart_wavlm_config()
     else:

@@ -11,13 +11,13 @@ __version__ = "0.1.0"
 # public name -> module that defines it
 _EXPORTS = {
     "WavLMSegmentation": "pyannote_wavlm_prune.models.wavlm_segmentation",
-    "save_checkpoint": "pyannote_wavlm_prune.checkpoint",
+    "save_checkpoint": "pyannote_wavlm_prune.models.checkpoint",
     "attach_gates": "pyannote_wavlm_prune.models.pruning",
     "prune": "pyannote_wavlm_prune.models.pruning",
     "Distill": "pyannote_wavlm_prune.tasks.distill_prune",
     "DistillPrune": "pyannote_wavlm_prune.tasks.distill_prune",
-    "average_checkpoints": "pyannote_wavlm_prune.averaging",
-    "Recipe": "pyannote_wavlm_prune.recipe",
+    "average_checkpoints": "pyannote_wavlm_prune.recipe.averaging",
+    "Recipe": "pyannote_wavlm_prune.recipe.run",
     "export_pipeline": "pyannote_wavlm_prune.pipelines.export",
     "simulate": "pyannote_wavlm_prune.data.simulate",
 }

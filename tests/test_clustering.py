@@ -9,13 +9,13 @@ from pyannote.audio.core.plda import PLDA
 from pyannote.audio.sample import SAMPLE_FILE
 from pyannote.core import Annotation, Segment, Timeline
 
-from pyannote_wavlm_prune.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines import (
     SpeakerDiarization,
     StoredPLDA,
     estimate_plda,
     speaker_embeddings,
 )
+from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines.plda import _scatter
 
 REFERENCE_SPEAKERS = ["speaker90", "speaker91"]

@@ -8,8 +8,8 @@ from wavlm_helpers import (
     flop_counter_macs,
     heavily_pruned_frontend,
     open_all_gates,
-    randomise_gates,
     prune_frontend,
+    randomise_gates,
     tiny_frontend,
 )
 
@@ -23,8 +23,8 @@ from pyannote_wavlm_prune.wavlm import (
     expected_sparsity,
     kept_structure,
 )
-from pyannote_wavlm_prune.wavlm.structure import Structure
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
+from pyannote_wavlm_prune.wavlm.structure import Structure
 
 EIGHT_SECONDS = 8 * 16000
 

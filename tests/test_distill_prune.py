@@ -7,11 +7,11 @@ import pytest
 import torch
 from helpers import tiny_model
 
-from pyannote_wavlm_prune import save_checkpoint
-from pyannote_wavlm_prune.averaging import KeepBestCheckpoints
-from pyannote_wavlm_prune import prune
-from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
-from pyannote_wavlm_prune.training import trainer
+from pyannote_wavlm_prune import prune, save_checkpoint
+from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints
+from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
+from pyannote_wavlm_prune.recipe.training import trainer
+from pyannote_wavlm_prune.tasks import DistillPrune
 from pyannote_wavlm_prune.wavlm.cost import (
     expected_macs,
     expected_params,
@@ -216,7 +216,8 @@ import lightning, torch
 sys.path.insert(0, {tests!r})
 from helpers import tiny_model
 from pyannote_wavlm_prune.data.simulate import get_protocol
-from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
+from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
+from pyannote_wavlm_prune.tasks import DistillPrune
 
 lightning.seed_everything(0)
 task = DistillPrune(get_protocol({corpus!r}), teacher=tiny_model(), sparsity=0.5, warmup_steps=2,

@@ -18,7 +18,6 @@ from pyannote.audio.sample import SAMPLE_FILE
 
 from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.commands import export as export_command
-from pyannote_wavlm_prune.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines import (
     AudioDecodingError,
     SpeakerDiarization,
@@ -26,6 +25,7 @@ from pyannote_wavlm_prune.pipelines import (
     export_pipeline,
     load_pipeline,
 )
+from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines.export import read_config
 
 AGGLOMERATIVE = {

@@ -20,8 +20,8 @@ from wavlm_helpers import (
 from pyannote_wavlm_prune.wavlm import (
     REFERENCE_BASE_PLUS_S80,
     PrunedWavLMAttention,
-    WavLMFrontEnd,
     Structure,
+    WavLMFrontEnd,
     attach_frontend_gates,
     is_gated,
 )

@@ -6,10 +6,10 @@ import pytest
 from helpers import TINY_BACKEND
 from pyannote.audio import Model, Pipeline
 
-from pyannote_wavlm_prune.quickstart import QuickstartSettings, results_table, run_quickstart
 from pyannote_wavlm_prune.recipe import Budget
-from pyannote_wavlm_prune.wavlm.structure import Structure
+from pyannote_wavlm_prune.recipe.quickstart import QuickstartSettings, results_table, run_quickstart
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
+from pyannote_wavlm_prune.wavlm.structure import Structure
 
 
 def tiny_settings() -> QuickstartSettings:

@@ -10,8 +10,8 @@ import yaml
 from pyannote.audio import Model
 
 from pyannote_wavlm_prune import WavLMSegmentation
-from pyannote_wavlm_prune.averaging import average_checkpoints, select_epochs
 from pyannote_wavlm_prune.recipe import Budget, Recipe, with_fresh_back_end
+from pyannote_wavlm_prune.recipe.averaging import average_checkpoints, select_epochs
 from pyannote_wavlm_prune.wavlm.cost import expected_params
 from pyannote_wavlm_prune.wavlm.structure import Structure
 

@@ -6,7 +6,7 @@ from pyannote.audio.utils.loss import nll_loss
 from pyannote.audio.utils.permutation import permutate
 
 from pyannote_wavlm_prune import WavLMSegmentation
-from pyannote_wavlm_prune.training import diarization_task, task_cache_path, trainer
+from pyannote_wavlm_prune.recipe.training import diarization_task, task_cache_path, trainer
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 

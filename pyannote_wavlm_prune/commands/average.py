@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..averaging import average_checkpoints, selected_checkpoints
+from ..recipe.averaging import average_checkpoints, selected_checkpoints
 
 
 def add_arguments(parser):

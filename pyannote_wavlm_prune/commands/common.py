@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..recipe import Budget
+from ..recipe.stages import Budget
 
 
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
@@ -15,11 +15,9 @@ def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def get_protocol(args: argparse.Namespace):
-    from pyannote.database import FileFinder, registry
+    from ..data.protocols import get_protocol
 
-    for database in args.database:
-        registry.load_database(database)
-    return registry.get_protocol(args.protocol, preprocessors={"audio": FileFinder()})
+    return get_protocol(args.database, args.protocol)
 
 
 def add_budget_arguments(parser: argparse.ArgumentParser, max_epochs: int = 10) -> None:

@@ -39,13 +39,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _protocol(args):
-    from pyannote.database import FileFinder, registry
+    from .common import get_protocol
 
     if not args.protocol:
         raise SystemExit("--train-embedding and --estimate-plda need --protocol.")
-    for database in args.database:
-        registry.load_database(database)
-    return registry.get_protocol(args.protocol, preprocessors={"audio": FileFinder()})
+    return get_protocol(args)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -63,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     embedding = args.embedding
     if embedding is None and args.train_embedding:
-        from ..embedding import train_embedding
+        from ..pipelines.embedding import train_embedding
 
         trainer_options = {}
         if args.embedding_batches is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..recipe import finetune_stage
+from ..recipe.stages import finetune_stage
 from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
 
 

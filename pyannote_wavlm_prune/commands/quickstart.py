@@ -17,7 +17,7 @@ def run(args) -> int:
     import logging
     import warnings
 
-    from ..quickstart import QuickstartSettings, results_table, run_quickstart
+    from ..recipe.quickstart import QuickstartSettings, results_table, run_quickstart
 
     with contextlib.ExitStack() as stack:
         if not args.verbose:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..recipe import Recipe
+from ..recipe.run import Recipe
 
 
 def add_arguments(parser):

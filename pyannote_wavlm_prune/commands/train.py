@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from ..recipe import resolve_wavlm_option, train_stage
+from ..recipe.run import resolve_wavlm_option
+from ..recipe.stages import train_stage
 from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
 
 

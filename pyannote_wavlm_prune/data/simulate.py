@@ -60,6 +60,7 @@ from .conversation import (
     plan_conversation,
     render_conversation,
 )
+from .protocols import get_protocol
 
 SUBSETS = ("train", "development", "test")
 MARKER = "simulation.json"
@@ -585,71 +586,6 @@ def _protocol_entries() -> dict[str, Any]:
             "annotated": f"uem/{subset}.uem",
         }
     return entries
-
-
-def get_protocol(
-    root_or_yml: str | Path,
-    name: str | None = None,
-    *,
-    registry=None,
-    preprocessors: dict[str, Any] | None = None,
-):
-    """Return a protocol of a database.yml, with ``file["audio"]`` resolved, ready for training.
-
-    Parameters
-    ----------
-    root_or_yml : str or Path
-        A database.yml, or a folder holding one (a corpus root).
-    name : str, optional
-        Full ("Simulated.SpeakerDiarization.tiny") or short ("tiny") protocol name.
-        Defaults to the only protocol of the yml.
-    registry : pyannote.database.registry.Registry, optional
-        Registry to load the yml into. Defaults to a new one: pyannote's global
-        registry keeps one audio location per database name, so two corpora whose
-        database is "Simulated" would make each other's audio unreachable (or,
-        worse, swap it silently since uris repeat across seeds).
-    preprocessors : dict, optional
-        More preprocessors, added to {"audio": FileFinder(registry)}.
-
-    Returns
-    -------
-    protocol : pyannote.database.protocol.SpeakerDiarizationProtocol
-    """
-    from pyannote.database import FileFinder
-    from pyannote.database.registry import Registry
-
-    path = Path(root_or_yml)
-    database_yml = path / "database.yml" if path.is_dir() else path
-    if not database_yml.is_file():
-        raise FileNotFoundError(f"no database.yml at {str(root_or_yml)!r}")
-    with open(database_yml) as f:
-        content = yaml.safe_load(f) or {}
-    names = [
-        f"{database}.{task}.{protocol}"
-        for database, tasks in (content.get("Protocols") or {}).items()
-        for task, protocols in tasks.items()
-        for protocol in protocols
-    ]
-    if name is None:
-        if len(names) != 1:
-            raise ValueError(
-                f"{str(database_yml)!r} defines protocols {names}: pass name= one of them"
-            )
-        name = names[0]
-    elif name not in names:
-        matches = [n for n in names if n.split(".")[-1] == name]
-        if len(matches) != 1:
-            raise ValueError(
-                f"no protocol {name!r} in {str(database_yml)!r}, expected one of {names}"
-            )
-        name = matches[0]
-
-    if registry is None:
-        registry = Registry()
-    registry.load_database(database_yml)
-    return registry.get_protocol(
-        name, preprocessors={"audio": FileFinder(registry=registry), **(preprocessors or {})}
-    )
 
 
 def build_tiny_corpus(root: str | Path):

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from pyannote.audio import Audio
 from pyannote.core import Annotation, Segment
-from pyannote.database import FileFinder, Protocol, registry
+from pyannote.database import FileFinder, Protocol
 from pyannote.metrics.diarization import DiarizationErrorRate
 from tqdm.auto import tqdm
+
+from ..data.protocols import get_protocol
 
 SUBSETS = ("train", "development", "test")
 
@@ -21,7 +23,7 @@ SUBSETS = ("train", "development", "test")
 def get_files(
     protocol: Protocol | str,
     subset: str = "test",
-    registry_file: str | os.PathLike | None = None,
+    databases: Sequence[str | os.PathLike] = (),
 ) -> list[Mapping]:
     """Files of a protocol subset, each with its audio located
 
@@ -31,23 +33,14 @@ def get_files(
         A pyannote.database protocol, or its name (e.g. "AMI.SpeakerDiarization.mini").
     subset : str, optional
         "train", "development" or "test" (default).
-    registry_file : path, optional
-        database.yml to load into pyannote.database's registry before looking `protocol` up.
+    databases : list of paths, optional
+        database.yml files that define `protocol` when it is given by name (see
+        `data.protocols.get_protocol`).
     """
     if subset not in SUBSETS:
         raise ValueError(f"subset={subset!r}: expected one of {list(SUBSETS)}.")
-    if registry_file is not None:
-        if not Path(registry_file).is_file():
-            raise FileNotFoundError(f"registry file {registry_file} does not exist.")
-        registry.load_database(registry_file)
     if isinstance(protocol, str):
-        try:
-            protocol = registry.get_protocol(protocol, preprocessors={"audio": FileFinder()})
-        except KeyError as error:
-            raise ValueError(
-                f"protocol {protocol!r} is unknown: load the database.yml that defines it "
-                "(registry_file=... or --registry)."
-            ) from error
+        protocol = get_protocol(databases, protocol)
     files = list(getattr(protocol, subset)())
     if not files:
         raise ValueError(f"{protocol.name} has no file in subset {subset!r}.")

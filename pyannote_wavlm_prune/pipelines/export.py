@@ -29,7 +29,8 @@ from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
-from ..checkpoint import save_checkpoint
+from ..models.checkpoint import save_checkpoint
+from ..models.loading import load_model
 from .offline import CLUSTERINGS, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
@@ -38,16 +39,6 @@ PIPELINE_CLASS = "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
 PACKAGE = "pyannote-wavlm-prune"
 CONFIG = AssetFileName.Pipeline.value
 CHECKPOINT = AssetFileName.Model.value
-
-# keyword arguments of SpeakerDiarization that config.yaml carries besides the models
-PIPELINE_OPTIONS = (
-    "segmentation_step",
-    "embedding_exclude_overlap",
-    "segmentation_batch_size",
-    "embedding_batch_size",
-    "der_variant",
-)
-
 
 def _load_model(model: Model | str | os.PathLike, role: str) -> Model:
     """`model` itself, or the pyannote Model its checkpoint (file or directory) holds."""
@@ -58,23 +49,11 @@ def _load_model(model: Model | str | os.PathLike, role: str) -> Model:
             # pyannote cannot checkpoint a model that no task has specified
             raise ValueError(
                 f"{role} model {type(model).__name__} has no specifications, so it cannot be "
-                "saved: train it with a task, or use pyannote_wavlm_prune.embedding."
+                "saved: train it with a task, or use pyannote_wavlm_prune.pipelines.embedding."
                 "untrained_embedding() for a random speaker embedding."
             ) from error
         return model
-    if not isinstance(model, (str, os.PathLike)):
-        raise TypeError(
-            f"{role}={model!r}: expected a pyannote Model or the path of its checkpoint."
-        )
-    path = Path(model)
-    if path.is_dir():
-        path = path / CHECKPOINT
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{role} checkpoint {path} does not exist: expected a pyannote checkpoint "
-            f"(a file, or a directory holding {CHECKPOINT})."
-        )
-    return Model.from_pretrained(path, strict=False)
+    return load_model(model, role, strict=False)
 
 
 def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:

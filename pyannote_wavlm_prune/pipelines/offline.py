@@ -25,7 +25,6 @@ from pyannote.core import Annotation, SlidingWindowFeature
 CLUSTERINGS = tuple(Clustering.__members__)
 
 # Clusterings that group speakers with a speaker embedding model.
-EMBEDDING_CLUSTERINGS = ("AgglomerativeClustering", "KMeansClustering", "VBxClustering")
 
 # Hyper-parameters a pipeline starts from when none are given. Agglomerative values are those
 # of pyannote/speaker-diarization-3.1, VBx values those of pyannote 4.0.7's own defaults.

@@ -1,3 +1,3 @@
-from .distill_prune import Distill, DistillPrune, Lagrangian, StopAtTargetSparsity
+from .distill_prune import Distill, DistillPrune, Lagrangian
 
-__all__ = ["Distill", "DistillPrune", "Lagrangian", "StopAtTargetSparsity"]
+__all__ = ["Distill", "DistillPrune", "Lagrangian"]

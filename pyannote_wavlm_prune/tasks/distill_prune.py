@@ -8,19 +8,18 @@ import os
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import lightning
 import torch
 import torch.nn.functional as F
-from pyannote.audio import Model
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 from torch import nn
 
-from ..models.wavlm_segmentation import WavLMSegmentation
+from ..models.loading import load_model
 from ..models.pruning import attach_gates
+from ..models.wavlm_segmentation import WavLMSegmentation
 from ..wavlm.cost import expected_sparsity, pruned_sparsity
 from ..wavlm.gating import check_units
-from ..wavlm.structure import METRICS, check_metric
+from ..wavlm.structure import METRICS
 
 LEARNING_RATE_DEFAULTS = {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}
 
@@ -171,13 +170,7 @@ class Distill(SpeakerDiarization):
 
     @staticmethod
     def _load_teacher(teacher) -> WavLMSegmentation:
-        if isinstance(teacher, (str, os.PathLike)):
-            teacher = Model.from_pretrained(teacher)
-        if not isinstance(teacher, WavLMSegmentation):
-            raise ValueError(
-                f"teacher is a {type(teacher).__name__}: expected a WavLMSegmentation (or the "
-                "path of its checkpoint)."
-            )
+        teacher = load_model(teacher, "teacher", expected=WavLMSegmentation)
         if teacher.structure is not None or teacher.hparams.gates:
             raise ValueError("teacher must be an unpruned, ungated WavLMSegmentation.")
         try:
@@ -213,10 +206,7 @@ class Distill(SpeakerDiarization):
 
     def student(self, model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
         """A copy of `model` (a pruned WavLMSegmentation, or its checkpoint) bound to this task."""
-        if isinstance(model, (str, os.PathLike)):
-            model = Model.from_pretrained(model)
-        if not isinstance(model, WavLMSegmentation):
-            raise ValueError(f"student is a {type(model).__name__}: expected a WavLMSegmentation.")
+        model = load_model(model, "student", expected=WavLMSegmentation)
         if model.frontend.hidden_size != self.teacher.frontend.hidden_size:
             raise ValueError(
                 f"student width {model.frontend.hidden_size} differs from the teacher's "
@@ -372,7 +362,7 @@ class DistillPrune(Distill):
         total = self.trainer.estimated_stepping_batches
         if not math.isfinite(total):
             return None
-        warmup = min(self._warmup_steps(), total - 1)
+        warmup = min(self.num_warmup_steps(), total - 1)
 
         def factor(step: int) -> float:
             if step < warmup:
@@ -422,7 +412,8 @@ class DistillPrune(Distill):
         """Samples in one training chunk (MACs are counted for this length)."""
         return round(self.duration * self.teacher.hparams.sample_rate)
 
-    def _warmup_steps(self) -> float:
+    def num_warmup_steps(self) -> float:
+        """Optimisation steps of the warm-up (`warmup_steps`, or `warmup_epochs` in steps)."""
         if self.warmup_steps is not None:
             return float(self.warmup_steps)
         batches = getattr(self.trainer, "num_training_batches", None) if self.trainer else None
@@ -432,7 +423,7 @@ class DistillPrune(Distill):
 
     def target_sparsity(self, step: int) -> float:
         """Target at optimisation step `step`: linear warm-up from 0, then `sparsity`."""
-        warmup = self._warmup_steps()
+        warmup = self.num_warmup_steps()
         if warmup <= 0:
             return self.sparsity
         return self.sparsity * min(1.0, step / warmup)
@@ -491,64 +482,3 @@ class DistillPrune(Distill):
         self._log("lambda1", self.model.loss_func.lambda1.detach(), batch_size, prog_bar=True)
         self._log("lambda2", self.model.loss_func.lambda2.detach(), batch_size, prog_bar=True)
         return {"loss": loss}
-
-
-class StopAtTargetSparsity(lightning.Callback):
-    """Stops a DistillPrune run once its sparsity is at the target
-
-    After the warm-up, training stops when, for `patience` consecutive steps,
-
-    - measure="expected": the expected sparsity (the objective the multipliers act on) is
-      within `tolerance` of the target;
-    - measure="pruned": the exact sparsity of what `prune` would make now (eval-mode
-      gates, `DistillPrune.pruned_sparsity`) is at least the target minus `tolerance`.
-      One-sided, because this sparsity moves by whole units: one head of a small WavLM
-      is a few per cent of it, so a two-sided window can be jumped over.
-
-    Useful to end a pruning phase as soon as its structure is found (then distil it
-    further), and in short runs, where the multipliers swing the sparsity past the target.
-
-    Parameters
-    ----------
-    tolerance : float, optional
-        Defaults to 0.01.
-    patience : int, optional
-        Consecutive steps at the target. Defaults to 20.
-    measure : {"expected", "pruned"}, optional
-        Defaults to "expected".
-    """
-
-    MEASURES = ("expected", "pruned")
-
-    def __init__(self, tolerance: float = 0.01, patience: int = 20,
-                 measure: Literal["expected", "pruned"] = "expected"):
-        if measure not in self.MEASURES:
-            raise ValueError(f"measure={measure!r}: expected one of {self.MEASURES}.")
-        if tolerance < 0 or patience < 1:
-            raise ValueError(f"tolerance={tolerance}, patience={patience}: expected tolerance >= 0 "
-                             "and patience >= 1.")
-        self.tolerance = tolerance
-        self.patience = patience
-        self.measure = measure
-        self.steps_on_target = 0
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        task = pl_module.task
-        if not isinstance(task, DistillPrune):
-            raise ValueError("StopAtTargetSparsity watches DistillPrune runs only.")
-        if pl_module.global_step < task._warmup_steps():
-            return
-        if self.measure == "pruned":
-            on_target = task.pruned_sparsity() >= task.sparsity - self.tolerance
-        else:
-            with torch.no_grad():
-                on_target = abs(float(task.expected_sparsity()) - task.sparsity) <= self.tolerance
-        self.steps_on_target = self.steps_on_target + 1 if on_target else 0
-        if self.steps_on_target >= self.patience:
-            trainer.should_stop = True
-
-    def state_dict(self) -> dict:
-        return {"steps_on_target": self.steps_on_target}
-
-    def load_state_dict(self, state_dict: dict) -> None:
-        self.steps_on_target = state_dict.get("steps_on_target", 0)

@@ -119,10 +119,6 @@ class PrunedWavLMAttention(nn.Module):
             nn.Embedding(num_buckets, num_heads) if has_relative_position_bias else None
         )
 
-    @property
-    def num_kept_heads(self) -> int:
-        return len(self.kept_heads)
-
     def extra_repr(self) -> str:
         return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
                 f"kept_heads={self.kept_heads}, has_output={self.has_output}")

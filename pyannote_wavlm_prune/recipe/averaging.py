@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning
 import torch
 
-from .checkpoint import save_atomically
+from ..models.checkpoint import save_atomically
 
 # what a Lightning checkpoint holds for resuming, not for inference
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")

@@ -20,33 +20,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch.callbacks import EarlyStopping
-from pyannote.audio import Model
 from pyannote.database import Protocol
 
+from ..models.checkpoint import save_checkpoint
+from ..models.loading import load_model
+from ..models.pruning import prune
+from ..models.wavlm_segmentation import WavLMSegmentation
+from ..tasks import Distill, DistillPrune
+from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
-from .checkpoint import save_checkpoint
-from .models.wavlm_segmentation import WavLMSegmentation
-from .pruning import prune
-from .tasks import Distill, DistillPrune, StopAtTargetSparsity
+from .callbacks import EarlyStoppingAfter, StopAtTargetSparsity
 from .training import diarization_task, trainer
 
 logger = logging.getLogger(__name__)
 
 # what pyannote's SpeakerDiarization task logs on the development set
 DIARIZATION_MONITOR = "loss/val"
-
-
-class EarlyStoppingAfter(EarlyStopping):
-    """EarlyStopping that starts watching at epoch `start_epoch` (after a warm-up)."""
-
-    def __init__(self, start_epoch: int = 0, **kwargs):
-        super().__init__(**kwargs)
-        self.start_epoch = start_epoch
-
-    def on_validation_end(self, trainer, pl_module):
-        if trainer.current_epoch >= self.start_epoch:
-            super().on_validation_end(trainer, pl_module)
 
 
 @dataclass
@@ -150,14 +139,12 @@ def prune_stage(
     protocol: Protocol,
     directory: str | os.PathLike,
     teacher: str | os.PathLike | WavLMSegmentation,
-    sparsity: float = 0.8,
-    objective: str = "params",
-    warmup_epochs: float = 5.0,
     tolerance: float = 0.01,
     stop_at_target: bool = False,
     task_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     progress: bool = True,
+    **options: Any,
 ) -> Path:
     """DistillPrune the teacher, average the k best students that reached the target, prune
 
@@ -173,29 +160,30 @@ def prune_stage(
     rather than letting the multipliers swing the sparsity past the target; the distill
     stage then recovers what the student lost.
 
+    `options` and `task_options`: `DistillPrune` options (sparsity, objective, warmup_epochs,
+    learning_rate, ...); the task's own defaults apply to those not given.
+
     Writes `directory`/student.ckpt (the selected gated student) and `directory`/pruned.ckpt.
     """
-    from .wavlm.pruning import pruned_sparsity
-
     directory = Path(directory)
     output = directory / "pruned.ckpt"
     if _finished(output):
         return output
     budget = budget or Budget()
-    task = DistillPrune(protocol, teacher=teacher, sparsity=sparsity, objective=objective,
-                        warmup_epochs=warmup_epochs, batch_size=budget.batch_size,
+    task = DistillPrune(protocol, teacher=teacher, batch_size=budget.batch_size,
                         duration=budget.duration, cache=directory / "task-cache.npz",
-                        **dict(task_options or {}))
+                        **{**dict(task_options or {}), **options})
     student = task.student()
+    sparsity, objective = task.sparsity, task.objective
     minimum = sparsity - tolerance
     stop = [StopAtTargetSparsity(tolerance, patience=1, measure="pruned")] if stop_at_target else []
     selected = _fit(student, directory, task.val_monitor[0], budget,
-                    minimum=(task.sparsity_monitor, minimum), start_epoch=int(warmup_epochs),
+                    minimum=(task.sparsity_monitor, minimum), start_epoch=int(task.warmup_epochs),
                     callbacks=stop, progress=progress)
 
     def load(path: Path) -> tuple[WavLMSegmentation, float]:
         # averaging drops the multipliers: reload without them
-        gated = Model.from_pretrained(path, strict=False).eval()
+        gated = load_model(path, "student", strict=False).eval()
         return gated, pruned_sparsity(gated.frontend, objective, task.num_samples)
 
     gated, reached = load(_average_into(selected, directory / "student.ckpt"))
@@ -232,21 +220,11 @@ def distill_stage(
     return _average_into(selected, output)
 
 
-def _load_segmentation(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
-    """`model`, or the WavLMSegmentation of its checkpoint (a DistillPrune student's multipliers dropped)."""
-    if isinstance(model, (str, os.PathLike)):
-        model = Model.from_pretrained(model, strict=False)
-    if not isinstance(model, WavLMSegmentation):
-        raise ValueError(f"Expected a WavLMSegmentation, got a {type(model).__name__}.")
-    return model
-
-
 def with_fresh_back_end(model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
     """A copy of `model` keeping its (pruned) WavLM and re-initialising everything after it."""
-    model = _load_segmentation(model)
-    hparams = dict(model.hparams)
-    hparams["gates"] = None
-    fresh = WavLMSegmentation(**hparams)
+    # a DistillPrune student's multipliers are dropped (strict=False)
+    model = load_model(model, "model", expected=WavLMSegmentation, strict=False)
+    fresh = type(model)(**{**model.hparams, "gates": None})
     fresh.frontend.load_state_dict(model.frontend.state_dict())
     return fresh
 
@@ -270,125 +248,10 @@ def finetune_stage(
     if fresh_back_end:
         model = with_fresh_back_end(model)
     else:
-        model = copy.deepcopy(_load_segmentation(model))  # the caller's model is not trained in place
+        # the caller's model is not trained in place
+        model = copy.deepcopy(load_model(model, "model", expected=WavLMSegmentation, strict=False))
         for parameter in model.parameters():
             parameter.requires_grad = True
     return train_stage(protocol, directory, model=model, budget=budget, progress=progress)
 
-
-# ---------------------------------------------------------------------------- the recipe
-
-STAGES = ("teacher", "prune", "distill", "finetune")
-
-
-@dataclass
-class Recipe:
-    """The whole method, read from a YAML file (see `Recipe.from_yaml` for the keys)."""
-
-    protocol: str
-    experiment: Path
-    database: list[str] = field(default_factory=list)
-    teacher: dict = field(default_factory=dict)
-    prune: dict = field(default_factory=dict)
-    distill: dict = field(default_factory=dict)
-    finetune: dict = field(default_factory=dict)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike) -> Recipe:
-        """Read a recipe
-
-        protocol: Simulated.SpeakerDiarization.tiny       # pyannote.database protocol
-        database: [database.yml]                           # optional, relative to this file
-        experiment: experiments/tiny                       # output, relative to this file
-        teacher:
-          checkpoint: teacher.ckpt                         # a fine-tuned WavLMSegmentation, or:
-          model: {wavlm: microsoft/wavlm-base-plus}        # WavLMSegmentation options
-          budget: {max_epochs: 20, batch_size: 32}         # see Budget
-        prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
-                stop_at_target: false, budget: {...}, task: {...}}   # see prune_stage
-        distill: {budget: {...}, task: {...}}
-        finetune: {budget: {...}, fresh_back_end: true}
-
-        A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
-        `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
-        """
-        import yaml
-
-        path = Path(path)
-        content = yaml.safe_load(path.read_text()) or {}
-        unknown = set(content) - {"protocol", "experiment", "database", *STAGES}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected protocol, experiment, "
-                             f"database, {', '.join(STAGES)}.")
-        for key in ("protocol", "experiment"):
-            if key not in content:
-                raise ValueError(f"{path}: the recipe needs a '{key}' key.")
-        database = content.get("database") or []
-        database = [database] if isinstance(database, str) else list(database)
-        return cls(
-            protocol=content["protocol"],
-            experiment=(path.parent / content["experiment"]).resolve(),
-            database=[str((path.parent / d).resolve()) for d in database],
-            teacher=content.get("teacher") or {},
-            prune=content.get("prune") or {},
-            distill=content.get("distill") or {},
-            finetune=content.get("finetune") or {},
-        )
-
-    def get_protocol(self) -> Protocol:
-        from pyannote.database import FileFinder, registry
-
-        for database in self.database:
-            registry.load_database(database)
-        return registry.get_protocol(self.protocol, preprocessors={"audio": FileFinder()})
-
-    def run(self, progress: bool = True) -> dict[str, Path]:
-        """Run (or resume) every stage; return the result of each."""
-        protocol = self.get_protocol()
-        root = self.experiment
-        results: dict[str, Path] = {}
-
-        if "checkpoint" in self.teacher:
-            results["teacher"] = Path(self.teacher["checkpoint"])
-        else:
-            model_options = dict(self.teacher.get("model") or {})
-            model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
-            results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
-                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress)
-        options = dict(self.prune)
-        prune_budget = Budget.from_dict(options.pop("budget", None))
-        task_options = options.pop("task", None)
-        results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
-                                        task_options=task_options, budget=prune_budget,
-                                        progress=progress, **options)
-        results["distilled"] = distill_stage(
-            protocol, root / "3-distill", results["teacher"], results["pruned"],
-            task_options=self.distill.get("task"), budget=Budget.from_dict(self.distill.get("budget")),
-            progress=progress,
-        )
-        results["final"] = finetune_stage(protocol, root / "4-finetune", results["distilled"],
-                                          budget=Budget.from_dict(self.finetune.get("budget")),
-                                          fresh_back_end=self.finetune.get("fresh_back_end", True),
-                                          progress=progress)
-        return results
-
-
-def resolve_wavlm_option(wavlm):
-    """`{preset: name, **overrides}` -> a config of `wavlm.presets`; anything else unchanged."""
-    if isinstance(wavlm, Mapping) and "preset" in wavlm:
-        from .wavlm import presets
-
-        options = dict(wavlm)
-        name = options.pop("preset")
-        builders = {"tiny": presets.tiny_config, "base_plus": presets.base_plus_config,
-                    "large": presets.large_config}
-        if name not in builders:
-            raise ValueError(f"wavlm preset {name!r}: expected one of {sorted(builders)}.")
-        if name == "tiny":
-            return builders[name](**options)
-        config = builders[name]()
-        for key, value in options.items():
-            setattr(config, key, value)
-        return config
-    return wavlm
 

@@ -20,8 +20,17 @@ import lightning
 import torch
 from tqdm.auto import tqdm
 
-from .recipe import Budget, distill_stage, finetune_stage, prune_stage, train_stage
-from .wavlm.presets import tiny_config
+from ..data.protocols import get_protocol
+from ..data.simulate import simulate
+from ..models.loading import load_model
+from ..pipelines.bench import bench_segmentation
+from ..pipelines.embedding import train_embedding
+from ..pipelines.evaluate import evaluate_pipeline, get_files
+from ..pipelines.export import export_pipeline, load_pipeline
+from ..pipelines.optimize import optimize_pipeline
+from ..wavlm.cost import expected_params
+from ..wavlm.presets import tiny_config
+from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
 
 
 def quickstart_wavlm_config():
@@ -98,13 +107,6 @@ def run_quickstart(
     progress: bool = True,
 ) -> dict:
     """Run (or resume) the quickstart; return its results (also in `output`/results.json)."""
-    from pyannote.audio import Model
-
-    from .data.simulate import get_protocol, simulate
-    from .embedding import train_embedding
-    from .pipelines.evaluate import evaluate_pipeline, get_files
-    from .pipelines.export import export_pipeline, load_pipeline
-    from .pipelines.optimize import optimize_pipeline
 
     settings = settings or QuickstartSettings()
     output = Path(output)
@@ -177,12 +179,10 @@ def run_quickstart(
     stage("evaluate")
     test = get_files(protocol, "test")
     rows = {}
-    from .pipelines.bench import bench_segmentation
-
     speed = bench_segmentation([teacher, final], chunk_duration=8.0, batch_size=4, repeats=5,
                                num_threads=torch.get_num_threads(), names=["teacher", "pruned"])
     for (name, directory), measured in zip(pipelines.items(), speed):
-        model = Model.from_pretrained(teacher if name == "teacher" else final)
+        model = load_model(teacher if name == "teacher" else final)
         oracle = evaluate_pipeline(load_pipeline(directory, clustering="OracleClustering"), test,
                                    progress=False)
         full = evaluate_pipeline(load_pipeline(directory), test, progress=False)
@@ -197,7 +197,7 @@ def run_quickstart(
     done()
     bar.close()
 
-    final_model = Model.from_pretrained(final)
+    final_model = load_model(final)
     plot = plot_structure(final_model, output / "pruned-structure.png")
     results = {
         "rows": rows,

@@ -27,7 +27,7 @@ from pyannote.audio.models.embedding import XVectorMFCC
 from pyannote.audio.tasks import SpeakerEmbedding
 from pyannote.database import Protocol
 
-from .checkpoint import save_checkpoint
+from ..models.checkpoint import save_checkpoint
 
 
 class EqualLengthSpeakerEmbedding(SpeakerEmbedding):

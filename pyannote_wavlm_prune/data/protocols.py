@@ -1,0 +1,100 @@
+"""Loading pyannote.database protocols: the one loader every command, stage and pipeline uses.
+
+Each call loads its database.yml files into a registry of its own: pyannote's global registry
+keeps one audio location per database name, so two corpora whose database is "Simulated"
+would make each other's audio unreachable (or, worse, swap it silently since uris repeat).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def protocol_names(database_yml: str | os.PathLike) -> list[str]:
+    """Full names ("Database.Task.name") of the protocols a database.yml defines."""
+    with open(database_yml) as f:
+        content = yaml.safe_load(f) or {}
+    return [
+        f"{database}.{task}.{protocol}"
+        for database, tasks in (content.get("Protocols") or {}).items()
+        for task, protocols in (tasks or {}).items()
+        for protocol in (protocols or {})
+    ]
+
+
+def get_protocol(
+    databases: str | os.PathLike | Sequence[str | os.PathLike],
+    name: str | None = None,
+    *,
+    registry=None,
+    preprocessors: dict[str, Any] | None = None,
+):
+    """Return a protocol of database.yml files, with ``file["audio"]`` resolved, ready for training.
+
+    Parameters
+    ----------
+    databases : path or list of paths
+        database.yml files, or folders holding one (corpus roots). An empty list stands for
+        pyannote's own configuration (PYANNOTE_DATABASE_CONFIG, ~/.pyannote/database.yml).
+    name : str, optional
+        Full ("Simulated.SpeakerDiarization.tiny") or short ("tiny") protocol name.
+        Defaults to the only protocol of the files.
+    registry : pyannote.database.registry.Registry, optional
+        Registry to load the files into. Defaults to a new one.
+    preprocessors : dict, optional
+        More preprocessors, added to {"audio": FileFinder(registry)}.
+
+    Raises
+    ------
+    FileNotFoundError
+        For a missing database.yml.
+    ValueError
+        For an unknown or ambiguous protocol name, listing the known ones.
+    """
+    from pyannote.database import FileFinder
+    from pyannote.database.registry import Registry
+
+    if isinstance(databases, (str, os.PathLike)):
+        databases = [databases]
+    files = []
+    for database in databases:
+        path = Path(database)
+        database_yml = path / "database.yml" if path.is_dir() else path
+        if not database_yml.is_file():
+            raise FileNotFoundError(f"no database.yml at {str(database)!r}: expected a "
+                                    "database.yml file or a folder holding one.")
+        files.append(database_yml)
+
+    if registry is None:
+        if files:
+            registry = Registry()
+        else:
+            from pyannote.database import registry  # pyannote's configured databases
+    for database_yml in files:
+        registry.load_database(database_yml)
+
+    # with pyannote's own configuration, the registry knows the names (and says so on error)
+    names = [n for database_yml in files for n in protocol_names(database_yml)]
+    if name is None:
+        if len(names) != 1:
+            raise ValueError(f"{[str(f) for f in files]} define protocols {names}: pass the "
+                             "name of one of them.")
+        name = names[0]
+    elif names and name not in names:
+        matches = [n for n in names if n.split(".")[-1] == name]
+        if len(matches) != 1:
+            where = [str(f) for f in files] or "pyannote's database configuration"
+            raise ValueError(f"protocol {name!r} is not defined in {where}: expected one of {names}.")
+        name = matches[0]
+    try:
+        return registry.get_protocol(
+            name, preprocessors={"audio": FileFinder(registry=registry), **(preprocessors or {})}
+        )
+    except KeyError as error:
+        raise ValueError(f"protocol {name!r} is unknown: pass the database.yml that defines it "
+                         "(--database).") from error
