@@ -12,10 +12,11 @@ import numpy as np
 import pytest
 from pyannote.database.util import load_rttm, load_uem
 
+from pyannote_wavlm_prune.cli import main
 from pyannote_wavlm_prune.data import SimulationConfig, Simulator, get_protocol, simulate
 from pyannote_wavlm_prune.data.acoustics import impulse_response
 from pyannote_wavlm_prune.data.conversation import FRAME, plan_conversation, render_conversation
-from pyannote_wavlm_prune.data.simulate import MARKER, SUBSETS, main_simulate
+from pyannote_wavlm_prune.data.simulate import MARKER, SUBSETS
 from pyannote_wavlm_prune.data.voices import synthesize
 
 # the package's `simulate` attribute is the function; the module is in sys.modules
@@ -281,7 +282,7 @@ def test_folder_source_gives_speakers_and_disjoint_subsets(tmp_path):
 
 
 def test_command_line_finds_the_complete_corpus(tiny_root, capsys):
-    assert main_simulate([str(tiny_root), "--preset", "tiny", "--quiet"]) == 0
+    assert main(["simulate", str(tiny_root), "--preset", "tiny", "--quiet"]) == 0
     assert capsys.readouterr().out.split() == [
         str(tiny_root / "database.yml"),
         "Simulated.SpeakerDiarization.tiny",
@@ -319,6 +320,6 @@ def test_empty_source_folder_raises_value_error_naming_it(tmp_path):
 
 def test_command_line_reports_bad_overlap(capsys):
     with pytest.raises(SystemExit) as exit_:
-        main_simulate(["unused", "--overlap", "1.5", "--quiet"])
+        main(["simulate", "unused", "--overlap", "1.5", "--quiet"])
     assert exit_.value.code == 2
     assert "overlap must be in [0, 1), got 1.5" in capsys.readouterr().err

@@ -1,14 +1,14 @@
-"""Simulated-conversation corpora written as pyannote.database protocols."""
+"""Protocols: the one loader, and simulated-conversation corpora written as protocols.
 
+    config.py      SimulationConfig and its presets
+    conversation.py, acoustics.py, voices.py, folder.py   speakers, turns, rooms, noise
+    simulate.py    the simulator and the corpus writer (database.yml, lists, RTTM, UEM, WAV)
+    protocols.py   get_protocol: any database.yml, a fresh registry per call
+"""
+
+from .config import PRESETS, SimulationConfig
 from .protocols import get_protocol
-from .simulate import (
-    PRESETS,
-    SimulationConfig,
-    Simulator,
-    build_tiny_corpus,
-    main_simulate,
-    simulate,
-)
+from .simulate import Simulator, build_tiny_corpus, simulate
 
 __all__ = [
     "PRESETS",
@@ -16,6 +16,5 @@ __all__ = [
     "Simulator",
     "build_tiny_corpus",
     "get_protocol",
-    "main_simulate",
     "simulate",
 ]

@@ -14,6 +14,7 @@ from torch import nn
 from torchaudio.models import Conformer
 from transformers import PretrainedConfig
 
+from ..options import merge_options
 from ..wavlm.config import resolve_wavlm
 from ..wavlm.frontend import WavLMFrontEnd
 from ..wavlm.gating import attach_frontend_gates
@@ -96,13 +97,7 @@ class WavLMSegmentation(Model):
 
         projection = merge_dict(self.PROJECTION_DEFAULTS, projection)
         conformer = merge_dict(self.CONFORMER_DEFAULTS, conformer)
-        learning_rate = merge_dict(self.LEARNING_RATE_DEFAULTS, learning_rate)
-        unknown = set(learning_rate) - set(self.LEARNING_RATE_DEFAULTS)
-        if unknown:
-            raise ValueError(
-                f"learning_rate has unknown keys {sorted(unknown)}: expected "
-                f"{sorted(self.LEARNING_RATE_DEFAULTS)}."
-            )
+        learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
 
         config, pretrained_state = resolve_wavlm(self.WAVLM_DEFAULT if wavlm is None else wavlm)
         frontend_options = {"cnn_gradient_scale": cnn_gradient_scale}

@@ -17,11 +17,10 @@ from torch import nn
 from ..models.loading import load_model
 from ..models.pruning import attach_gates
 from ..models.wavlm_segmentation import WavLMSegmentation
+from ..options import merge_options
 from ..wavlm.cost import expected_sparsity, pruned_sparsity
 from ..wavlm.gating import check_units
 from ..wavlm.structure import METRICS
-
-LEARNING_RATE_DEFAULTS = {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}
 
 
 class Lagrangian(nn.Module):
@@ -124,12 +123,7 @@ class Distill(SpeakerDiarization):
         num_workers: int = 0,
         **kwargs: Any,
     ):
-        learning_rate = {**self.LEARNING_RATE_DEFAULTS, **(learning_rate or {})}
-        if set(learning_rate) != set(self.LEARNING_RATE_DEFAULTS):
-            raise ValueError(
-                f"learning_rate has unknown keys {sorted(set(learning_rate) - set(self.LEARNING_RATE_DEFAULTS))}: "
-                f"expected {sorted(self.LEARNING_RATE_DEFAULTS)}."
-            )
+        learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
         teacher = self._load_teacher(teacher)
         num_layers = teacher.frontend.num_layers
         distilled_layers = (
@@ -204,9 +198,13 @@ class Distill(SpeakerDiarization):
         # would find trainable parameters outside the loss
         self._freeze_all_but_frontend(self.model)
 
-    def student(self, model: WavLMSegmentation | str | os.PathLike) -> WavLMSegmentation:
-        """A copy of `model` (a pruned WavLMSegmentation, or its checkpoint) bound to this task."""
-        model = load_model(model, "student", expected=WavLMSegmentation)
+    def student(self, model: WavLMSegmentation | str | os.PathLike | None = None) -> WavLMSegmentation:
+        """A copy of `model` (a WavLMSegmentation, or its checkpoint) bound to this task
+
+        `model` defaults to the teacher: here, the pruned model to distil further.
+        """
+        model = self.teacher if model is None else load_model(model, "student",
+                                                              expected=WavLMSegmentation)
         if model.frontend.hidden_size != self.teacher.frontend.hidden_size:
             raise ValueError(
                 f"student width {model.frontend.hidden_size} differs from the teacher's "
@@ -251,15 +249,21 @@ class Distill(SpeakerDiarization):
         # uninterrupted run would have (and every DDP rank draws the same gates)
         torch.manual_seed(self.seed * 1_000_003 + self.model.global_step)
 
+    def penalty(self, batch_size: int) -> torch.Tensor | float:
+        """What the training objective adds to the distillation loss (nothing here)."""
+        return 0.0
+
     def training_step(self, batch, batch_idx: int):
         self._seed_step()
         waveforms = batch["X"][:, 0]
         distill, l1, cosine = self._distill(waveforms)
         batch_size = waveforms.shape[0]
+        loss = distill + self.penalty(batch_size)
         self._log("train/distillation", distill, batch_size, prog_bar=True)
         self._log("train/l1", l1, batch_size)
         self._log("train/cosine", cosine, batch_size)
-        return {"loss": distill}
+        self._log("train/loss", loss, batch_size)
+        return {"loss": loss}
 
     def validation_step(self, batch, batch_idx: int):
         waveforms = batch["X"][:, 0]
@@ -324,7 +328,7 @@ class DistillPrune(Distill):
         duration, max_speakers_per_chunk) and of pyannote's SpeakerDiarization task.
     """
 
-    LEARNING_RATE_DEFAULTS = LEARNING_RATE_DEFAULTS
+    LEARNING_RATE_DEFAULTS = {**Distill.LEARNING_RATE_DEFAULTS, "gates": 2e-2, "lagrangian": 2e-2}
 
     def __init__(
         self,
@@ -371,9 +375,11 @@ class DistillPrune(Distill):
 
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
-    def student(self) -> WavLMSegmentation:
-        """A gated copy of the teacher, with its multipliers, bound to this task."""
-        student = copy.deepcopy(self.teacher)
+    def student(self, model: WavLMSegmentation | str | os.PathLike | None = None) -> WavLMSegmentation:
+        """A gated copy of `model` (default: the teacher), with its multipliers, bound to this task."""
+        model = self.teacher if model is None else load_model(model, "student",
+                                                              expected=WavLMSegmentation)
+        student = copy.deepcopy(model)
         attach_gates(student, units=self.units)
         student = self._bind(student)
         student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
@@ -459,21 +465,11 @@ class DistillPrune(Distill):
                        prog_bar=True, logger=True, batch_size=1, sync_dist=True)
         return output
 
-    def training_step(self, batch, batch_idx: int):
-        self._seed_step()
-        waveforms = batch["X"][:, 0]
-        batch_size = waveforms.shape[0]
-        distill, l1, cosine = self._distill(waveforms)
-
+    def penalty(self, batch_size: int) -> torch.Tensor:
+        """The Lagrangian of the expected sparsity's gap to the target (logged with them)."""
         sparsity = self.expected_sparsity()
         target = self.target_sparsity(self.model.global_step)
-        lagrangian = self.model.loss_func(sparsity - target).to(distill.dtype)
-        loss = distill + lagrangian
-
-        self._log("train/distillation", distill, batch_size, prog_bar=True)
-        self._log("train/l1", l1, batch_size)
-        self._log("train/cosine", cosine, batch_size)
-        self._log("train/loss", loss, batch_size)
+        lagrangian = self.model.loss_func(sparsity - target).float()
         with torch.no_grad():
             for metric in METRICS:
                 value = sparsity if metric == self.objective else self.expected_sparsity(metric)
@@ -481,4 +477,4 @@ class DistillPrune(Distill):
         self._log("target", float(target), batch_size, prog_bar=True)
         self._log("lambda1", self.model.loss_func.lambda1.detach(), batch_size, prog_bar=True)
         self._log("lambda2", self.model.loss_func.lambda2.detach(), batch_size, prog_bar=True)
-        return {"loss": loss}
+        return lagrangian
