@@ -13,6 +13,7 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 SAMPLE_RATE = 16000
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -105,8 +106,6 @@ class FolderSource:
         utterances : dict
             Speaker name -> list of float64 waveforms at 16 kHz.
         """
-        from tqdm.auto import tqdm
-
         result = {}
         for speaker, count in tqdm(counts.items(), desc="reading", disable=not progress):
             files = self._files[speaker]

@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import yaml
+from tqdm.auto import tqdm
 
 from .config import OVERLAP_TOLERANCE, SUBSETS, SimulationConfig
 from .conversation import (
@@ -57,7 +58,9 @@ from .conversation import (
     plan_conversation,
     render_conversation,
 )
+from .folder import FolderSource
 from .protocols import get_protocol
+from .voices import EspeakSource
 
 MARKER = "simulation.json"
 FORMAT_VERSION = 1  # bump when a code change alters the audio that given parameters produce
@@ -81,11 +84,7 @@ class SpeakerSource(Protocol):
 def make_source(config: SimulationConfig) -> SpeakerSource:
     """Return the speaker source of `config`: espeak-ng voices, or its `source` folder."""
     if config.source is None:
-        from .voices import EspeakSource
-
         return EspeakSource()
-    from .folder import FolderSource
-
     return FolderSource(config.source, max_duration=config.max_utterance)
 
 
@@ -243,8 +242,6 @@ def simulate(
 
 def build_corpus(root: str | Path, config: SimulationConfig, progress: bool = True) -> Path:
     """Build the corpus of `config` in `root`; return its database.yml (see `simulate`)."""
-    from tqdm.auto import tqdm
-
     root = Path(root)
     database_yml = root / "database.yml"
     marker = _read_marker(root)

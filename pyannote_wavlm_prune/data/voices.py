@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from scipy.signal import resample_poly
+from tqdm.auto import tqdm
 
 SAMPLE_RATE = 16000
 
@@ -223,8 +224,6 @@ class EspeakSource:
         utterances : dict
             Speaker name -> list of float64 waveforms at 16 kHz.
         """
-        from tqdm.auto import tqdm
-
         jobs: list[tuple[str, str]] = []
         for speaker, count in counts.items():
             # crc32, not hash(): Python salts str hashes per process

@@ -24,11 +24,12 @@ from typing import Any
 
 import pyannote.audio
 import yaml
-from pyannote.audio import Model
+from pyannote.audio import Model, Pipeline
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
+from .. import __version__
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from .offline import CLUSTERINGS, SpeakerDiarization
@@ -180,7 +181,7 @@ def export_pipeline(
         pipeline_params["plda"] = "$model/plda"
     pipeline_params.update({k: v for k, v in options.items() if v is not None})
     config: dict[str, Any] = {
-        "dependencies": {"pyannote.audio": pyannote.audio.__version__, PACKAGE: _version()},
+        "dependencies": {"pyannote.audio": pyannote.audio.__version__, PACKAGE: __version__},
         "pipeline": {"name": PIPELINE_CLASS, "params": pipeline_params},
         "params": params,
     }
@@ -312,8 +313,6 @@ def load_pipeline(directory: str | os.PathLike, **overrides: Any) -> SpeakerDiar
     `clustering="OracleClustering"` to score the segmentation alone (the embedding, PLDA and
     clustering hyper-parameters are then dropped), or `segmentation_step=0.5`.
     """
-    from pyannote.audio import Pipeline
-
     path = Path(directory)
     config = read_config(path)
     root = (path.parent if path.is_file() else path).absolute()
@@ -337,12 +336,6 @@ def load_pipeline(directory: str | os.PathLike, **overrides: Any) -> SpeakerDiar
     return Pipeline.from_pretrained(config)
 
 
-def _version() -> str:
-    # imported when called: the package's __init__ may import this module before it sets
-    # __version__
-    from .. import __version__
-
-    return __version__
 
 
 def _missing_parameters(pipeline) -> list[str]:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning
+from lightning.pytorch.loggers import CSVLogger
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 
@@ -79,8 +80,6 @@ def trainer(
     """
     logger = False
     if default_root_dir is not None:
-        from lightning.pytorch.loggers import CSVLogger
-
         logger = CSVLogger(default_root_dir, name="logs", version="")
     options = {
         "max_steps": max_steps,
