@@ -58,7 +58,8 @@ def prune(model: WavLMSegmentation) -> WavLMSegmentation:
     pruned_frontend, structure = prune_frontend(model.frontend)
 
     hparams = dict(model.hparams)
-    hparams.update(structure=structure, gates=None)
+    # norms over the newly pruned channels count them as zeros, as the gated network did
+    hparams.update(structure=structure, gates=None, pruned_norms="original")
     pruned = WavLMSegmentation(**hparams)
     pruned.specifications = model.specifications
     pruned.build()

@@ -186,7 +186,20 @@ class RemovedBlock(nn.Module):
         return hidden_states.new_zeros(())
 
 
-def build_structured_wavlm(config: WavLMConfig, structure: Mapping[str, Any]) -> WavLMModel:
+# How LayerNorms over pruned CNN channels normalise (see `build_structured_wavlm`)
+PRUNED_NORMS = ("original", "kept")
+
+
+def check_pruned_norms(pruned_norms: str) -> str:
+    """`pruned_norms` itself, or a ValueError naming the accepted values."""
+    if pruned_norms not in PRUNED_NORMS:
+        raise ValueError(f"pruned_norms={pruned_norms!r}: expected one of {list(PRUNED_NORMS)}.")
+    return pruned_norms
+
+
+def build_structured_wavlm(
+    config: WavLMConfig, structure: Mapping[str, Any], pruned_norms: str = "original"
+) -> WavLMModel:
     """A `transformers.WavLMModel` with the sizes of `structure` (random weights)
 
     Stock modules are kept where sizes allow (CNN layers, stock encoder layers, norms,
@@ -194,7 +207,13 @@ def build_structured_wavlm(config: WavLMConfig, structure: Mapping[str, Any]) ->
     through `PrunedWavLMFeedForward`, even at full size, so every structure takes the same
     code path. `wavlm.config` is the original (teacher) config: no stock config describes
     a pruned WavLM, the structure does.
+
+    `pruned_norms` says how LayerNorms over pruned CNN channels normalise: "original"
+    (default) over the original channel count, the pruned channels counting as zeros
+    (`PrunedLayerNormConvLayer`, `PrunedFeatureProjection`: what a gated network computes);
+    "kept" over the kept channels alone (stock modules at the kept size: DiariZen's models).
     """
+    check_pruned_norms(pruned_norms)
     structure = validate_structure(structure, config)
     channels = structure["conv_channels"]
     # stock CNN layers and feature projection at the kept sizes; a 1-unit FFN placeholder
@@ -207,7 +226,9 @@ def build_structured_wavlm(config: WavLMConfig, structure: Mapping[str, Any]) ->
     new_modules: list[nn.Module] = []
 
     conv_layers = wavlm.feature_extractor.conv_layers
-    if config.feat_extract_norm == "layer":
+    # Option pruned_norms="kept" (DiariZen import): the stock CNN layers and feature
+    # projection built above at the kept sizes already normalise over the kept channels.
+    if pruned_norms == "original" and config.feat_extract_norm == "layer":
         previous = 1
         for index, (kept, original) in enumerate(zip(channels, config.conv_dim, strict=True)):
             if kept < original:
@@ -217,7 +238,7 @@ def build_structured_wavlm(config: WavLMConfig, structure: Mapping[str, Any]) ->
                 )
                 new_modules.append(conv_layers[index])
             previous = kept
-    if channels[-1] < config.conv_dim[-1]:
+    if pruned_norms == "original" and channels[-1] < config.conv_dim[-1]:
         wavlm.feature_projection = PrunedFeatureProjection(
             channels[-1], config.conv_dim[-1], config.hidden_size, eps=config.layer_norm_eps,
             dropout=config.feat_proj_dropout,
@@ -386,8 +407,12 @@ def prune_frontend(gated: WavLMFrontEnd) -> tuple[WavLMFrontEnd, dict[str, list]
     masks, structure = _kept_units(gated)
     config = gated.config
     reference = next(p for name, p in gated.named_parameters() if not name.startswith("gates."))
+    # the gates act on an unpruned front end: its newly pruned norms count the pruned
+    # channels as zeros ("original"), whatever `gated.pruned_norms` says
     pruned = WavLMFrontEnd(config, structure=structure,
-                           cnn_gradient_scale=gated.cnn_gradient_scale)
+                           cnn_gradient_scale=gated.cnn_gradient_scale,
+                           conv_output_scale=gated.conv_output_scale is not None,
+                           waveform_norm_eps=gated.waveform_norm_eps)
     pruned.to(device=reference.device, dtype=reference.dtype)
     copy = _Copier(pruned)
     source, target = gated.wavlm, pruned.wavlm
@@ -420,9 +445,13 @@ def prune_frontend(gated: WavLMFrontEnd) -> tuple[WavLMFrontEnd, dict[str, list]
             copy(new.conv.bias, bias)
         previous = kept
 
+    kept = previous
+    if gated.conv_output_scale is not None:
+        # Option conv_output_scale: the fixed scale of the kept last-layer channels
+        pruned.conv_output_scale.copy_(gated.conv_output_scale[kept])
+
     # feature projection: the pruned channels' (exactly zero) share, folded
     old, new = source.feature_projection, target.feature_projection
-    kept = previous
     copy(new.layer_norm.weight, old.layer_norm.weight[kept])
     copy(new.layer_norm.bias, old.layer_norm.bias[kept])
     copy(new.projection.weight, old.projection.weight[:, kept])
