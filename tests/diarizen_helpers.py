@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pyannote_wavlm_prune.wavlm.published import published_structure
+from pyannote_wavlm_prune.wavlm.published import published_structure, structure_with_family
 from pyannote_wavlm_prune.wavlm.structure import validate_structure
 
 CONFIG_TOML = """\
@@ -30,10 +30,11 @@ path = "diarizen.models.eend.model_wavlm_conformer.Model"
 wavlm_src = "{wavlm_src}"
 wavlm_layer_num = {layer_num}
 wavlm_feat_dim = {feat_dim}
-attention_in = 256
-ffn_hidden = 1024
-num_head = 4
-num_layer = 4
+attention_in = {dim}
+ffn_hidden = {ffn}
+num_head = {heads}
+num_layer = {blocks}
+kernel_size = {kernel}
 dropout = 0.1
 chunk_size = 8
 use_posi = false
@@ -42,8 +43,8 @@ selected_channel = 0
 max_speakers_per_chunk = 4
 
 [inference.args]
-seg_duration = 16
-segmentation_step = 0.1
+seg_duration = {seg_duration}
+segmentation_step = {segmentation_step}
 batch_size = 32
 apply_median_filtering = true
 
@@ -60,7 +61,31 @@ max_iters = 20
 """
 
 NUM_CLASSES = 11  # powerset of 4 speakers, at most 2 per frame
+# DiariZen's Conformer back end, and a small one for training tests
 BACKEND = {"dim": 256, "ffn": 1024, "heads": 4, "blocks": 4, "kernel": 31}
+TINY_BACKEND = {"dim": 32, "ffn": 64, "heads": 2, "blocks": 1, "kernel": 7}
+
+# a small Base-family WavLM (4 layers, 4 heads of 16, FFN 128, 7 x 32 channels)
+TINY_CONFIG = {"hidden_size": 64, "num_hidden_layers": 4, "num_attention_heads": 4,
+               "intermediate_size": 128, "conv_dim": [32] * 7, "num_conv_pos_embeddings": 16,
+               "num_conv_pos_embedding_groups": 4}
+# pruned as DiariZen prunes: irregular channels, real head indices, a removed attention block
+TINY_PRUNED = {"family": "base", "config": TINY_CONFIG,
+               "conv_channels": [20, 24, 32, 12, 28, 16, 18],
+               "kept_heads": [[1, 3], [0, 2, 3], [], [2]],
+               "attention_layers": [True, True, False, True],
+               "ffn_widths": [40, 100, 8, 64]}
+TINY_UNPRUNED = {"family": "base", "config": TINY_CONFIG, "conv_channels": [32] * 7,
+                 "kept_heads": [[0, 1, 2, 3]] * 4, "ffn_widths": [128] * 4}
+
+
+def resolve(wavlm):
+    """Config and validated structure of a published name or a structure description."""
+    if isinstance(wavlm, str):
+        config, structure = published_structure(wavlm)
+    else:
+        config, structure = structure_with_family(wavlm)
+    return config, validate_structure(structure, config)
 
 
 def _linear(generator, rows: int, columns: int, bias: bool = True) -> dict[str, torch.Tensor]:
@@ -75,16 +100,15 @@ def _norm(generator, size: int) -> dict[str, torch.Tensor]:
             "bias": 0.1 * torch.randn(size, generator=generator)}
 
 
-def diarizen_state_dict(wavlm_src: str, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of DiariZen's model for the published structure `wavlm_src`
+def diarizen_state_dict(wavlm, seed: int = 0, backend=BACKEND) -> dict[str, torch.Tensor]:
+    """Random weights of DiariZen's model for `wavlm` (a published name or a description)
 
     Non-trivial where an import could go wrong: a per-channel dummy_weight, signed layer
     weights, random gru_rel_pos_const for every original head, random BatchNorm statistics,
     and the unused LayerNorms DiariZen stores (encoder's final one in Large, those of
     removed pre-LN attention blocks).
     """
-    config, structure = published_structure(wavlm_src)
-    structure = validate_structure(structure, config)
+    config, structure = resolve(wavlm)
     g = torch.Generator().manual_seed(seed)
     state: dict[str, torch.Tensor] = {}
 
@@ -137,10 +161,10 @@ def diarizen_state_dict(wavlm_src: str, seed: int = 0) -> dict[str, torch.Tensor
 
     num_states = config.num_hidden_layers + 1
     state["weight_sum.weight"] = torch.randn(1, num_states, generator=g) / math.sqrt(num_states)
-    dim, ffn = BACKEND["dim"], BACKEND["ffn"]
+    dim, ffn = backend["dim"], backend["ffn"]
     put("proj", _linear(g, dim, embed))
     put("lnorm", _norm(g, dim))
-    for index in range(BACKEND["blocks"]):
+    for index in range(backend["blocks"]):
         block = f"conformer.conformer_layer.{index}"
         for name in ("ffn1", "ffn2"):
             put(f"{block}.{name}.ln_norm", _norm(g, dim))
@@ -154,7 +178,7 @@ def diarizen_state_dict(wavlm_src: str, seed: int = 0) -> dict[str, torch.Tensor
         put(f"{block}.conv.pointwise_conv1", {"weight": conv1["weight"][..., None],
                                               "bias": conv1["bias"]})
         state[f"{block}.conv.depthwise_conv.weight"] = torch.randn(
-            dim, 1, BACKEND["kernel"], generator=g) / math.sqrt(BACKEND["kernel"])
+            dim, 1, backend["kernel"], generator=g) / math.sqrt(backend["kernel"])
         state[f"{block}.conv.depthwise_conv.bias"] = 0.1 * torch.randn(dim, generator=g)
         put(f"{block}.conv.bn_norm", _norm(g, dim))
         state[f"{block}.conv.bn_norm.running_mean"] = 0.2 * torch.randn(dim, generator=g)
@@ -181,15 +205,23 @@ def write_plda(directory: Path, dimension: int = 256, lda_dimension: int = 128,
              psi=np.sort(rng.uniform(0.5, 20.0, lda_dimension))[::-1].copy())
 
 
-def write_hub(directory: Path, wavlm_src: str, seed: int = 0,
-              state: dict[str, torch.Tensor] | None = None) -> dict[str, torch.Tensor]:
-    """A DiariZen hub repository (pytorch_model.bin, config.toml, plda/); returns its state."""
-    config, _ = published_structure(wavlm_src)
+def write_hub(directory: Path, wavlm, seed: int = 0, backend=BACKEND,
+              state: dict[str, torch.Tensor] | None = None, seg_duration: float = 16,
+              segmentation_step: float = 0.1) -> dict[str, torch.Tensor]:
+    """A DiariZen hub repository (pytorch_model.bin, config.toml, plda/); returns its state
+
+    `wavlm`: a published name (config.toml's wavlm_src), or a structure description (then
+    wavlm_src is "custom_wavlm" and the import needs `structure=`). The inference window
+    and step default to DiariZen's (16 s, 0.1).
+    """
+    config, _ = resolve(wavlm)
     directory.mkdir(parents=True, exist_ok=True)
-    state = diarizen_state_dict(wavlm_src, seed) if state is None else state
+    state = diarizen_state_dict(wavlm, seed, backend) if state is None else state
     torch.save(state, directory / "pytorch_model.bin")
     (directory / "config.toml").write_text(CONFIG_TOML.format(
-        wavlm_src=wavlm_src, layer_num=config.num_hidden_layers + 1, feat_dim=config.hidden_size))
+        wavlm_src=wavlm if isinstance(wavlm, str) else "custom_wavlm",
+        layer_num=config.num_hidden_layers + 1, feat_dim=config.hidden_size,
+        seg_duration=seg_duration, segmentation_step=segmentation_step, **backend))
     write_plda(directory / "plda", seed=seed)
     return state
 
@@ -212,15 +244,14 @@ def _relative_position_buckets(num_frames: int, num_buckets: int, max_distance: 
 
 
 @torch.no_grad()
-def reference_forward(state: dict[str, torch.Tensor], wavlm_src: str,
-                      waveforms: torch.Tensor) -> torch.Tensor:
+def reference_forward(state: dict[str, torch.Tensor], wavlm, waveforms: torch.Tensor,
+                      backend=BACKEND) -> torch.Tensor:
     """Powerset probabilities of DiariZen's model, computed from its state dict
 
     waveforms (Tensor): shape (batch, samples), 16 kHz
     returns (Tensor): shape (batch, frames, classes)
     """
-    config, structure = published_structure(wavlm_src)
-    structure = validate_structure(structure, config)
+    config, structure = resolve(wavlm)
     s = {key: value.double() for key, value in state.items()}
     large = config.feat_extract_norm == "layer"
 
@@ -306,8 +337,8 @@ def reference_forward(state: dict[str, torch.Tensor], wavlm_src: str,
     x = sum(w * h for w, h in zip(layer_weights, hidden_states, strict=True))
     x = norm(linear(x, "proj"), "lnorm")
 
-    num_heads = BACKEND["heads"]
-    for index in range(BACKEND["blocks"]):
+    num_heads = backend["heads"]
+    for index in range(backend["blocks"]):
         block = f"conformer.conformer_layer.{index}"
 
         def half_ffn(y, name, block=block):
@@ -330,7 +361,7 @@ def reference_forward(state: dict[str, torch.Tensor], wavlm_src: str,
                            s[f"{block}.conv.pointwise_conv1.bias"]), dim=1)
         y = F.conv1d(y, s[f"{block}.conv.depthwise_conv.weight"],
                      s[f"{block}.conv.depthwise_conv.bias"],
-                     padding=BACKEND["kernel"] // 2, groups=dim)
+                     padding=backend["kernel"] // 2, groups=dim)
         y = F.batch_norm(y, s[f"{block}.conv.bn_norm.running_mean"],
                          s[f"{block}.conv.bn_norm.running_var"], s[f"{block}.conv.bn_norm.weight"],
                          s[f"{block}.conv.bn_norm.bias"], training=False)

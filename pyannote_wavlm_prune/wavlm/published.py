@@ -137,12 +137,18 @@ def structure_with_family(description: Mapping[str, Any]) -> tuple[WavLMConfig, 
     """The config and structure of `{"family": "base" | "large", <structure keys>}`
 
     What `structure=` (or a `--structure` YAML/JSON file) gives for a WavLM that has no
-    published name. The structure is validated against the family's architecture.
+    published name. An optional "config" entry overrides entries of the family's
+    architecture (e.g. {"hidden_size": 64, "num_hidden_layers": 4}); the structure is
+    validated against the result.
     """
     if not isinstance(description, Mapping) or "family" not in description:
         raise ValueError(
             f"structure={description!r}: expected a dict with a 'family' key ('base' or "
             "'large') beside the structure keys (conv_channels, kept_heads, ffn_widths).")
     description = dict(description)
-    config = published_config(description.pop("family"))
+    overrides = description.pop("config", None) or {}
+    if not isinstance(overrides, Mapping):
+        raise ValueError(f"structure['config'] = {overrides!r}: expected a dict of WavLMConfig "
+                         "entries.")
+    config = published_config(description.pop("family"), **overrides)
     return config, compact_structure(validate_structure(description, config))
