@@ -375,6 +375,20 @@ def test_published_structures_have_diarizen_s_head_indices_and_removed_blocks():
     assert sum(large["ffn_widths"]) == 14441
 
 
+@pytest.mark.parametrize("name", ["wavlm_base_s80_md", "wavlm_large_s80_md"])
+def test_cost_model_counts_the_parameters_of_an_imported_front_end(name):
+    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd, expected_params
+
+    config, structure = published_structure(name)
+    frontend = WavLMFrontEnd(config, structure=structure, conv_output_scale=True,
+                             pruned_norms="kept")
+    parameters = sum(p.numel() for p in frontend.parameters())
+    assert expected_params(frontend) == parameters
+    # plain norms: no vector for the pruned channels of the last CNN layer (E parameters)
+    assert structure_params(config, structure) - parameters == config.hidden_size
+    assert parameters == {"wavlm_base_s80_md": 18_881_453, "wavlm_large_s80_md": 63_084_849}[name]
+
+
 # ---------------------------------------------------------------------------- training
 
 
@@ -408,7 +422,7 @@ def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_p
     teacher = diarizen_model(state, model_args(TINY_UNPRUNED, TINY_BACKEND),
                              structure=TINY_UNPRUNED, duration=0.5)
     lightning.seed_everything(0)
-    task = DistillPrune(tiny_protocol, teacher=teacher, sparsity=0.5, warmup_steps=100,
+    task = DistillPrune(tiny_protocol, teacher=teacher, sparsity=0.5, warmup_steps=20,
                         batch_size=2, cache=tmp_path / "cache.npz", validate=False,
                         learning_rate={"student": 2e-3, "gates": 0.3, "lagrangian": 0.05})
     student = task.student()

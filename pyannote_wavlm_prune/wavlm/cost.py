@@ -113,7 +113,12 @@ def _frontend_sizes(frontend: nn.Module) -> _Sizes:
     if isinstance(getattr(frontend, "gates", None), nn.ModuleDict):
         return _gate_sizes(frontend)
     structure = getattr(frontend, "structure", None)
-    return _structure_sizes(frontend.config, structure or full_structure(frontend.config))
+    sizes = _structure_sizes(frontend.config, structure or full_structure(frontend.config))
+    if getattr(frontend, "pruned_norms", "original") == "kept":
+        # Option pruned_norms="kept" (DiariZen import): a plain feature projection, without
+        # the pruned channels' vector (structure_params, which sees no front end, counts it)
+        sizes.last_conv_reduced = 0
+    return sizes
 
 
 def _params(config: WavLMConfig, sizes: _Sizes) -> Number:
