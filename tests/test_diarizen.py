@@ -422,7 +422,7 @@ def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_p
     teacher = diarizen_model(state, model_args(TINY_UNPRUNED, TINY_BACKEND),
                              structure=TINY_UNPRUNED, duration=0.5)
     lightning.seed_everything(0)
-    task = DistillPrune(tiny_protocol, teacher=teacher, sparsity=0.5, warmup_steps=20,
+    task = DistillPrune(tiny_protocol, teacher=teacher, sparsity=0.3, warmup_steps=10,
                         batch_size=2, cache=tmp_path / "cache.npz", validate=False,
                         learning_rate={"student": 2e-3, "gates": 0.3, "lagrangian": 0.05})
     student = task.student()
@@ -433,7 +433,7 @@ def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_p
     pruned = prune(student)
     config = pruned.frontend.config
     sparsity = 1 - structure_params(config, pruned.structure) / structure_params(config)
-    assert sparsity >= 0.48
+    assert sparsity >= 0.28
     # DiariZen's options survive pruning; its last-CNN scale is folded, so outputs agree
     assert pruned.hparams.layer_weighting == "linear" and pruned.hparams.conv_output_scale
     assert pruned.hparams.pruned_norms == "original"
