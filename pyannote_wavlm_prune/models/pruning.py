@@ -64,7 +64,9 @@ def prune(model: WavLMSegmentation) -> WavLMSegmentation:
     }
     state.update({f"frontend.{name}": tensor for name, tensor in frontend_state.items()})
 
-    pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None})
+    # norms over the newly pruned channels count them as zeros, as the gated network did
+    pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None,
+                            "pruned_norms": "original"})
     pruned.specifications = model.specifications
     pruned.build()
     reference = next(iter(frontend_state.values()))
