@@ -393,8 +393,9 @@ def test_cost_model_counts_the_parameters_of_an_imported_front_end(name):
 
 
 def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, tmp_path):
-    from pyannote_wavlm_prune.training import diarization_task, trainer
     from test_training import fixed_batches, mean_loss
+
+    from pyannote_wavlm_prune.recipe.training import diarization_task, trainer
 
     directory, _ = tiny_hub
     output = import_diarizen(directory, tmp_path / "pipeline", structure=TINY_PRUNED)
@@ -414,9 +415,9 @@ def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, 
 
 
 def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_path):
-    from pyannote_wavlm_prune.training import trainer
-
-    from pyannote_wavlm_prune.tasks import DistillPrune, StopAtTargetSparsity
+    from pyannote_wavlm_prune.recipe.training import trainer
+    from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
+    from pyannote_wavlm_prune.tasks import DistillPrune
 
     state = diarizen_state_dict(TINY_UNPRUNED, seed=5, backend=TINY_BACKEND)
     teacher = diarizen_model(state, model_args(TINY_UNPRUNED, TINY_BACKEND),

@@ -32,6 +32,7 @@ from pyannote.audio.utils.hf_hub import AssetFileName
 from .. import __version__
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
+from .embedding import untrained_embedding
 from .offline import CLUSTERINGS, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
@@ -166,8 +167,6 @@ def export_pipeline(
         "der_variant": None if der_variant is None else dict(der_variant),
     }
     if embedding_name is not None:
-        from ..embedding import untrained_embedding
-
         # checks hyper-parameters without the hub: the named model is loaded by the pipeline
         validation_embedding = untrained_embedding()
     else:
