@@ -44,11 +44,8 @@ def gate_units(frontend: nn.Module) -> tuple[str, ...]:
 def check_units(units: str | Iterable[str]) -> tuple[str, ...]:
     """`units` as a tuple in the order of UNITS, or a ValueError naming the unknown ones."""
     units = (units,) if isinstance(units, str) else tuple(units)
-    unknown = [unit for unit in units if unit not in UNITS]
-    if unknown:
-        raise ValueError(f"Unknown gate units {unknown}: expected some of {list(UNITS)}.")
-    if not units:
-        raise ValueError(f"units is empty: expected some of {list(UNITS)}.")
+    if not units or any(unit not in UNITS for unit in units):
+        raise ValueError(f"units={list(units)}: expected some of {list(UNITS)}.")
     return tuple(unit for unit in UNITS if unit in units)
 
 
