@@ -123,7 +123,7 @@ class SparsityTrajectory(lightning.Callback):
         if not self.points:
             return
         self.directory.mkdir(parents=True, exist_ok=True)
-        write_text_atomically(self.directory / "sparsity.json", json.dumps(self.points, indent=1))
+        write_json_atomically(self.directory / "sparsity.json", self.points)
         plot_trajectory(self.points, self.directory / "sparsity.png")
 
 
@@ -162,7 +162,8 @@ def plot_trajectory(points: list[dict], path: str | os.PathLike, title: str | No
     return path
 
 
-def write_text_atomically(path: Path, text: str) -> None:
+def write_json_atomically(path: Path, content) -> None:
+    """Strict JSON (NaN refused) written next to `path`, then renamed into place."""
     temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(text)
+    temporary.write_text(json.dumps(content, indent=1, allow_nan=False))
     os.replace(temporary, path)

@@ -22,7 +22,6 @@ from ..wavlm.cost import expected_sparsity, pruned_sparsity, shift_gates_to_spar
 from ..wavlm.gating import check_units
 from ..wavlm.structure import METRICS
 
-
 CONTROLLERS = ("projection", "lagrangian")
 
 
@@ -280,6 +279,29 @@ class Distill(SpeakerDiarization):
             prog_bar=True, logger=True, batch_size=waveforms.shape[0], sync_dist=True,
         )
         return {"loss": distill}
+
+    @torch.no_grad()
+    def validation_distillation(self, model: WavLMSegmentation) -> float | None:
+        """Mean distillation loss of `model`'s WavLM on the development set (eval mode)
+
+        None without validation (validate=False). The task must be set up (it is after
+        `Trainer.fit`).
+        """
+        if not self.validate:
+            return None
+        training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in self.val_dataloader():
+            waveforms = batch["X"][:, 0]
+            teacher = self._teacher_states(waveforms)
+            states = model.frontend(waveforms.to(next(model.parameters()).device))
+            loss, _, _ = distillation_loss([states[i] for i in self.distilled_layers], teacher,
+                                           self.l1_weight, self.cosine_weight)
+            total += float(loss) * len(waveforms)
+            count += len(waveforms)
+        model.train(training)
+        return total / count if count else None
 
     def val_dataloader(self):
         # an empty list is Lightning's "no validation" (None is refused)

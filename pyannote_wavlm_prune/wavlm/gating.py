@@ -44,8 +44,9 @@ def gate_units(frontend: nn.Module) -> tuple[str, ...]:
 def check_units(units: str | Iterable[str]) -> tuple[str, ...]:
     """`units` as a tuple in the order of UNITS, or a ValueError naming the unknown ones."""
     units = (units,) if isinstance(units, str) else tuple(units)
-    if not units or any(unit not in UNITS for unit in units):
-        raise ValueError(f"units={list(units)}: expected some of {list(UNITS)}.")
+    unknown = [unit for unit in units if unit not in UNITS]
+    if unknown or not units:
+        raise ValueError(f"Unknown units={unknown}: expected some of {list(UNITS)}.")
     return tuple(unit for unit in UNITS if unit in units)
 
 
