@@ -19,6 +19,7 @@ _EXPORTS = {
     "average_checkpoints": "pyannote_wavlm_prune.recipe.averaging",
     "Recipe": "pyannote_wavlm_prune.recipe.run",
     "export_pipeline": "pyannote_wavlm_prune.pipelines.export",
+    "import_diarizen": "pyannote_wavlm_prune.importers.diarizen",
     "simulate": "pyannote_wavlm_prune.data.simulate",
 }
 

@@ -23,6 +23,7 @@ COMMANDS = {
     "average": ("average", "average checkpoints (given, or those a run selected) into one"),
     "recipe": ("recipe", "run or resume every stage from a recipe YAML file"),
     "export": ("export", "write a diarization pipeline directory (config.yaml + models)"),
+    "import-diarizen": ("import_diarizen", "a DiariZen hub model as a pyannote 4 pipeline directory"),
     "optimize": ("optimize", "tune a pipeline's hyper-parameters on a development set"),
     "evaluate": ("evaluate", "DER (and its components), RTTM files and real-time factors"),
     "bench": ("bench", "segmentation speed, parameters and MACs of checkpoints, side by side"),

@@ -14,7 +14,7 @@ def test_readme_api_tour_runs(tmp_path, monkeypatch):
     namespace: dict = {}
     exec(compile(blocks[0], "README.md", "exec"), namespace)
     pruned = namespace["pruned"]
-    assert set(pruned.structure) >= {"conv_channels", "kept_heads", "ffn_widths"}
+    assert set(pruned.structure.to_dict()) >= {"conv_channels", "kept_heads", "ffn_widths"}
     assert os.path.isfile(tmp_path / "pruned.ckpt")
     # the published structure was instantiated at its size
     small = namespace["small"]

@@ -96,8 +96,9 @@ def prune(
     }
     state.update({f"frontend.{name}": tensor for name, tensor in frontend_state.items()})
 
+    # norms over the newly pruned channels count them as zeros, as the gated network did
     pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None,
-                            "gates_objective": None})
+                            "gates_objective": None, "pruned_norms": "original"})
     pruned.specifications = model.specifications
     pruned.build()
     reference = next(iter(frontend_state.values()))

@@ -16,11 +16,13 @@ from transformers import PretrainedConfig
 
 from ..options import merge_options
 from ..wavlm.config import resolve_wavlm
-from ..wavlm.frontend import WavLMFrontEnd
+from ..wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
 from ..wavlm.gating import attach_frontend_gates
 from ..wavlm.structure import Structure
 
 WAVLM_SAMPLE_RATE = 16000
+# how `layer_weights` combine WavLM's hidden states: softmax-normalised, or raw (DiariZen)
+LAYER_WEIGHTINGS = ("softmax", "linear")
 
 
 class WavLMSegmentation(Model):
@@ -57,6 +59,18 @@ class WavLMSegmentation(Model):
         "num_heads": 4, "ffn_dim": 1024, "depthwise_conv_kernel_size": 31, "dropout": 0.1}.
     learning_rate : dict, optional
         AdamW learning rates {"wavlm": 2e-5, "backend": 1e-3}: WavLM, and everything else.
+    layer_weighting : {"softmax", "linear"}, optional
+        How `layer_weights` (L+1,) combine the hidden states: softmax-normalised weights
+        ("softmax", default), or the raw weights ("linear": DiariZen's Linear(L+1, 1)).
+    conv_output_scale : bool, optional
+        A fixed per-channel scale on WavLM's last CNN output (DiariZen's `dummy_weight`),
+        see `WavLMFrontEnd`. Defaults to False.
+    pruned_norms : {"original", "kept"}, optional
+        How LayerNorms over pruned CNN channels normalise, see `WavLMFrontEnd`. Defaults
+        to "original"; DiariZen's models need "kept".
+    waveform_norm_eps : float, optional
+        Epsilon of the Large family's per-waveform normalisation. Defaults to 1e-7;
+        DiariZen's models need 1e-5.
     sample_rate : int, optional
         Must be 16000, WavLM's rate.
     num_channels : int, optional
@@ -87,6 +101,10 @@ class WavLMSegmentation(Model):
         projection: dict | None = None,
         conformer: dict | None = None,
         learning_rate: dict | None = None,
+        layer_weighting: str = "softmax",
+        conv_output_scale: bool = False,
+        pruned_norms: str = "original",
+        waveform_norm_eps: float = NORMALISATION_EPS,
         sample_rate: int = WAVLM_SAMPLE_RATE,
         num_channels: int = 1,
         task: Task | None = None,
@@ -104,8 +122,19 @@ class WavLMSegmentation(Model):
         conformer = merge_dict(self.CONFORMER_DEFAULTS, conformer)
         learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
 
+        if layer_weighting not in LAYER_WEIGHTINGS:
+            raise ValueError(
+                f"layer_weighting={layer_weighting!r}: expected one of {list(LAYER_WEIGHTINGS)}."
+            )
+
         config, pretrained_state = resolve_wavlm(self.WAVLM_DEFAULT if wavlm is None else wavlm)
-        frontend_options = {"cnn_gradient_scale": cnn_gradient_scale}
+        frontend_options = {
+            "cnn_gradient_scale": cnn_gradient_scale,
+            # options of the DiariZen import (defaults: this project's own models)
+            "conv_output_scale": conv_output_scale,
+            "pruned_norms": pruned_norms,
+            "waveform_norm_eps": waveform_norm_eps,
+        }
         if structure is not None:
             frontend_options["structure"] = structure
         self.frontend = WavLMFrontEnd(config, **frontend_options)
@@ -127,6 +156,10 @@ class WavLMSegmentation(Model):
             "projection",
             "conformer",
             "learning_rate",
+            "layer_weighting",
+            "conv_output_scale",
+            "pruned_norms",
+            "waveform_norm_eps",
         )
         # the full config, never a name or a path, so that the checkpoint reloads offline
         self.hparams.wavlm = config.to_dict()
@@ -141,8 +174,12 @@ class WavLMSegmentation(Model):
             self.hparams.gates = list(gates)
 
         num_hidden_states = self.frontend.num_layers + 1
-        # softmax(0) = uniform average of the hidden states at initialisation
-        self.layer_weights = nn.Parameter(torch.zeros(num_hidden_states))
+        if layer_weighting == "softmax":
+            # softmax(0) = uniform average of the hidden states at initialisation
+            self.layer_weights = nn.Parameter(torch.zeros(num_hidden_states))
+        else:
+            # Option layer_weighting="linear" (DiariZen import): raw weights, uniform average
+            self.layer_weights = nn.Parameter(torch.full((num_hidden_states,), 1 / num_hidden_states))
         self.projection = nn.Linear(config.hidden_size, projection["dimension"])
         self.projection_norm = nn.LayerNorm(projection["dimension"])
         self.conformer = Conformer(input_dim=projection["dimension"], **conformer)
@@ -209,7 +246,11 @@ class WavLMSegmentation(Model):
                 f"{self.receptive_field_size(1)} (one {self.receptive_field_size(1) / 16:.0f} ms frame)."
             )
         hidden_states = self.frontend(waveforms[:, 0])
-        weights = torch.softmax(self.layer_weights, dim=0)
+        if self.hparams.layer_weighting == "softmax":
+            weights = torch.softmax(self.layer_weights, dim=0)
+        else:
+            # Option layer_weighting="linear" (DiariZen import): the raw weights
+            weights = self.layer_weights
         features = weights[0] * hidden_states[0]
         for weight, hidden in zip(weights[1:], hidden_states[1:]):
             features = features + weight * hidden

@@ -92,6 +92,7 @@ def export_pipeline(
     der_variant: Mapping[str, Any] | None = None,
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    embedding_name: str | None = None,
 ) -> Path:
     """Write a diarization pipeline directory that `Pipeline.from_pretrained` loads offline
 
@@ -120,6 +121,11 @@ def export_pipeline(
         Additional top-level entries of config.yaml (e.g. "optimization": {...}).
     overwrite : bool, optional
         Replace a non-empty `directory`. Defaults to False.
+    embedding_name : str, optional
+        Instead of `embedding`: a Hugging Face model name (e.g.
+        "pyannote/wespeaker-voxceleb-resnet34-LM") that config.yaml names as it is. Nothing
+        is downloaded or copied (the pipeline then loads it from the hub or its cache); the
+        hyper-parameters are checked with a stand-in embedding.
 
     Returns
     -------
@@ -140,6 +146,9 @@ def export_pipeline(
     if clustering not in CLUSTERINGS:
         raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
 
+    if embedding_name is not None and embedding is not None:
+        raise ValueError("Give embedding= (a model or checkpoint, copied into the directory) or "
+                         "embedding_name= (a hub name, written as is), not both.")
     segmentation_model = _load_model(segmentation, "segmentation")
     embedding_model = None if embedding is None else _load_model(embedding, "embedding")
     stored_plda = None
@@ -156,9 +165,16 @@ def export_pipeline(
         "embedding_batch_size": embedding_batch_size,
         "der_variant": None if der_variant is None else dict(der_variant),
     }
+    if embedding_name is not None:
+        from ..embedding import untrained_embedding
+
+        # checks hyper-parameters without the hub: the named model is loaded by the pipeline
+        validation_embedding = untrained_embedding()
+    else:
+        validation_embedding = embedding_model
     pipeline = SpeakerDiarization(
         segmentation=segmentation_model,
-        embedding=embedding_model,
+        embedding=validation_embedding,
         plda=stored_plda,
         clustering=clustering,
         **options,
@@ -177,6 +193,8 @@ def export_pipeline(
     }
     if embedding_model is not None:
         pipeline_params["embedding"] = "$model/embedding"
+    elif embedding_name is not None:
+        pipeline_params["embedding"] = str(embedding_name)
     if stored_plda is not None:
         pipeline_params["plda"] = "$model/plda"
     pipeline_params.update({k: v for k, v in options.items() if v is not None})

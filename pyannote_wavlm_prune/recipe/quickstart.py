@@ -202,7 +202,7 @@ def run_quickstart(
     plot = plot_structure(final_model, output / "pruned-structure.png")
     results = {
         "rows": rows,
-        "structure": final_model.structure,
+        "structure": final_model.structure.to_dict(),
         "plot": str(plot),
         "pipeline": str(pipelines["pruned"]),
         "checkpoints": {"teacher": str(teacher), "pruned": str(final)},

@@ -51,6 +51,11 @@ def frontend_structure(frontend: nn.Module) -> Structure:
 def _sizes(frontend: nn.Module) -> Sizes:
     """Exact sizes of the front end's modules, expectations for its gated unit kinds."""
     sizes = frontend_structure(frontend).sizes()
+    if getattr(frontend, "pruned_norms", "original") == "kept":
+        # plain norms over the kept channels (DiariZen's models): the feature projection has
+        # no vector for the pruned channels (`Structure.params()`, which sees no front end,
+        # counts it)
+        sizes["last_conv_reduced"] = [0]
     if is_gated(frontend):
         for unit, gates in frontend.gates.items():
             sizes.update(UNIT_KINDS[unit].expected_sizes(gates, frontend.config))

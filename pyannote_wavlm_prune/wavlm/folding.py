@@ -26,9 +26,18 @@ from .structure import Structure
 from .units import UNIT_KINDS, Masks, PrunedFeatureProjection, State
 
 _PARAMETRIZED = ".parametrizations.weight.original"
+# How LayerNorms over pruned CNN channels normalise (see `build_structured_wavlm`)
+PRUNED_NORMS = ("original", "kept")
 
 
-def build_structured_wavlm(structure: Structure) -> WavLMModel:
+def check_pruned_norms(pruned_norms: str) -> str:
+    """`pruned_norms` itself, or a ValueError naming the accepted values."""
+    if pruned_norms not in PRUNED_NORMS:
+        raise ValueError(f"pruned_norms={pruned_norms!r}: expected one of {list(PRUNED_NORMS)}.")
+    return pruned_norms
+
+
+def build_structured_wavlm(structure: Structure, pruned_norms: str = "original") -> WavLMModel:
     """A `transformers.WavLMModel` with the sizes of `structure` (random weights)
 
     Stock modules are kept where sizes allow (CNN layers, stock encoder layers, norms,
@@ -36,7 +45,12 @@ def build_structured_wavlm(structure: Structure) -> WavLMModel:
     through `PrunedWavLMFeedForward`, even at full size, so every structure takes the same
     code path. `wavlm.config` is the original (teacher) config: no stock config describes
     a pruned WavLM, the structure does.
+
+    `pruned_norms` says how LayerNorms over pruned CNN channels normalise: "original"
+    (default) over the original channel count, the pruned channels counting as zeros (what
+    a gated network computes); "kept" over the kept channels alone (DiariZen's models).
     """
+    check_pruned_norms(pruned_norms)
     config = structure.config
     # stock CNN layers and feature projection at the kept sizes; a 1-unit FFN placeholder
     # that the FFN units replace (saves initialising full-size FFNs)
@@ -47,7 +61,7 @@ def build_structured_wavlm(structure: Structure) -> WavLMModel:
     wavlm.config = config
     new_modules: list[nn.Module] = []
     for unit in UNIT_KINDS.values():
-        new_modules.extend(unit.build(wavlm, structure))
+        new_modules.extend(unit.build(wavlm, structure, pruned_norms=pruned_norms))
 
     # WavLM's initialisation for the new modules (normal(0, 0.02) linears, ...)
     for module in new_modules:

@@ -10,7 +10,7 @@ from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
 from .config import conv_frames
-from .folding import build_structured_wavlm
+from .folding import build_structured_wavlm, check_pruned_norms
 from .structure import Structure
 
 # Wav2Vec2FeatureExtractor's per-utterance normalisation constant (WavLM Large expects it)
@@ -55,6 +55,19 @@ class WavLMFrontEnd(nn.Module):
         Pruned sizes relative to `config` (a `Structure`, or its dict): the modules are built
         at those sizes (random weights). `config` stays the original (teacher) architecture.
         Defaults to None: unpruned, stock modules.
+    conv_output_scale : bool, optional
+        Multiply the last CNN layer's output (after its activation, before the feature
+        projection) by a fixed per-channel scale, the buffer `conv_output_scale` of shape
+        (kept channels of the last CNN layer,). DiariZen's pruned models keep their last
+        channel mask there (`dummy_weight`). Defaults to False: no scale.
+    pruned_norms : {"original", "kept"}, optional
+        LayerNorms over pruned CNN channels (feature projection, Large's CNN layers)
+        normalise as if the pruned channels were zeros among the original count
+        ("original", what pruning by gates computes) or over the kept channels alone
+        ("kept", plain LayerNorms: DiariZen's pruned models). Defaults to "original".
+    waveform_norm_eps : float, optional
+        Epsilon of the per-waveform normalisation of the Large family. Defaults to 1e-7
+        (Wav2Vec2FeatureExtractor's); DiariZen normalises with a layer norm of eps 1e-5.
     """
 
     def __init__(
@@ -62,19 +75,33 @@ class WavLMFrontEnd(nn.Module):
         config: WavLMConfig,
         cnn_gradient_scale: float = 0.1,
         structure: Structure | Mapping[str, Any] | None = None,
+        conv_output_scale: bool = False,
+        pruned_norms: str = "original",
+        waveform_norm_eps: float = NORMALISATION_EPS,
     ):
         super().__init__()
+        check_pruned_norms(pruned_norms)
         self.config = config
         self.cnn_gradient_scale = cnn_gradient_scale
+        self.pruned_norms = pruned_norms
         if structure is None:
             self.structure = None
             self.wavlm = WavLMModel(config)
         else:
             self.structure = Structure.from_dict(structure, config)
-            self.wavlm = build_structured_wavlm(self.structure)
+            self.wavlm = build_structured_wavlm(self.structure, pruned_norms=pruned_norms)
         if config.do_stable_layer_norm:
             del self.wavlm.encoder.layer_norm
         self.normalize_waveform = config.feat_extract_norm == "layer"
+        self.waveform_norm_eps = float(waveform_norm_eps)
+        # Option (DiariZen import): a fixed per-channel scale of the last CNN output. A
+        # persistent buffer, not a parameter: it is not trained (DiariZen keeps it fixed) and
+        # exists only when asked for, so that default state dicts are unchanged.
+        if conv_output_scale:
+            last_channels = self.wavlm.feature_extractor.conv_layers[-1].conv.out_channels
+            self.register_buffer("conv_output_scale", torch.ones(last_channels))
+        else:
+            self.conv_output_scale = None
 
     @property
     def num_layers(self) -> int:
@@ -117,10 +144,13 @@ class WavLMFrontEnd(nn.Module):
         if self.normalize_waveform:
             mean = waveforms.mean(dim=-1, keepdim=True)
             var = waveforms.var(dim=-1, keepdim=True, unbiased=False)
-            waveforms = (waveforms - mean) / torch.sqrt(var + NORMALISATION_EPS)
+            waveforms = (waveforms - mean) / torch.sqrt(var + self.waveform_norm_eps)
         features = waveforms[:, None]
         for conv_layer in self.wavlm.feature_extractor.conv_layers:
             features = conv_layer(features)
+        if self.conv_output_scale is not None:
+            # Option (DiariZen import): after the last activation, before the projection's norm
+            features = features * self.conv_output_scale[:, None]
         if self.training and self.cnn_gradient_scale != 1.0:
             features = ScaleGradient.apply(features, self.cnn_gradient_scale)
         return features.transpose(1, 2)

@@ -75,8 +75,11 @@ class UnitKind:
     def kept(self, masks: Masks) -> dict[str, list]:
         raise NotImplementedError
 
-    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
-        """Swap the modules of this unit in `wavlm` for their kept sizes; return the new ones."""
+    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
+        """Swap the modules of this unit in `wavlm` for their kept sizes; return the new ones
+
+        `options`: those of `folding.build_structured_wavlm` (e.g. `pruned_norms`).
+        """
         return []
 
     def fold(self, state: State, masks: Masks, structure: Structure) -> None:

@@ -72,7 +72,7 @@ class _Blocks(UnitKind):
     def kept(self, masks: Masks) -> dict[str, list]:
         return {self.field: [bool(mask[0] > 0) for mask in masks[self.name]]}
 
-    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
         for index, layer in enumerate(wavlm.encoder.layers):
             if not getattr(structure, self.field)[index]:
                 self.remove(layer)

@@ -255,10 +255,15 @@ class ConvChannels(UnitKind):
             channels.append(len(kept))
         return {"conv_channels": channels}
 
-    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+    def build(self, wavlm: WavLMModel, structure: Structure, pruned_norms: str = "original",
+              **options) -> list[nn.Module]:
+        new_modules: list[nn.Module] = []
+        if pruned_norms == "kept":
+            # the stock CNN layers and feature projection at the kept sizes already normalise
+            # over the kept channels (DiariZen's models)
+            return new_modules
         config = structure.config
         channels = structure.conv_channels
-        new_modules: list[nn.Module] = []
         conv_layers = wavlm.feature_extractor.conv_layers
         if config.feat_extract_norm == "layer":
             previous = 1
@@ -316,6 +321,9 @@ class ConvChannels(UnitKind):
         state[f"{PROJECTION}.layer_norm.weight"] = norm_weight[previous]
         state[f"{PROJECTION}.layer_norm.bias"] = norm_bias[previous]
         state[f"{PROJECTION}.projection.weight"] = projection[:, previous]
+        if "conv_output_scale" in state:
+            # a fixed per-channel scale of the last CNN output (DiariZen's models)
+            state["conv_output_scale"] = state["conv_output_scale"][previous]
         closed = masks["conv"][-1] == 0
         if closed.any():
             closed_columns = projection[:, closed]

@@ -113,7 +113,7 @@ class FeedForwardUnits(UnitKind):
             for mask, block in zip(masks["ffn"], masks["ffn_layer"], strict=True)
         ]}
 
-    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
         config = structure.config
         new_modules = []
         for index, layer in enumerate(wavlm.encoder.layers):

@@ -106,7 +106,7 @@ class AttentionHeads(UnitKind):
             for mask, block in zip(masks["head"], masks["attention_layer"], strict=True)
         ]}
 
-    def build(self, wavlm: WavLMModel, structure: Structure) -> list[nn.Module]:
+    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
         config = structure.config
         new_modules = []
         for index, layer in enumerate(wavlm.encoder.layers):

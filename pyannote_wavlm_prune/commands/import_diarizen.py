@@ -1,0 +1,32 @@
+"""`import-diarizen`: a DiariZen hub repository as a pyannote 4 pipeline directory."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("src", metavar="SRC",
+                        help="directory of a DiariZen hub repository, or its hub name "
+                             "(e.g. BUT-FIT/diarizen-wavlm-base-s80-md)")
+    parser.add_argument("--output", required=True, metavar="DIR",
+                        help="pipeline directory to write (must not exist)")
+    parser.add_argument("--embedding", metavar="EMB",
+                        help="speaker embedding: a local pyannote checkpoint (copied) or a hub "
+                             "name (default: pyannote/wespeaker-voxceleb-resnet34-LM)")
+    parser.add_argument("--structure", metavar="FILE",
+                        help="YAML or JSON WavLM structure ('family': base or large, "
+                             "conv_channels, kept_heads, ffn_widths, ...) when config.toml's "
+                             "wavlm_src is not a published name")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..importers.diarizen import import_diarizen
+
+    try:
+        directory = import_diarizen(args.src, args.output, embedding=args.embedding,
+                                    structure=args.structure)
+    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
+        raise SystemExit(f"import-diarizen: {error}") from error
+    print(f"pipeline written to {directory}")
+    return 0
