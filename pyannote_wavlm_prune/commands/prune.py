@@ -9,7 +9,7 @@ from ..tasks import DistillPrune
 from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
 
 # options of DistillPrune this command sets; unset, the task's own defaults apply
-TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs")
+TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "controller")
 
 
 def _default(name: str, function=DistillPrune.__init__):
@@ -27,6 +27,11 @@ def add_arguments(parser):
     parser.add_argument("--warmup-epochs", type=float,
                         help=f"epochs of the target's linear warm-up (default: "
                              f"{_default('warmup_epochs')})")
+    parser.add_argument("--controller", choices=["projection", "lagrangian"],
+                        help="how the sparsity follows the target (default: "
+                             f"{_default('controller')})")
+    parser.add_argument("--no-exact", action="store_true",
+                        help="prune by the gates alone, without finishing exactly at the budget")
     parser.add_argument("--tolerance", type=float, default=_default("tolerance", prune_stage),
                         help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are "
                              "averaged (default: %(default)s)")
@@ -38,7 +43,10 @@ def add_arguments(parser):
 def run(args) -> int:
     options = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name) is not None}
     result = prune_stage(get_protocol(args), args.output, args.teacher, tolerance=args.tolerance,
-                         stop_at_target=args.stop_at_target, budget=budget_from(args),
-                         progress=not args.no_progress, **options)
+                         exact=not args.no_exact, stop_at_target=args.stop_at_target,
+                         budget=budget_from(args), progress=not args.no_progress, **options)
     print(result)
+    report = result.parent / "pruning.json"
+    if report.is_file():
+        print(report.read_text())
     return 0

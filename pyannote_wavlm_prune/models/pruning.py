@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..wavlm.budget import masks_at_budget
 from ..wavlm.folding import fold_frontend
 from ..wavlm.gating import attach_frontend_gates, check_units, is_gated
 from ..wavlm.units import DEFAULT_UNITS
@@ -39,7 +40,13 @@ def attach_gates(
     return model
 
 
-def prune(model: WavLMSegmentation) -> WavLMSegmentation:
+def prune(
+    model: WavLMSegmentation,
+    sparsity: float | None = None,
+    objective: str | None = None,
+    num_samples: int | None = None,
+    tolerance: float = 0.005,
+) -> WavLMSegmentation:
     """A new, physically smaller model of `model`'s class: the units its gates close removed
 
     The eval-mode (deterministic) gates decide: units with a zero gate are removed, and the
@@ -48,15 +55,40 @@ def prune(model: WavLMSegmentation) -> WavLMSegmentation:
     copied as it is. `model` itself is left untouched (and its Lagrange multipliers, if it
     was a DistillPrune student, are not carried over).
 
+    Parameters
+    ----------
+    model : WavLMSegmentation
+        A gated model (a DistillPrune student).
+    sparsity : float, optional
+        Finish exactly at this budget: the marginal units are decided from the gates'
+        scores until the pruned WavLM's sparsity is within `tolerance` of it (see
+        `wavlm.budget.masks_at_budget`). Defaults to None: the deterministic gates alone.
+    objective : {"params", "macs"}, optional
+        What `sparsity` counts. Defaults to the objective the gates were trained for
+        (recorded by `DistillPrune.student()`), else "params".
+    num_samples : int, optional
+        Input length of "macs". Defaults to the training chunk the gates were trained on.
+    tolerance : float, optional
+        Defaults to 0.005.
+
     The result has `model.structure` set (a `Structure`), saved in its hyper-parameters, and
-    is a standard pyannote checkpoint once saved.
+    is a standard pyannote checkpoint once saved. With `sparsity`, `result.budget_report`
+    (a `BudgetReport`) says how many units differ from the deterministic gates.
     """
     _check_model(model, "prune")
     if not is_gated(model.frontend):
         raise ValueError(
             "This model has no gates to prune by: attach_gates() and train them (DistillPrune) first."
         )
-    frontend_state, structure = fold_frontend(model.frontend)
+    masks, report = None, None
+    if sparsity is not None:
+        trained_for = model.hparams.get("gates_objective") or {}
+        objective = objective or trained_for.get("objective", "params")
+        if objective == "macs" and num_samples is None:
+            num_samples = trained_for.get("num_samples")
+        masks, report = masks_at_budget(model.frontend, sparsity, objective, num_samples,
+                                        tolerance)
+    frontend_state, structure = fold_frontend(model.frontend, masks)
     state = {
         name: tensor
         for name, tensor in model.state_dict().items()
@@ -66,10 +98,12 @@ def prune(model: WavLMSegmentation) -> WavLMSegmentation:
 
     # norms over the newly pruned channels count them as zeros, as the gated network did
     pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None,
-                            "pruned_norms": "original"})
+                            "gates_objective": None, "pruned_norms": "original"})
     pruned.specifications = model.specifications
     pruned.build()
     reference = next(iter(frontend_state.values()))
     pruned.to(device=reference.device, dtype=reference.dtype)
     pruned.load_state_dict(state, strict=True)
+    if report is not None:
+        pruned.budget_report = report
     return pruned.train(model.training)

@@ -44,6 +44,10 @@ class WavLMSegmentation(Model):
     gates : sequence of str, optional
         Units carrying hard-concrete gates ("conv", "head", "ffn", "attention_layer",
         "ffn_layer"). Set by `attach_gates()`, so that a gated checkpoint reloads with its gates.
+    gates_objective : dict, optional
+        {"objective": "params" or "macs", "num_samples": int}: what the gates were trained
+        to prune (set by `DistillPrune.student()`), so that `prune(model, sparsity=...)`
+        finishes in that metric.
     freeze_wavlm : bool, optional
         Keep WavLM's weights fixed (and its dropout off). Defaults to False.
     cnn_gradient_scale : float, optional
@@ -91,6 +95,7 @@ class WavLMSegmentation(Model):
         wavlm: str | os.PathLike | PretrainedConfig | Mapping[str, Any] | None = None,
         structure: Structure | Mapping[str, Any] | None = None,
         gates: Sequence[str] | None = None,
+        gates_objective: Mapping[str, Any] | None = None,
         freeze_wavlm: bool = False,
         cnn_gradient_scale: float = 0.1,
         projection: dict | None = None,
@@ -145,6 +150,7 @@ class WavLMSegmentation(Model):
             "wavlm",
             "structure",
             "gates",
+            "gates_objective",
             "freeze_wavlm",
             "cnn_gradient_scale",
             "projection",

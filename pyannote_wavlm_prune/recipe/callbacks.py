@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+from pathlib import Path
 from typing import Literal
 
 import lightning
@@ -82,3 +85,85 @@ class StopAtTargetSparsity(lightning.Callback):
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.steps_on_target = state_dict.get("steps_on_target", 0)
+
+
+class SparsityTrajectory(lightning.Callback):
+    """Records a DistillPrune run's sparsity, step by step, as JSON and as a plot
+
+    Each step: the target, the expected sparsity of both metrics, the sparsity of the
+    structure `prune()` would make now, and the controller's state (the multipliers, or the
+    projection's offset). Written to `directory`/sparsity.json and sparsity.png at the end of
+    each epoch and of training (atomically); kept in Lightning checkpoints, so that a resumed
+    run's record is whole.
+    """
+
+    def __init__(self, directory: str | os.PathLike):
+        self.directory = Path(directory)
+        self.points: list[dict] = []
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        point = getattr(pl_module.task, "trajectory_point", None)
+        if point is not None and (not self.points or point["step"] > self.points[-1]["step"]):
+            self.points.append(dict(point))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.write()
+
+    def on_train_end(self, trainer, pl_module):
+        self.write()
+
+    def state_dict(self) -> dict:
+        return {"points": self.points}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self.points = list(state_dict.get("points", []))
+
+    def write(self) -> None:
+        """sparsity.json and sparsity.png in `directory` (nothing before the first step)."""
+        if not self.points:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        write_json_atomically(self.directory / "sparsity.json", self.points)
+        plot_trajectory(self.points, self.directory / "sparsity.png")
+
+
+def plot_trajectory(points: list[dict], path: str | os.PathLike, title: str | None = None) -> Path:
+    """Sparsity (target, expected, pruned) and controller state against the step, as a PNG."""
+    import matplotlib  # heavy and only needed here
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [point["step"] for point in points]
+    figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
+                                         gridspec_kw={"height_ratios": [2, 1]})
+    top.plot(steps, [p["target"] for p in points], color="black", linestyle="--", label="target")
+    for name, style in (("expected_params", "-"), ("expected_macs", ":")):
+        if name in points[0]:
+            top.plot(steps, [p[name] for p in points], style, color="#1f77b4",
+                     label=name.replace("_", " "))
+    top.plot(steps, [p["pruned"] for p in points], color="#d62728", label="pruned structure")
+    top.set_ylabel("sparsity")
+    top.legend(loc="lower right", fontsize=8)
+    if title:
+        top.set_title(title)
+    for name in ("lambda1", "lambda2", "shift"):
+        if name in points[0]:
+            bottom.plot(steps, [p[name] for p in points], label=name)
+    bottom.set_xlabel("step")
+    bottom.set_ylabel("controller")
+    bottom.legend(loc="upper right", fontsize=8)
+    figure.tight_layout()
+    path = Path(path)
+    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    figure.savefig(temporary, dpi=90)
+    plt.close(figure)
+    os.replace(temporary, path)
+    return path
+
+
+def write_json_atomically(path: Path, content) -> None:
+    """Strict JSON (NaN refused) written next to `path`, then renamed into place."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    temporary.write_text(json.dumps(content, indent=1, allow_nan=False))
+    os.replace(temporary, path)

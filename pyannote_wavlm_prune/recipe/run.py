@@ -41,7 +41,7 @@ class Recipe:
           model: {wavlm: microsoft/wavlm-base-plus}        # WavLMSegmentation options
           budget: {max_epochs: 20, batch_size: 32}         # see Budget
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
-                stop_at_target: false, budget: {...}, task: {...}}   # see prune_stage
+                exact: true, budget: {...}, task: {...}}   # see prune_stage
         distill: {budget: {...}, task: {...}}
         finetune: {budget: {...}, fresh_back_end: true}
 

@@ -29,7 +29,12 @@ from ..models.wavlm_segmentation import WavLMSegmentation
 from ..tasks import Distill, DistillPrune
 from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
-from .callbacks import EarlyStoppingAfter, StopAtTargetSparsity
+from .callbacks import (
+    EarlyStoppingAfter,
+    SparsityTrajectory,
+    StopAtTargetSparsity,
+    write_json_atomically,
+)
 from .training import diarization_task, trainer
 
 logger = logging.getLogger(__name__)
@@ -140,6 +145,7 @@ def prune_stage(
     directory: str | os.PathLike,
     teacher: str | os.PathLike | WavLMSegmentation,
     tolerance: float = 0.01,
+    exact: bool = True,
     stop_at_target: bool = False,
     task_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
@@ -152,18 +158,21 @@ def prune_stage(
     `sparsity - tolerance` are eligible, so that averaging never mixes in a student from
     before the target was reached; if averaging their gates gives a less sparse structure
     than that, the best eligible student is pruned alone. If no epoch reached it, the
-    sparsest one is pruned and a warning says so (train longer, or with a larger
-    multipliers' learning rate).
+    sparsest one is pruned and a warning says so.
+
+    `exact`: finish exactly at the budget (`prune(student, sparsity=...)`: the marginal units
+    are decided from the gates' scores until the pruned WavLM is within 0.005 of the target,
+    in the task's objective). `directory`/pruning.json reports how many units differ from the
+    deterministic gates and the validation distillation loss of both structures.
 
     `stop_at_target`: end the run at the first step after the warm-up where the pruned
-    structure reaches `sparsity - tolerance` (`StopAtTargetSparsity(measure="pruned")`),
-    rather than letting the multipliers swing the sparsity past the target; the distill
-    stage then recovers what the student lost.
+    structure reaches `sparsity - tolerance` (`StopAtTargetSparsity(measure="pruned")`).
 
     `options` and `task_options`: `DistillPrune` options (sparsity, objective, warmup_epochs,
-    learning_rate, ...); the task's own defaults apply to those not given.
+    learning_rate, controller, ...); the task's own defaults apply to those not given.
 
-    Writes `directory`/student.ckpt (the selected gated student) and `directory`/pruned.ckpt.
+    Writes `directory`/student.ckpt (the selected gated student), `directory`/pruned.ckpt,
+    and the run's sparsity trajectory (`directory`/sparsity.json, sparsity.png).
     """
     directory = Path(directory)
     output = directory / "pruned.ckpt"
@@ -176,10 +185,12 @@ def prune_stage(
     student = task.student()
     sparsity, objective = task.sparsity, task.objective
     minimum = sparsity - tolerance
-    stop = [StopAtTargetSparsity(tolerance, patience=1, measure="pruned")] if stop_at_target else []
+    callbacks = [SparsityTrajectory(directory)]
+    if stop_at_target:
+        callbacks.append(StopAtTargetSparsity(tolerance, patience=1, measure="pruned"))
     selected = _fit(student, directory, task.val_monitor[0], budget,
                     minimum=(task.sparsity_monitor, minimum), start_epoch=int(task.warmup_epochs),
-                    callbacks=stop, progress=progress)
+                    callbacks=callbacks, progress=progress)
 
     def load(path: Path) -> tuple[WavLMSegmentation, float]:
         # averaging drops the multipliers: reload without them
@@ -191,10 +202,27 @@ def prune_stage(
         logger.warning("Averaging %d students gave a sparsity of %.3f (< %.3f): pruning the best one alone.",
                        len(selected), reached, minimum)
         gated, reached = load(_average_into(selected[:1], directory / "student.ckpt"))
-    if not reached >= minimum:
-        logger.warning("DistillPrune reached a sparsity of %.3f only (target %.3f): train longer, or raise "
-                       "the multipliers' learning rate.", reached, sparsity)
-    save_checkpoint(prune(gated), output)
+    if not reached >= minimum and not exact:
+        logger.warning("DistillPrune reached a sparsity of %.3f only (target %.3f): train longer.",
+                       reached, sparsity)
+    pruned = prune(gated)
+    if exact:
+        deterministic = pruned
+        pruned = prune(gated, sparsity=sparsity, objective=objective, num_samples=task.num_samples)
+        report = pruned.budget_report
+        before_loss = task.validation_distillation(deterministic)
+        after_loss = task.validation_distillation(pruned) if report.changed else before_loss
+        write_json_atomically(directory / "pruning.json", {
+            "target": sparsity, "objective": objective,
+            "sparsity_deterministic": report.sparsity_before, "sparsity": report.sparsity_after,
+            "units_removed": report.removed, "units_restored": report.restored,
+            "distillation_deterministic": before_loss, "distillation": after_loss,
+        })
+        logger.info("Pruned at a %s sparsity of %.4f (the gates': %.4f), %d units changed; "
+                    "validation distillation loss %s (the gates': %s)", objective,
+                    report.sparsity_after, report.sparsity_before, report.changed, after_loss,
+                    before_loss)
+    save_checkpoint(pruned, output)
     return output
 
 

@@ -18,9 +18,11 @@ from ..models.loading import load_model
 from ..models.pruning import attach_gates
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import merge_options
-from ..wavlm.cost import expected_sparsity, pruned_sparsity
+from ..wavlm.cost import expected_sparsity, pruned_sparsity, shift_gates_to_sparsity
 from ..wavlm.gating import check_units
 from ..wavlm.structure import METRICS
+
+CONTROLLERS = ("projection", "lagrangian")
 
 
 class Lagrangian(nn.Module):
@@ -253,8 +255,12 @@ class Distill(SpeakerDiarization):
         """What the training objective adds to the distillation loss (nothing here)."""
         return 0.0
 
+    def before_step(self) -> None:
+        """What the training objective changes before each step's forward (nothing here)."""
+
     def training_step(self, batch, batch_idx: int):
         self._seed_step()
+        self.before_step()
         waveforms = batch["X"][:, 0]
         distill, l1, cosine = self._distill(waveforms)
         batch_size = waveforms.shape[0]
@@ -273,6 +279,29 @@ class Distill(SpeakerDiarization):
             prog_bar=True, logger=True, batch_size=waveforms.shape[0], sync_dist=True,
         )
         return {"loss": distill}
+
+    @torch.no_grad()
+    def validation_distillation(self, model: WavLMSegmentation) -> float | None:
+        """Mean distillation loss of `model`'s WavLM on the development set (eval mode)
+
+        None without validation (validate=False). The task must be set up (it is after
+        `Trainer.fit`).
+        """
+        if not self.validate:
+            return None
+        training = model.training
+        model.eval()
+        total, count = 0.0, 0
+        for batch in self.val_dataloader():
+            waveforms = batch["X"][:, 0]
+            teacher = self._teacher_states(waveforms)
+            states = model.frontend(waveforms.to(next(model.parameters()).device))
+            loss, _, _ = distillation_loss([states[i] for i in self.distilled_layers], teacher,
+                                           self.l1_weight, self.cosine_weight)
+            total += float(loss) * len(waveforms)
+            count += len(waveforms)
+        model.train(training)
+        return total / count if count else None
 
     def val_dataloader(self):
         # an empty list is Lightning's "no validation" (None is refused)
@@ -317,12 +346,18 @@ class DistillPrune(Distill):
         Defaults to ("conv", "head", "ffn").
     learning_rate : dict, optional
         AdamW learning rates {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}.
+    controller : {"projection", "lagrangian"}, optional
+        How the expected sparsity follows the target. "projection" (default): before each
+        step, one offset added to every gate's log_alpha puts the expected sparsity exactly
+        on the target (`wavlm.cost.shift_gates_to_sparsity`); the distillation decides which
+        units stay. "lagrangian": METHOD's L = L_distill + lambda1 (s - t) + lambda2 (s - t)^2,
+        the multipliers trained by Adam ascent: an integral controller acting on gates that
+        move in lockstep, which swings the sparsity past the target in short runs.
     decay : bool, optional
         After the warm-up, decay every learning rate linearly to 0 at the last step of the
-        run (Trainer's max_steps, or max_epochs x batches). With constant rates the
-        multipliers (Adam ascent: an integral controller acting on a lagging plant) make the
-        sparsity oscillate around the target in short runs; a decay damps that, but can
-        also freeze the sparsity off target when it decays too early. Defaults to False.
+        run (Trainer's max_steps, or max_epochs x batches). It damps the "lagrangian"
+        controller's oscillation, but can also freeze the sparsity off target when it decays
+        too early. Defaults to False.
     kwargs
         Those of `Distill` (distilled_layers, l1_weight, cosine_weight, validate, seed,
         duration, max_speakers_per_chunk) and of pyannote's SpeakerDiarization task.
@@ -339,6 +374,7 @@ class DistillPrune(Distill):
         warmup_epochs: float = 5.0,
         warmup_steps: int | None = None,
         units: Sequence[str] = ("conv", "head", "ffn"),
+        controller: Literal["projection", "lagrangian"] = "projection",
         decay: bool = False,
         **kwargs: Any,
     ):
@@ -347,6 +383,8 @@ class DistillPrune(Distill):
         if objective not in METRICS:
             raise ValueError(f"objective={objective!r}: expected one of {METRICS}.")
         units = check_units(units)
+        if controller not in CONTROLLERS:
+            raise ValueError(f"controller={controller!r}: expected one of {CONTROLLERS}.")
         if warmup_steps is not None and warmup_steps < 0:
             raise ValueError(f"warmup_steps={warmup_steps}: expected a non-negative number of steps.")
         if warmup_epochs < 0:
@@ -357,6 +395,7 @@ class DistillPrune(Distill):
         self.warmup_epochs = warmup_epochs
         self.warmup_steps = warmup_steps
         self.units = units
+        self.controller = controller
         self.decay = decay
 
     def lr_scheduler(self, optimizer: torch.optim.Optimizer):
@@ -376,17 +415,27 @@ class DistillPrune(Distill):
         return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
     def student(self, model: WavLMSegmentation | str | os.PathLike | None = None) -> WavLMSegmentation:
-        """A gated copy of `model` (default: the teacher), with its multipliers, bound to this task."""
+        """A gated copy of `model` (default: the teacher), bound to this task
+
+        The gates' objective is recorded in the student's hyper-parameters, so that
+        `prune(student, sparsity=...)` finishes in the same metric. With the "lagrangian"
+        controller, the student carries the multipliers (`loss_func`).
+        """
         model = self.teacher if model is None else load_model(model, "student",
                                                               expected=WavLMSegmentation)
         student = copy.deepcopy(model)
         attach_gates(student, units=self.units)
+        student.hparams.gates_objective = {"objective": self.objective,
+                                           "num_samples": self.num_samples}
         student = self._bind(student)
-        student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
+        if self.controller == "lagrangian":
+            student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
         return student
 
     def setup_loss_func(self):
         super().setup_loss_func()
+        if self.controller != "lagrangian":
+            return
         # keep the multipliers of a student built by `student()` (or restored from a checkpoint)
         if isinstance(getattr(self.model, "loss_func", None), Lagrangian):
             for parameter in self.model.loss_func.parameters():
@@ -401,17 +450,19 @@ class DistillPrune(Distill):
             if parameter.requires_grad:
                 (gates if name.startswith("gates.") else weights).append(parameter)
         rates = self.learning_rate
-        return [
+        groups = [
             {"params": weights, "lr": rates["student"], "name": "student"},
             {"params": gates, "lr": rates["gates"], "weight_decay": 0.0, "name": "gates"},
-            {
+        ]
+        if self.controller == "lagrangian":
+            groups.append({
                 "params": list(model.loss_func.parameters()),
                 "lr": rates["lagrangian"],
                 "weight_decay": 0.0,
                 "maximize": True,
                 "name": "lagrangian",
-            },
-        ]
+            })
+        return groups
 
     @property
     def num_samples(self) -> int:
@@ -465,16 +516,38 @@ class DistillPrune(Distill):
                        prog_bar=True, logger=True, batch_size=1, sync_dist=True)
         return output
 
-    def penalty(self, batch_size: int) -> torch.Tensor:
-        """The Lagrangian of the expected sparsity's gap to the target (logged with them)."""
+    def before_step(self) -> None:
+        """Projection controller: put the expected sparsity on this step's target."""
+        self._shift = 0.0
+        if self.controller == "projection":
+            self._shift = shift_gates_to_sparsity(
+                self.model.frontend, self.teacher.frontend.config,
+                self.target_sparsity(self.model.global_step), self.objective,
+                self.num_samples if self.objective == "macs" else None)
+
+    def penalty(self, batch_size: int) -> torch.Tensor | float:
+        """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
+        controller; 0 with "projection"), logged with the sparsities and the controller's state
+
+        `self.trajectory_point` keeps this step's values (see `recipe.SparsityTrajectory`).
+        """
         sparsity = self.expected_sparsity()
         target = self.target_sparsity(self.model.global_step)
-        lagrangian = self.model.loss_func(sparsity - target).float()
+        point = {"step": int(self.model.global_step), "target": float(target)}
+        if self.controller == "lagrangian":
+            penalty = self.model.loss_func(sparsity - target).float()
+            point["lambda1"] = float(self.model.loss_func.lambda1)
+            point["lambda2"] = float(self.model.loss_func.lambda2)
+        else:
+            penalty = 0.0
+            point["shift"] = float(self._shift)
         with torch.no_grad():
             for metric in METRICS:
                 value = sparsity if metric == self.objective else self.expected_sparsity(metric)
-                self._log(f"sparsity_{metric}", value.detach().float(), batch_size, prog_bar=True)
-        self._log("target", float(target), batch_size, prog_bar=True)
-        self._log("lambda1", self.model.loss_func.lambda1.detach(), batch_size, prog_bar=True)
-        self._log("lambda2", self.model.loss_func.lambda2.detach(), batch_size, prog_bar=True)
-        return lagrangian
+                point[f"expected_{metric}"] = float(value)
+        point["pruned"] = self.pruned_sparsity()
+        for name, value in point.items():
+            if name != "step":
+                self._log(name, value, batch_size, prog_bar=name in ("target", "pruned"))
+        self.trajectory_point = point
+        return penalty

@@ -131,6 +131,52 @@ def expected_sparsity(
     return sparsity if isinstance(sparsity, torch.Tensor) else float(sparsity)
 
 
+@torch.no_grad()
+def shift_gates_to_sparsity(
+    frontend: nn.Module,
+    reference: nn.Module | WavLMConfig,
+    target: float,
+    metric: str = "params",
+    num_samples: int | None = None,
+    bound: float = 30.0,
+    iterations: int = 40,
+) -> float:
+    """Shift every gate's log_alpha by one offset so that the expected sparsity is `target`
+
+    The expected sparsity falls as the offset grows (every unit opens), so a bisection finds
+    the offset; the gates keep their order, which the distillation learns. In place; returns
+    the offset: 0 when even every gate open is sparser than `target` (a target of 0 at the
+    start of the warm-up), -bound when even every gate closed is not as sparse.
+    """
+    check_metric(metric, num_samples)
+    if not is_gated(frontend):
+        raise ValueError("The front end carries no gates: attach_frontend_gates() first.")
+    parameters = [gate.log_alpha for group in frontend.gates.values() for gate in group]
+    originals = [parameter.clone() for parameter in parameters]
+
+    def sparsity_at(offset: float) -> float:
+        for parameter, original in zip(parameters, originals, strict=True):
+            parameter.copy_(original + offset)
+        return float(expected_sparsity(frontend, reference, metric, num_samples))
+
+    low, high = -bound, bound  # sparsity_at(low) >= sparsity_at(high)
+    if sparsity_at(high) >= target:
+        # denser than every gate open: out of reach (e.g. a target of 0), leave the gates
+        offset = 0.0
+    elif sparsity_at(low) <= target:
+        offset = low  # as sparse as the gates can make it
+    else:
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            if sparsity_at(middle) > target:
+                low = middle
+            else:
+                high = middle
+        offset = (low + high) / 2
+    sparsity_at(offset)
+    return offset
+
+
 def pruned_sparsity(frontend: nn.Module, metric: str = "params", num_samples: int | None = None) -> float:
     """Exact sparsity of what pruning a gated front end would make now
 

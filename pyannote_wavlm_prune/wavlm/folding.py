@@ -23,7 +23,7 @@ from transformers import WavLMConfig, WavLMModel
 
 from .gating import deterministic_masks, is_gated, kept_structure
 from .structure import Structure
-from .units import UNIT_KINDS, PrunedFeatureProjection, State
+from .units import UNIT_KINDS, Masks, PrunedFeatureProjection, State
 
 _PARAMETRIZED = ".parametrizations.weight.original"
 # How LayerNorms over pruned CNN channels normalise (see `build_structured_wavlm`)
@@ -75,9 +75,11 @@ def build_structured_wavlm(structure: Structure, pruned_norms: str = "original")
 
 
 @torch.no_grad()
-def fold_frontend(gated: nn.Module) -> tuple[State, Structure]:
+def fold_frontend(gated: nn.Module, masks: Masks | None = None) -> tuple[State, Structure]:
     """The state dict and structure of the pruned front end equivalent to `gated` in eval mode
 
+    `masks`: the eval-mode masks to prune by (every unit kind, one tensor per gate group),
+    e.g. those of `budget.masks_at_budget`. Defaults to the gates' deterministic masks.
     `gated` is left untouched. The state dict (keys "wavlm.<module path>.<parameter>", on
     `gated`'s device and dtype) loads strictly into `WavLMFrontEnd(gated.config,
     structure=structure)`.
@@ -93,7 +95,7 @@ def fold_frontend(gated: nn.Module) -> tuple[State, Structure]:
             "The front end carries no gates: attach_frontend_gates() it and train the gates "
             "before pruning."
         )
-    masks = deterministic_masks(gated)
+    masks = deterministic_masks(gated) if masks is None else masks
     structure = kept_structure(gated, masks)
     state = {
         # a gated out_proj keeps its unmasked weight under the parametrization's name
