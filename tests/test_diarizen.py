@@ -415,8 +415,8 @@ def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, 
 
 
 def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_path):
-    from pyannote_wavlm_prune.recipe.training import trainer
     from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
+    from pyannote_wavlm_prune.recipe.training import trainer
     from pyannote_wavlm_prune.tasks import DistillPrune
 
     state = diarizen_state_dict(TINY_UNPRUNED, seed=5, backend=TINY_BACKEND)

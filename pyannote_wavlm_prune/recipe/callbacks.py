@@ -153,10 +153,17 @@ def plot_trajectory(points: list[dict], path: str | os.PathLike, title: str | No
     bottom.set_xlabel("step")
     bottom.set_ylabel("controller")
     bottom.legend(loc="upper right", fontsize=8)
+    return save_figure(figure, path, dpi=90)
+
+
+def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure next to `path`, rename it into place, and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     path = Path(path)
     temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=90)
+    figure.savefig(temporary, dpi=dpi)
     plt.close(figure)
     os.replace(temporary, path)
     return path

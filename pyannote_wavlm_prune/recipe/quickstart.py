@@ -30,6 +30,7 @@ from ..pipelines.export import export_pipeline, load_pipeline
 from ..pipelines.optimize import optimize_pipeline
 from ..wavlm.cost import expected_params
 from ..wavlm.presets import tiny_config
+from .callbacks import save_figure
 from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
 
 
@@ -258,10 +259,4 @@ def plot_structure(model, path: str | os.PathLike) -> Path:
         axis.set_xlabel("layer")
         axis.set_xticks(list(positions))
     axes[0].legend(loc="upper right", fontsize=8)
-    figure.tight_layout()
-    path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=100)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    return save_figure(figure, path)
