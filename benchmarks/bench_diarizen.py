@@ -20,7 +20,6 @@ from pyannote_wavlm_prune import WavLMSegmentation
 from pyannote_wavlm_prune.importers.diarizen import diarizen_model_options
 from pyannote_wavlm_prune.pipelines.bench import bench_segmentation, bench_table
 from pyannote_wavlm_prune.wavlm.published import published_structure
-from pyannote_wavlm_prune.wavlm.structure import full_structure
 
 PAIRS = (("wavlm_base_plus", "wavlm_base_s80_md"), ("wavlm_large", "wavlm_large_s80_md"))
 
@@ -28,7 +27,7 @@ PAIRS = (("wavlm_base_plus", "wavlm_base_s80_md"), ("wavlm_large", "wavlm_large_
 def imported_like(name: str, duration: float) -> WavLMSegmentation:
     """A WavLMSegmentation shaped as `import_diarizen` builds it for structure `name`."""
     config, structure = published_structure(name)
-    unpruned = structure == full_structure(config)
+    unpruned = structure.is_full
     model = WavLMSegmentation(wavlm=config, structure=None if unpruned else structure,
                               **diarizen_model_options())
     model.specifications = Specifications(

@@ -25,9 +25,9 @@ from torch import nn
 from pyannote_wavlm_prune.pipelines.bench import time_forward
 from pyannote_wavlm_prune.wavlm import (
     REFERENCE_BASE_PLUS_S80,
+    Structure,
     WavLMFrontEnd,
     expected_macs,
-    full_structure,
 )
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config
 
@@ -96,7 +96,7 @@ def main() -> None:
     num_samples = int(arguments.duration * SAMPLE_RATE)
 
     stock = WavLMFrontEnd(config).eval()
-    full = WavLMFrontEnd(config, structure=full_structure(config)).eval()
+    full = WavLMFrontEnd(config, structure=Structure.full(config)).eval()
     full.load_state_dict(stock.state_dict())
     pruned = WavLMFrontEnd(config, structure=REFERENCE_BASE_PLUS_S80).eval()
     models = {"stock": stock.to(device), "full": full.to(device), "pruned": pruned.to(device)}
