@@ -51,7 +51,10 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
     assert abs(1 - rows["pruned"]["wavlm_params"] / full - 0.3) <= 0.005
     report = json.loads((output / "2-prune" / "pruning.json").read_text())
     assert report["target"] == 0.3 and abs(report["sparsity"] - 0.3) <= 0.005
-    assert report["distillation"] > 0 and report["distillation_deterministic"] > 0
+    # L1 minus cosine summed over the 3 distilled hidden states of the tiny WavLM: >= -3
+    for key in ("distillation", "distillation_deterministic"):
+        assert isinstance(report[key], float) and -3.0 <= report[key] < 10.0, report
+    assert report["units_removed"] + report["units_restored"] >= 0
     assert (output / "2-prune" / "sparsity.png").is_file()
     assert rows["pruned"]["wavlm_gmacs_per_8s"] < rows["teacher"]["wavlm_gmacs_per_8s"]
     assert rows["teacher"]["speedup"] == 1.0
