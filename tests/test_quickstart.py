@@ -54,7 +54,8 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
     # L1 minus cosine summed over the 3 distilled hidden states of the tiny WavLM: >= -3
     for key in ("distillation", "distillation_deterministic"):
         assert isinstance(report[key], float) and -3.0 <= report[key] < 10.0, report
-    assert report["units_removed"] + report["units_restored"] >= 0
+    # the deterministic gates' structure was near the target already (projection controller)
+    assert abs(report["sparsity_deterministic"] - 0.3) <= 0.05
     assert (output / "2-prune" / "sparsity.png").is_file()
     assert rows["pruned"]["wavlm_gmacs_per_8s"] < rows["teacher"]["wavlm_gmacs_per_8s"]
     assert rows["teacher"]["speedup"] == 1.0
