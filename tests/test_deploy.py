@@ -12,6 +12,7 @@ from helpers import TINY_PRUNED_STRUCTURE as PRUNED
 from helpers import tiny_model
 from pyannote.audio import Model, Pipeline
 from pyannote.audio.sample import SAMPLE_FILE
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.commands import export_onnx as export_onnx_command
@@ -242,9 +243,21 @@ def test_unknown_runtime_and_runtime_mismatch_are_named(onnx_file, pruned):
         segmentation_for_runtime(onnx_model, "torch-int8")
 
 
-def test_quantising_stock_transformers_attention_is_refused_with_the_fix():
-    with pytest.raises(TypeError, match="is a stock transformers WavLMAttention.*full_structure"):
-        quantize_int8(tiny_model())
+def test_an_unpruned_stock_model_is_quantised_through_its_full_structure():
+    model = tiny_model()
+    quantized = quantize_int8(model)
+    assert not any(isinstance(m, WavLMAttention) for m in quantized.modules())
+    waveforms = 0.1 * torch.randn(2, 1, 32000)
+    with torch.inference_mode():
+        difference = (quantized(waveforms).exp() - model(waveforms).exp()).abs().max().item()
+    assert 0 < difference <= INT8_TOLERANCE
+
+
+def test_quantising_a_gated_model_is_refused():
+    from pyannote_wavlm_prune import attach_gates
+
+    with pytest.raises(TypeError, match="is a stock transformers WavLMAttention.*ungated"):
+        quantize_int8(attach_gates(tiny_model()))
 
 
 def test_export_onnx_command_refuses_to_overwrite(onnx_file, checkpoint):
