@@ -21,6 +21,7 @@ memory before the call). Each (variant, duration) is run once, variants of one d
 turn.
 
     python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants unpruned s80 s80-ort-int8]
+        [--skip unpruned:30] [--onnx-dir DIR]
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_pruned_wavlm import _segmentation  # noqa: E402
 
+from pyannote_wavlm_prune.deploy import OnnxSegmentation  # noqa: E402
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, estimate_plda  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
@@ -66,9 +68,10 @@ def wespeaker_resnet34():
 
 def random_plda(dimension: int):
     generator = np.random.default_rng(0)
-    centres = generator.normal(size=(20, dimension))
-    vectors = np.repeat(centres, 10, axis=0) + 0.5 * generator.normal(size=(200, dimension))
-    return estimate_plda(vectors, [f"speaker{i // 10}" for i in range(200)], lda_dimension=64)
+    centres = generator.normal(size=(100, dimension))
+    vectors = np.repeat(centres, 5, axis=0) + 0.5 * generator.normal(size=(500, dimension))
+    # 99 dimensions at most (100 speakers); pyannote's community-1 PLDA keeps 128
+    return estimate_plda(vectors, [f"speaker{i // 5}" for i in range(500)], lda_dimension=64)
 
 
 def audio(minutes: float) -> dict:
@@ -138,6 +141,34 @@ def run(pipeline, file: dict) -> dict:
             "memory_growth": memory.peak - memory.before}
 
 
+def clustering_seconds(pipeline, minutes: float, num_speakers: int = 10) -> float:
+    """Seconds of the pipeline's clustering step alone for a file of `minutes` minutes
+
+    Embeddings and binarised segmentations of the sizes the pipeline makes for such a file
+    (chunks every 0.8 s, 4 local speakers), random: `num_speakers` clusters plus noise.
+    """
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    model = pipeline._segmentation.model
+    duration = model.specifications.duration
+    step = pipeline.segmentation_step * duration
+    num_chunks = int((minutes * 60 - duration) // step) + 1
+    num_frames = model.num_frames(round(duration * SAMPLE_RATE))
+    generator = np.random.default_rng(0)
+    dimension = pipeline._embedding.dimension
+    centres = generator.normal(size=(num_speakers, dimension))
+    who = generator.integers(num_speakers, size=(num_chunks, 4))
+    embeddings = centres[who] + 0.3 * generator.normal(size=(num_chunks, 4, dimension))
+    activity = (generator.random(size=(num_chunks, num_frames, 4)) < 0.3).astype(np.float32)
+    segmentations = SlidingWindowFeature(activity, SlidingWindow(start=0.0, duration=duration,
+                                                                 step=step))
+    start = time.perf_counter()
+    pipeline.clustering(embeddings=embeddings, segmentations=segmentations, num_clusters=None,
+                        min_clusters=1, max_clusters=np.inf, file=None,
+                        frames=model.receptive_field)
+    return time.perf_counter() - start
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="+", default=[1, 10, 30],
@@ -149,6 +180,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--segmentation-batch-size", type=int, default=8)
     parser.add_argument("--embedding-batch-size", type=int, default=8)
+    parser.add_argument("--onnx-dir", type=Path, default=None,
+                        help="ONNX graphs written by bench_deploy.py --onnx-dir (s80.onnx), "
+                             "reused (after a check against the model) instead of exported")
+    parser.add_argument("--clustering-minutes", type=float, nargs="*", default=[],
+                        help="also time the clustering step alone on random embeddings of "
+                             "files of these durations (minutes)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
 
@@ -159,8 +196,12 @@ def main() -> None:
         structure, runtime = VARIANTS[name]
         torch.manual_seed(0)
         start = time.perf_counter()
+        segmentation = _segmentation(structure)
+        cached = arguments.onnx_dir / "s80.onnx" if arguments.onnx_dir else None
+        if runtime and runtime.startswith("onnxruntime") and cached and cached.is_file():
+            segmentation = OnnxSegmentation.from_onnx(cached, segmentation)
         pipeline = SpeakerDiarization(
-            segmentation=_segmentation(structure), embedding=embedding, plda=plda,
+            segmentation=segmentation, embedding=embedding, plda=plda,
             clustering="VBxClustering", segmentation_runtime=runtime,
             segmentation_step=0.1, segmentation_batch_size=arguments.segmentation_batch_size,
             embedding_batch_size=arguments.embedding_batch_size,
@@ -197,6 +238,16 @@ def main() -> None:
         print(f"| {name} | {minutes:g} min | {total / duration:.3f} | {part('segmentation')} | "
               f"{part('embeddings')} | {part('clustering')} | {r['other'] / duration:.4f} | "
               f"{r['peak_memory'] / 1e9:.2f} | {r['memory_growth'] / 1e9:.2f} |")
+    if arguments.clustering_minutes:
+        pipeline = next(iter(pipelines.values()))
+        print("\nVBx clustering step alone (random embeddings of the pipeline's sizes)\n")
+        print("| file | chunks x local speakers | clustering (s) | clustering RTF |")
+        print("| --- | --- | --- | --- |")
+        for minutes in arguments.clustering_minutes:
+            seconds = clustering_seconds(pipeline, minutes)
+            chunks = int((minutes * 60 - 8.0) // 0.8) + 1
+            print(f"| {minutes:g} min | {chunks} x 4 | {seconds:.2f} | "
+                  f"{seconds / (minutes * 60):.4f} |")
     by_key = {(name, minutes): r for name, minutes, r in rows}
     print()
     for minutes in arguments.minutes:
