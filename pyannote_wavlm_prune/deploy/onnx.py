@@ -30,7 +30,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-import numpy as np
 import torch
 
 from .inference import optimize_for_inference
@@ -328,8 +327,3 @@ def export_onnx(
     if path is not None:
         export.save(path)
     return export
-
-
-def probability_difference(a: np.ndarray, b: np.ndarray) -> float:
-    """Max |exp(a) - exp(b)| of two arrays of log-probabilities."""
-    return float(np.abs(np.exp(a) - np.exp(b)).max())
