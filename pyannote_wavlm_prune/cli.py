@@ -27,6 +27,7 @@ COMMANDS = {
     "optimize": ("optimize", "tune a pipeline's hyper-parameters on a development set"),
     "evaluate": ("evaluate", "DER (and its components), RTTM files and real-time factors"),
     "bench": ("bench", "segmentation speed, parameters and MACs of checkpoints, side by side"),
+    "export-onnx": ("export_onnx", "a segmentation checkpoint as a checked ONNX graph (--int8)"),
 }
 
 

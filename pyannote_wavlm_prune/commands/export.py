@@ -21,6 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="step of the sliding window, as a ratio of its duration")
     parser.add_argument("--segmentation-batch-size", type=int, default=1)
     parser.add_argument("--embedding-batch-size", type=int, default=1)
+    parser.add_argument("--segmentation-runtime", default=None,
+                        choices=["torch", "torch-int8", "onnxruntime", "onnxruntime-int8"],
+                        help="how the pipeline runs its segmentation (config.yaml); the "
+                             "onnxruntime ones export the model to ONNX now")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     group = parser.add_argument_group(
         "offline embedding and PLDA, learnt from a protocol's training set")
@@ -86,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         segmentation_step=args.segmentation_step,
         segmentation_batch_size=args.segmentation_batch_size,
         embedding_batch_size=args.embedding_batch_size,
+        segmentation_runtime=args.segmentation_runtime,
         overwrite=args.overwrite,
     )
     print(f"pipeline written to {directory}")

@@ -30,6 +30,7 @@ from pyannote.audio.core.task import UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
 from .. import __version__
+from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from .embedding import untrained_embedding
@@ -91,6 +92,7 @@ def export_pipeline(
     segmentation_batch_size: int = 1,
     embedding_batch_size: int = 1,
     der_variant: Mapping[str, Any] | None = None,
+    segmentation_runtime: str | None = None,
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     embedding_name: str | None = None,
@@ -118,6 +120,12 @@ def export_pipeline(
     segmentation_step, embedding_exclude_overlap, segmentation_batch_size,
     embedding_batch_size, der_variant : optional
         Arguments of `SpeakerDiarization`, saved in config.yaml.
+    segmentation_runtime : str, optional
+        "torch", "torch-int8", "onnxruntime" or "onnxruntime-int8", saved in config.yaml.
+        For the ONNX Runtime ones, the segmentation model is exported to ONNX now (checked
+        against the torch model) and segmentation/pytorch_model.bin holds the graph (an
+        `OnnxSegmentation` checkpoint); torch ones keep the fp32 checkpoint and quantise at
+        load. Defaults to None: the checkpoint as it is.
     extra : dict, optional
         Additional top-level entries of config.yaml (e.g. "optimization": {...}).
     overwrite : bool, optional
@@ -150,7 +158,11 @@ def export_pipeline(
     if embedding_name is not None and embedding is not None:
         raise ValueError("Give embedding= (a model or checkpoint, copied into the directory) or "
                          "embedding_name= (a hub name, written as is), not both.")
+    check_runtime(segmentation_runtime)
     segmentation_model = _load_model(segmentation, "segmentation")
+    if segmentation_runtime is not None and segmentation_runtime.startswith("onnxruntime"):
+        # exported once here rather than at every load
+        segmentation_model = segmentation_for_runtime(segmentation_model, segmentation_runtime)
     embedding_model = None if embedding is None else _load_model(embedding, "embedding")
     stored_plda = None
     if clustering == "VBxClustering":
@@ -178,6 +190,8 @@ def export_pipeline(
         clustering=clustering,
         **options,
     )
+    # not given to the pipeline above: "torch" would fold the caller's model in place
+    options["segmentation_runtime"] = segmentation_runtime
     params = pipeline.default_parameters() if params is None else _plain(params)
     pipeline.instantiate(params)
     if not pipeline.instantiated:
@@ -286,9 +300,12 @@ def save_pipeline(
     plda = pipeline.plda if pipeline.klustering == "VBxClustering" else None
     if isinstance(pipeline._plda, StoredPLDA) and plda is not None:
         plda = pipeline._plda
+    # the model as its checkpoint held it (a torch-int8 pipeline runs a copy that cannot be
+    # saved as a pyannote checkpoint)
+    segmentation = getattr(pipeline, "segmentation_source", None) or pipeline._segmentation.model
     return export_pipeline(
         directory,
-        segmentation=pipeline._segmentation.model,
+        segmentation=segmentation,
         embedding=embedding,
         plda=plda,
         clustering=pipeline.klustering,
@@ -298,6 +315,7 @@ def save_pipeline(
         segmentation_batch_size=pipeline.segmentation_batch_size,
         embedding_batch_size=pipeline.embedding_batch_size,
         der_variant=pipeline.der_variant,
+        segmentation_runtime=getattr(pipeline, "segmentation_runtime", None),
         extra=extra,
         overwrite=overwrite,
     )

@@ -19,8 +19,11 @@ from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiariz
 from pyannote.audio.pipelines.clustering import Clustering
 from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+from pyannote.audio.pipelines.utils import get_model
 from pyannote.audio.utils.hf_hub import AssetFileName
 from pyannote.core import Annotation, SlidingWindowFeature
+
+from ..deploy.runtime import check_runtime, segmentation_for_runtime
 
 CLUSTERINGS = tuple(Clustering.__members__)
 
@@ -82,6 +85,11 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         One of AgglomerativeClustering (default), KMeansClustering, VBxClustering,
         OracleClustering. OracleClustering groups speakers with the reference annotation
         (file["annotation"]): what segmentation papers report.
+    segmentation_runtime : str, optional
+        How the segmentation model runs: "torch" (weight norm folded), "torch-int8",
+        "onnxruntime" or "onnxruntime-int8" (see `pyannote_wavlm_prune.deploy.RUNTIMES`).
+        Defaults to None: as its checkpoint is (a torch model, or an ONNX graph for a
+        checkpoint of `OnnxSegmentation`). Written in config.yaml by `export_pipeline`.
 
     Differences in behaviour, each fixing a trap of pyannote 4.0.7:
 
@@ -102,10 +110,12 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         embedding: Any = None,
         plda: Any = None,
         clustering: str = "AgglomerativeClustering",
+        segmentation_runtime: str | None = None,
         **kwargs,
     ):
         if clustering not in CLUSTERINGS:
             raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
+        check_runtime(segmentation_runtime)
         _check_checkpoint_exists("segmentation", segmentation)
         if embedding is None:
             if clustering != "OracleClustering":
@@ -125,6 +135,11 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         else:
             _check_plda_exists(plda)
 
+        # the model as its checkpoint holds it (what save_pipeline writes), and the one run
+        source = get_model(segmentation, token=kwargs.get("token"),
+                           cache_dir=kwargs.get("cache_dir"))
+        segmentation = segmentation_for_runtime(source, segmentation_runtime)
+
         super().__init__(
             segmentation=segmentation,
             embedding=embedding,
@@ -132,6 +147,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             clustering=clustering,
             **kwargs,
         )
+        self.segmentation_runtime = segmentation_runtime
+        self.segmentation_source = source
 
         if clustering == "OracleClustering":
             # pyannote skips the embedding set-up for OracleClustering but still calls

@@ -1,0 +1,143 @@
+"""Segmentation-model latency by deployment variant: eager, torch int8, ONNX Runtime fp32/int8.
+
+The whole WavLMSegmentation (WavLM Base+ config, default Conformer back end, powerset over 4
+speakers), random weights (speed does not depend on them), unpruned (stock transformers
+modules, what a user has without pruning) and pruned to REFERENCE_BASE_PLUS_S80. One chunk
+(8 s by default), batch 1, on CPU threads (2 by default, torch and ONNX Runtime alike).
+
+Every variant is called in turn (round robin: a slow phase of the shared machine hits them
+all), after warm-up calls; the median is reported, with speed-ups relative to the first row,
+all measured in this one run. ONNX graphs are exported (and checked against torch) first;
+`--onnx-dir` keeps them between runs (the export of the unpruned model takes minutes).
+
+    python benchmarks/bench_deploy.py [--threads 2] [--repetitions 8] [--onnx-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pruned_wavlm import _segmentation  # noqa: E402
+
+from pyannote_wavlm_prune.deploy.inference import optimize_for_inference  # noqa: E402
+from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
+    export_onnx,
+    inference_session,
+    quantize_int8,
+    run_session,
+)
+from pyannote_wavlm_prune.deploy.quantize import quantize_int8 as quantize_torch_int8  # noqa: E402
+from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
+from pyannote_wavlm_prune.wavlm.presets import base_plus_config  # noqa: E402
+
+SAMPLE_RATE = 16000
+
+
+def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[bytes, str]:
+    """The model's ONNX graph (read from `directory` when there, else exported and checked)."""
+    path = directory / f"{name}{'-int8' if int8 else ''}.onnx"
+    if path.is_file():
+        return path.read_bytes(), "cached"
+    fp32 = directory / f"{name}.onnx"
+    if int8 and fp32.is_file():
+        graph = quantize_int8(fp32.read_bytes())
+        path.write_bytes(graph)
+        return graph, "quantised from cached fp32"
+    start = time.perf_counter()
+    export = export_onnx(model, path, int8=int8)
+    return export.onnx, f"exported in {time.perf_counter() - start:.0f} s; {export.summary()}"
+
+
+def probability_difference(variant: Callable, reference: Callable, example: torch.Tensor) -> float:
+    with torch.inference_mode():
+        return (variant(example).exp() - reference(example).exp()).abs().max().item()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--duration", type=float, default=8.0, help="chunk duration (s)")
+    parser.add_argument("--repetitions", type=int, default=8, help="timed calls per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
+    parser.add_argument("--onnx-dir", type=Path, default=None,
+                        help="where ONNX graphs are kept between runs (default: temporary)")
+    parser.add_argument("--skip-unpruned-onnx", action="store_true",
+                        help="skip the unpruned ONNX variant (its export takes minutes)")
+    arguments = parser.parse_args()
+
+    torch.set_num_threads(arguments.threads)
+    directory = arguments.onnx_dir or Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    directory.mkdir(parents=True, exist_ok=True)
+    example = 0.1 * torch.randn(1, 1, int(arguments.duration * SAMPLE_RATE),
+                                generator=torch.Generator().manual_seed(0))
+
+    torch.manual_seed(0)
+    unpruned = _segmentation()
+    torch.manual_seed(0)
+    pruned = _segmentation(REFERENCE_BASE_PLUS_S80)
+    folded = optimize_for_inference(copy.deepcopy(pruned))
+
+    variants: dict[str, Callable] = {
+        "unpruned, fp32 eager (stock transformers)": unpruned,
+        "s80, fp32 eager": pruned,
+        "s80, fp32 eager, weight norm folded": folded,
+        "s80, torch int8 (dynamic, Linear)": quantize_torch_int8(pruned),
+    }
+    notes = {}
+    graphs = [("s80, ONNX Runtime fp32", pruned, "s80", False),
+              ("s80, ONNX Runtime int8 (dynamic, MatMul)", pruned, "s80", True)]
+    if not arguments.skip_unpruned_onnx:
+        # the full structure (our SDPA attention): the stock one is what eager runs above,
+        # same weights
+        full = _segmentation(Structure.full(base_plus_config()))
+        full.load_state_dict(unpruned.state_dict())
+        graphs.append(("unpruned, ONNX Runtime fp32", full, "unpruned", False))
+    for label, model, name, int8 in graphs:
+        graph, note = onnx_graph(model, name, directory, int8=int8)
+        session = inference_session(graph, num_threads=arguments.threads)
+        variants[label] = lambda x, session=session: run_session(session, x)
+        notes[label] = note
+        print(f"{label}: {note}", file=sys.stderr, flush=True)
+
+    differences = {label: probability_difference(variant, unpruned if label.startswith(
+        "unpruned") else pruned, example) for label, variant in variants.items()}
+    timings: dict[str, list[float]] = {label: [] for label in variants}
+    with torch.inference_mode():
+        for _ in range(arguments.warmup):
+            for variant in variants.values():
+                variant(example)
+        for _ in range(arguments.repetitions):
+            for label, variant in variants.items():
+                start = time.perf_counter()
+                variant(example)
+                timings[label].append(time.perf_counter() - start)
+
+    medians = {label: statistics.median(times) for label, times in timings.items()}
+    reference = next(iter(medians.values()))
+    s80 = medians["s80, fp32 eager"]
+    print(f"Whole WavLMSegmentation (Base+ config, Conformer back end), one "
+          f"{arguments.duration:g} s chunk, batch 1, {arguments.threads} CPU threads, median of "
+          f"{arguments.repetitions} round-robin calls, random weights\n")
+    print("| variant | latency (ms) | speed-up vs unpruned eager | vs s80 eager | "
+          "max abs diff (probabilities) vs fp32 torch |")
+    print("| --- | --- | --- | --- | --- |")
+    for label, seconds in medians.items():
+        print(f"| {label} | {seconds * 1e3:.0f} | {reference / seconds:.2f}x | "
+              f"{s80 / seconds:.2f}x | {differences[label]:.2g} |")
+    best = min((seconds, label) for label, seconds in medians.items() if label.startswith("s80"))
+    print(f"\nBest s80 CPU variant: {best[1]}, {reference / best[0]:.2f}x the unpruned fp32 "
+          "eager model (goal: 6x)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,270 @@
+"""Real-time factor of the whole SpeakerDiarization pipeline as files grow, part by part.
+
+pyannote's SpeakerDiarization pipeline (our offline subclass), VBx clustering, with:
+
+- segmentation: WavLMSegmentation (Base+ config, Conformer back end, powerset over 4
+  speakers), unpruned (stock transformers) or pruned to REFERENCE_BASE_PLUS_S80, run in
+  fp32 eager mode or with a deployment runtime (`segmentation_runtime`);
+- embedding: pyannote's WeSpeaker ResNet34 architecture (what pyannote's community-1
+  pipeline uses);
+- PLDA: estimated from random vectors (VBx needs one).
+
+Every model has random weights (the hub is out of reach; speed does not depend on weights,
+and embeddings are computed for every (chunk, local speaker) pair whatever the
+segmentation says). Audio: pyannote's 30 s sample file repeated to 1, 10 and 30 minutes.
+
+Time is split with the pipeline's hook: segmentation (sliding window, 8 s chunks, step
+10 %), embeddings, clustering (VBx and reconstruction, from the embeddings' end to the
+output), and other (binarisation, speaker counting). Peak memory: the process's resident
+memory sampled every 20 ms during the call (its peak, and its growth over the resident
+memory before the call). Each (variant, duration) is run once, variants of one duration in
+turn.
+
+    python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants unpruned s80 s80-ort-int8]
+        [--skip unpruned:30] [--onnx-dir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_pruned_wavlm import _segmentation  # noqa: E402
+
+from pyannote_wavlm_prune.deploy import OnnxSegmentation  # noqa: E402
+from pyannote_wavlm_prune.pipelines import SpeakerDiarization, estimate_plda  # noqa: E402
+from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
+
+SAMPLE_RATE = 16000
+# variant -> (structure, segmentation_runtime)
+VARIANTS = {
+    "unpruned": (None, None),
+    "s80": (REFERENCE_BASE_PLUS_S80, None),
+    "s80-torch-int8": (REFERENCE_BASE_PLUS_S80, "torch-int8"),
+    "s80-ort": (REFERENCE_BASE_PLUS_S80, "onnxruntime"),
+    "s80-ort-int8": (REFERENCE_BASE_PLUS_S80, "onnxruntime-int8"),
+}
+
+
+def wespeaker_resnet34():
+    """pyannote's WeSpeaker ResNet34 (random weights) with speaker-embedding specifications."""
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+    torch.manual_seed(0)
+    model = WeSpeakerResNet34()
+    model.specifications = Specifications(problem=Problem.REPRESENTATION,
+                                          resolution=Resolution.CHUNK, duration=8.0)
+    return model.eval()
+
+
+def random_plda(dimension: int):
+    generator = np.random.default_rng(0)
+    centres = generator.normal(size=(100, dimension))
+    vectors = np.repeat(centres, 5, axis=0) + 0.5 * generator.normal(size=(500, dimension))
+    # 99 dimensions at most (100 speakers); pyannote's community-1 PLDA keeps 128
+    return estimate_plda(vectors, [f"speaker{i // 5}" for i in range(500)], lda_dimension=64)
+
+
+def audio(minutes: float) -> dict:
+    """pyannote's sample file repeated (and cut) to `minutes` minutes, in memory."""
+    from pyannote.audio import Audio
+    from pyannote.audio.sample import SAMPLE_FILE
+
+    waveform, sample_rate = Audio(sample_rate=SAMPLE_RATE, mono="downmix")(SAMPLE_FILE)
+    num_samples = int(minutes * 60 * SAMPLE_RATE)
+    repeats = -(-num_samples // waveform.shape[1])
+    waveform = waveform.repeat(1, repeats)[:, :num_samples]
+    return {"waveform": waveform, "sample_rate": SAMPLE_RATE, "uri": f"sample-{minutes:g}min"}
+
+
+class StepClock:
+    """Pipeline hook: when each step ended (its final call carries the step's artifact)."""
+
+    def __init__(self):
+        self.ends: dict[str, float] = {}
+
+    def __call__(self, step_name, step_artifact, file=None, total=None, completed=None):
+        if step_artifact is not None:
+            self.ends[step_name] = time.perf_counter()
+
+
+def resident_memory() -> int:
+    with open("/proc/self/statm") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+class PeakMemory:
+    """Peak resident memory of this process while the context is open (sampled)."""
+
+    def __init__(self, interval: float = 0.02):
+        self.interval = interval
+
+    def __enter__(self):
+        self.before = self.peak = resident_memory()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self):
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, resident_memory())
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, resident_memory())
+
+
+def run(pipeline, file: dict) -> dict:
+    clock = StepClock()
+    with PeakMemory() as memory:
+        start = time.perf_counter()
+        pipeline(file, hook=clock)
+        end = time.perf_counter()
+    ends = clock.ends
+    segmentation = ends["segmentation"] - start
+    counting = ends.get("speaker_counting", ends["segmentation"]) - ends["segmentation"]
+    embeddings = ends["embeddings"] - ends.get("speaker_counting", ends["segmentation"])
+    clustering = end - ends["embeddings"]
+    return {"segmentation": segmentation, "embeddings": embeddings, "clustering": clustering,
+            "other": counting, "total": end - start, "peak_memory": memory.peak,
+            "memory_growth": memory.peak - memory.before}
+
+
+def clustering_seconds(pipeline, minutes: float, num_speakers: int = 10) -> float:
+    """Seconds of the pipeline's clustering step alone for a file of `minutes` minutes
+
+    Embeddings and binarised segmentations of the sizes the pipeline makes for such a file
+    (chunks every 0.8 s, 4 local speakers, 3 of them active), random: `num_speakers` clusters
+    plus noise.
+    """
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    model = pipeline._segmentation.model
+    duration = model.specifications.duration
+    step = pipeline.segmentation_step * duration
+    num_chunks = int((minutes * 60 - duration) // step) + 1
+    num_frames = model.num_frames(round(duration * SAMPLE_RATE))
+    generator = np.random.default_rng(0)
+    dimension = pipeline._embedding.dimension
+    centres = generator.normal(size=(num_speakers, dimension))
+    who = generator.integers(num_speakers, size=(num_chunks, 4))
+    embeddings = centres[who] + 0.3 * generator.normal(size=(num_chunks, 4, dimension))
+    # one speaker per frame, three of them long enough alone to be clustered (VBx keeps an
+    # embedding whose speaker is alone in >= 20 % of the frames)
+    speaker = generator.choice(4, size=(num_chunks, num_frames), p=[0.5, 0.3, 0.2, 0.0])
+    activity = np.eye(4, dtype=np.float32)[speaker]
+    segmentations = SlidingWindowFeature(activity, SlidingWindow(start=0.0, duration=duration,
+                                                                 step=step))
+    start = time.perf_counter()
+    pipeline.clustering(embeddings=embeddings, segmentations=segmentations, num_clusters=None,
+                        min_clusters=1, max_clusters=np.inf, file=None,
+                        frames=model.receptive_field)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--minutes", type=float, nargs="*", default=[1, 10, 30],
+                        help="file durations in minutes (default: 1 10 30)")
+    parser.add_argument("--variants", nargs="+", default=["unpruned", "s80", "s80-ort-int8"],
+                        choices=list(VARIANTS), help="segmentation variants")
+    parser.add_argument("--skip", nargs="*", default=[], metavar="VARIANT:MINUTES",
+                        help="pairs not to run, e.g. unpruned:30 (too slow on 2 cores)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--segmentation-batch-size", type=int, default=8)
+    parser.add_argument("--embedding-batch-size", type=int, default=8)
+    parser.add_argument("--onnx-dir", type=Path, default=None,
+                        help="ONNX graphs written by bench_deploy.py --onnx-dir (s80.onnx), "
+                             "reused (after a check against the model) instead of exported")
+    parser.add_argument("--clustering-minutes", type=float, nargs="*", default=[],
+                        help="also time the clustering step alone on random embeddings of "
+                             "files of these durations (minutes)")
+    arguments = parser.parse_args()
+    torch.set_num_threads(arguments.threads)
+
+    embedding = wespeaker_resnet34()
+    plda = random_plda(embedding.dimension)
+    pipelines = {}
+    for name in arguments.variants:
+        structure, runtime = VARIANTS[name]
+        torch.manual_seed(0)
+        start = time.perf_counter()
+        segmentation = _segmentation(structure)
+        cached = arguments.onnx_dir / "s80.onnx" if arguments.onnx_dir else None
+        if runtime and runtime.startswith("onnxruntime") and cached and cached.is_file():
+            segmentation = OnnxSegmentation.from_onnx(cached, segmentation)
+        pipeline = SpeakerDiarization(
+            segmentation=segmentation, embedding=embedding, plda=plda,
+            clustering="VBxClustering", segmentation_runtime=runtime,
+            segmentation_step=0.1, segmentation_batch_size=arguments.segmentation_batch_size,
+            embedding_batch_size=arguments.embedding_batch_size,
+        )
+        pipelines[name] = pipeline.instantiate(pipeline.default_parameters())
+        print(f"{name}: pipeline ready in {time.perf_counter() - start:.0f} s", file=sys.stderr,
+              flush=True)
+
+    skipped = set(arguments.skip)
+    rows = []
+    for minutes in arguments.minutes:
+        file = audio(minutes)
+        for name, pipeline in pipelines.items():
+            if f"{name}:{minutes:g}" in skipped:
+                continue
+            result = run(pipeline, file)
+            rows.append((name, minutes, result))
+            print(f"{name} {minutes:g} min: {result}", file=sys.stderr, flush=True)
+
+    print(f"SpeakerDiarization (VBx, WeSpeaker ResNet34, 8 s chunks, step 0.8 s, batches of "
+          f"{arguments.segmentation_batch_size}/{arguments.embedding_batch_size}), "
+          f"{arguments.threads} CPU threads, random weights; RTF = compute time / audio "
+          "duration; share = part of the whole pipeline's time\n")
+    print("| segmentation | file | total RTF | segmentation RTF (share) | embeddings RTF (share) "
+          "| clustering RTF (share) | other RTF | peak memory (GB) | growth during call (GB) |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, minutes, r in rows:
+        duration = minutes * 60
+        total = r["total"]
+
+        def part(key, r=r, total=total, duration=duration):
+            return f"{r[key] / duration:.3f} ({100 * r[key] / total:.0f} %)"
+
+        print(f"| {name} | {minutes:g} min | {total / duration:.3f} | {part('segmentation')} | "
+              f"{part('embeddings')} | {part('clustering')} | {r['other'] / duration:.4f} | "
+              f"{r['peak_memory'] / 1e9:.2f} | {r['memory_growth'] / 1e9:.2f} |")
+    if arguments.clustering_minutes:
+        pipeline = next(iter(pipelines.values()))
+        print("\nVBx clustering step alone (random embeddings of the pipeline's sizes)\n")
+        print("| file | chunks x local speakers | clustering (s) | clustering RTF |")
+        print("| --- | --- | --- | --- |")
+        for minutes in arguments.clustering_minutes:
+            seconds = clustering_seconds(pipeline, minutes)
+            chunks = int((minutes * 60 - 8.0) // 0.8) + 1
+            print(f"| {minutes:g} min | {chunks} x 4 | {seconds:.2f} | "
+                  f"{seconds / (minutes * 60):.4f} |")
+    by_key = {(name, minutes): r for name, minutes, r in rows}
+    print()
+    for minutes in arguments.minutes:
+        reference = by_key.get(("unpruned", minutes))
+        if reference is None:
+            continue
+        for name in pipelines:
+            if name != "unpruned" and (name, minutes) in by_key:
+                r = by_key[(name, minutes)]
+                print(f"{minutes:g} min, {name} vs unpruned: pipeline "
+                      f"{reference['total'] / r['total']:.2f}x faster, segmentation "
+                      f"{reference['segmentation'] / r['segmentation']:.2f}x faster")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Deployment of segmentation models: ONNX export, ONNX Runtime, int8, inference folding.
+
+- `optimize_for_inference(model)`: folds the positional convolution's weight norm, in place
+  (state dicts unchanged);
+- `export_onnx(model, path, int8=...)`: an ONNX graph checked against the torch model;
+- `OnnxSegmentation`: a pyannote Model computed by ONNX Runtime, whose checkpoint carries
+  its graph (pipelines load it like any segmentation model);
+- `quantize_int8(model)`: an int8 copy for torch inference (dynamic quantisation of Linear);
+- `segmentation_for_runtime(model, runtime)`: what a pipeline's `segmentation_runtime`
+  option ("torch", "torch-int8", "onnxruntime", "onnxruntime-int8") makes of its model.
+
+onnx, onnxscript and onnxruntime are optional (`pip install pyannote-wavlm-prune[onnx]`) and
+imported only by the functions that need them; importing this package does not need them.
+"""
+
+from importlib import import_module
+
+# public name -> module that defines it (imported on first use)
+_EXPORTS = {
+    "optimize_for_inference": "pyannote_wavlm_prune.deploy.inference",
+    "export_onnx": "pyannote_wavlm_prune.deploy.onnx",
+    "OnnxExport": "pyannote_wavlm_prune.deploy.onnx",
+    "OnnxMismatchError": "pyannote_wavlm_prune.deploy.onnx",
+    "OnnxSegmentation": "pyannote_wavlm_prune.deploy.model",
+    "quantize_int8": "pyannote_wavlm_prune.deploy.quantize",
+    "RUNTIMES": "pyannote_wavlm_prune.deploy.runtime",
+    "segmentation_for_runtime": "pyannote_wavlm_prune.deploy.runtime",
+}
+
+__all__ = list(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'pyannote_wavlm_prune.deploy' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)

@@ -1,0 +1,73 @@
+"""int8 dynamic quantisation of a segmentation model for torch inference.
+
+`quantize_int8(model)` returns a copy whose Linear layers hold int8 weights and quantise their
+input on the fly (torch.ao.quantization.quantize_dynamic): WavLM's projections and FFNs, the
+back end's projection, Conformer FFNs and classifier. Convolutions stay fp32. Our
+`PrunedWavLMAttention` reads its projections through their modules, so it keeps working;
+stock transformers `WavLMAttention` reads `q_proj.bias` directly and breaks once quantised,
+so an unpruned model built of stock modules is first rebuilt with its full structure (our
+SDPA attention, same weights, same state dict). The quantised copy is for inference only: its state dict is not a pyannote
+checkpoint, save the fp32 model instead.
+
+For ONNX Runtime's int8 graphs see `onnx.quantize_int8`.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from ..models.wavlm_segmentation import WavLMSegmentation
+from ..wavlm.structure import Structure
+from .inference import optimize_for_inference
+
+
+def _stock_attention(model: nn.Module) -> list[str]:
+    return [name for name, module in model.named_modules() if isinstance(module, WavLMAttention)]
+
+
+def with_pruned_attention(model: nn.Module) -> nn.Module:
+    """`model` itself, or for an unpruned WavLMSegmentation built of stock transformers
+    modules, a copy built as its full structure (our attention, same weights and state dict)
+    """
+    stock = _stock_attention(model)
+    if not stock:
+        return model
+    if not isinstance(model, WavLMSegmentation) or model.hparams.get("gates"):
+        raise TypeError(
+            f"{stock[0]} is a stock transformers WavLMAttention, which breaks under dynamic "
+            "quantisation (it reads q_proj.bias directly): expected an ungated "
+            "WavLMSegmentation, which is then rebuilt with its full structure (our attention)."
+        )
+    options = {**model.hparams, "structure": Structure.full(model.frontend.config)}
+    rebuilt = type(model)(**options)
+    rebuilt.specifications = model.specifications
+    rebuilt.build()
+    rebuilt.load_state_dict(model.state_dict())
+    return rebuilt.to(next(model.parameters()).device).train(model.training)
+
+
+def quantize_int8(model: nn.Module) -> nn.Module:
+    """An int8 copy of `model` for CPU inference (Linear layers, dynamic quantisation)
+
+    Parameters
+    ----------
+    model : nn.Module
+        A WavLMSegmentation, pruned or not (not gated), left untouched.
+
+    Returns
+    -------
+    quantized : nn.Module
+        A copy, in eval mode on CPU, weight norm folded, whose `nn.Linear` layers are
+        `torch.ao.nn.quantized.dynamic.Linear` (int8 weights, per-tensor).
+    """
+    rebuilt = with_pruned_attention(model)
+    if rebuilt is model:
+        rebuilt = copy.deepcopy(model)
+    reference = optimize_for_inference(rebuilt.to("cpu", torch.float32))
+    return torch.ao.quantization.quantize_dynamic(
+        reference, {nn.Linear}, dtype=torch.qint8, inplace=True
+    )

@@ -1,0 +1,267 @@
+"""Deployment: ONNX export and ONNX Runtime, int8, folded weight norm, runtimes of pipelines."""
+
+import argparse
+import copy
+import sys
+
+import pytest
+import torch
+import yaml
+from helpers import FAST_PIPELINE as FAST
+from helpers import TINY_PRUNED_STRUCTURE as PRUNED
+from helpers import tiny_model
+from pyannote.audio import Model, Pipeline
+from pyannote.audio.sample import SAMPLE_FILE
+from transformers.models.wavlm.modeling_wavlm import WavLMAttention
+
+from pyannote_wavlm_prune import save_checkpoint
+from pyannote_wavlm_prune.commands import export_onnx as export_onnx_command
+from pyannote_wavlm_prune.deploy import (
+    OnnxMismatchError,
+    OnnxSegmentation,
+    export_onnx,
+    optimize_for_inference,
+    quantize_int8,
+    segmentation_for_runtime,
+)
+from pyannote_wavlm_prune.deploy.inference import is_optimized_for_inference
+from pyannote_wavlm_prune.deploy.onnx import inference_session, run_session
+from pyannote_wavlm_prune.deploy.onnx import quantize_int8 as quantize_onnx_int8
+from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
+from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+
+AGGLOMERATIVE = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
+}
+# measured on this tiny random model: fp32 graphs differ from torch by 2e-6 (log-probabilities)
+FP32_TOLERANCE = 1e-4
+# int8 (Linear/MatMul weights): max |p_int8 - p_fp32| measured 0.03 to 0.08 on random tiny
+# models (width 32: per-tensor weight scales are coarse), 0.1 is the export's default check
+INT8_TOLERANCE = 0.1
+
+
+@pytest.fixture(scope="module")
+def pruned():
+    torch.manual_seed(0)
+    return tiny_model(duration=5.0, structure=PRUNED)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, pruned):
+    return save_checkpoint(pruned, tmp_path_factory.mktemp("checkpoint") / "pruned.ckpt")
+
+
+@pytest.fixture(scope="module")
+def onnx_file(checkpoint):
+    """The tiny pruned model exported by the export-onnx command (the only export: ~1 min)."""
+    output = checkpoint.parent / "pruned.onnx"
+    parser = argparse.ArgumentParser()
+    export_onnx_command.add_arguments(parser)
+    assert export_onnx_command.run(parser.parse_args([str(checkpoint), "--output",
+                                                      str(output)])) == 0
+    return output
+
+
+@pytest.fixture(scope="module")
+def embedding():
+    return untrained_embedding(dimension=32)
+
+
+def rttm(annotation) -> str:
+    return "\n".join(f"{segment.start:.3f} {segment.duration:.3f} {label}"
+                     for segment, _, label in annotation.itertracks(yield_label=True))
+
+
+# --- ONNX graphs ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 80000), (1, 1, 23456)])
+def test_onnx_graph_equals_torch_at_other_batch_sizes_and_lengths(onnx_file, pruned, shape):
+    session = inference_session(onnx_file)
+    waveforms = 0.1 * torch.randn(*shape)
+    with torch.inference_mode():
+        expected = pruned(waveforms)
+    actual = run_session(session, waveforms)
+    assert actual.shape == expected.shape == (shape[0], pruned.num_frames(shape[-1]), 7)
+    assert (actual - expected).abs().max().item() <= FP32_TOLERANCE
+
+
+def test_export_leaves_the_model_untouched_and_the_file_without_temporaries(
+    onnx_file, pruned
+):
+    assert not is_optimized_for_inference(pruned)  # the copy was folded, not the model
+    assert sorted(p.name for p in onnx_file.parent.iterdir()) == ["pruned.ckpt", "pruned.onnx"]
+
+
+def test_int8_graph_is_within_its_tolerance_and_smaller(onnx_file, pruned):
+    graph = onnx_file.read_bytes()
+    int8 = quantize_onnx_int8(graph)
+    session = inference_session(int8)
+    waveforms = 0.1 * torch.randn(2, 1, 80000)
+    with torch.inference_mode():
+        expected = pruned(waveforms).exp()
+    difference = (run_session(session, waveforms).exp() - expected).abs().max().item()
+    assert 0 < difference <= INT8_TOLERANCE
+    assert len(int8) < len(graph)
+
+
+def test_torch_int8_copy_is_within_tolerance_and_quantises_every_linear_layer(pruned):
+    quantized = quantize_int8(pruned)
+    linear = [m for m in quantized.modules() if type(m) is torch.nn.Linear]
+    dynamic = [m for m in quantized.modules()
+               if isinstance(m, torch.ao.nn.quantized.dynamic.Linear)]
+    assert linear == [] and len(dynamic) > 10
+    waveforms = 0.1 * torch.randn(2, 1, 80000)
+    with torch.inference_mode():
+        difference = (quantized(waveforms).exp() - pruned(waveforms).exp()).abs().max().item()
+    assert 0 < difference <= INT8_TOLERANCE
+    assert all(type(m) is not torch.ao.nn.quantized.dynamic.Linear for m in pruned.modules())
+
+
+def test_onnx_segmentation_has_the_frames_of_the_torch_model(onnx_file, pruned):
+    model = OnnxSegmentation.from_onnx(onnx_file, pruned)
+    frames, expected = model.receptive_field, pruned.receptive_field
+    assert (frames.start, frames.duration, frames.step) == (
+        expected.start, expected.duration, expected.step)
+    for num_samples in (720, 16000, 80000, 123457):
+        assert model.num_frames(num_samples) == pruned.num_frames(num_samples)
+    assert model.specifications == pruned.specifications
+
+
+def test_onnx_segmentation_checkpoint_carries_its_graph(onnx_file, pruned, tmp_path):
+    model = OnnxSegmentation.from_onnx(onnx_file, pruned)
+    path = save_checkpoint(model, tmp_path / "onnx.ckpt")
+    reloaded = Model.from_pretrained(path)
+    assert type(reloaded) is OnnxSegmentation
+    assert reloaded.onnx_model == onnx_file.read_bytes()
+    waveforms = 0.1 * torch.randn(2, 1, 80000)
+    with torch.inference_mode():
+        difference = (reloaded(waveforms) - pruned(waveforms)).abs().max().item()
+    assert difference <= FP32_TOLERANCE
+    assert copy.deepcopy(reloaded)(waveforms).shape == (2, 249, 7)  # sessions are not copied
+
+
+# --- pipelines -----------------------------------------------------------------------------
+
+
+def test_onnx_pipeline_directory_loads_offline_and_diarizes_as_the_torch_pipeline(
+    onnx_file, pruned, embedding, tmp_path
+):
+    torch_pipeline = SpeakerDiarization(segmentation=pruned, embedding=embedding, **FAST)
+    expected = rttm(torch_pipeline.instantiate(AGGLOMERATIVE)(SAMPLE_FILE).speaker_diarization)
+    assert expected.count("\n") + 1 >= 10  # a real diarization, not an empty one
+
+    directory = export_pipeline(
+        tmp_path / "onnx-pipeline", OnnxSegmentation.from_onnx(onnx_file, pruned), embedding,
+        params=AGGLOMERATIVE, segmentation_runtime="onnxruntime", **FAST,
+    )
+    config = yaml.safe_load((directory / "config.yaml").read_text())
+    assert config["pipeline"]["params"]["segmentation_runtime"] == "onnxruntime"
+
+    pipeline = Pipeline.from_pretrained(directory)
+    assert type(pipeline._segmentation.model) is OnnxSegmentation
+    assert rttm(pipeline(SAMPLE_FILE).speaker_diarization) == expected
+
+
+def test_torch_int8_runtime_quantises_at_load_and_saves_the_fp32_checkpoint(
+    pruned, embedding, tmp_path
+):
+    directory = export_pipeline(tmp_path / "int8", pruned, embedding, params=AGGLOMERATIVE,
+                                segmentation_runtime="torch-int8", **FAST)
+    pipeline = Pipeline.from_pretrained(directory)
+    assert pipeline.segmentation_runtime == "torch-int8"
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
+               for m in pipeline._segmentation.model.modules())
+    diarization = pipeline(SAMPLE_FILE).speaker_diarization
+    assert len(diarization.labels()) >= 1
+
+    saved = save_pipeline(pipeline, tmp_path / "saved")
+    reloaded = Model.from_pretrained(saved / "segmentation" / "pytorch_model.bin")
+    assert sorted(reloaded.state_dict()) == sorted(pruned.state_dict())
+    assert yaml.safe_load((saved / "config.yaml").read_text())["pipeline"]["params"][
+        "segmentation_runtime"] == "torch-int8"
+
+
+# --- folded weight norm ---------------------------------------------------------------------
+
+
+def test_folded_weight_norm_keeps_outputs_and_state_dict_keys_and_spares_copies():
+    model = tiny_model(structure=PRUNED)
+    original = copy.deepcopy(model)
+    optimized = optimize_for_inference(copy.deepcopy(model))
+    waveforms = 0.1 * torch.randn(2, 1, 32000)
+    with torch.inference_mode():
+        assert torch.equal(optimized(waveforms), model(waveforms))
+        # torch's remove_parametrizations would have broken the copies (shared class)
+        assert torch.equal(original(waveforms), model(waveforms))
+    assert is_optimized_for_inference(optimized) and not is_optimized_for_inference(model)
+    folded, reference = optimized.state_dict(), model.state_dict()
+    assert sorted(folded) == sorted(reference)
+    assert max((folded[k] - reference[k]).abs().max().item() for k in reference) <= 1e-6
+
+    # each format loads into the other
+    fresh = tiny_model(structure=PRUNED)
+    fresh.load_state_dict(folded)
+    optimized_fresh = optimize_for_inference(tiny_model(structure=PRUNED))
+    optimized_fresh.load_state_dict(reference)
+    with torch.inference_mode():
+        for loaded in (fresh, optimized_fresh):
+            assert (loaded(waveforms) - model(waveforms)).abs().max().item() <= 1e-5
+
+
+# --- clear errors ---------------------------------------------------------------------------
+
+
+def test_an_onnx_file_of_another_model_is_named(onnx_file, tmp_path):
+    torch.manual_seed(1)
+    other = tiny_model(duration=5.0, structure=PRUNED)
+    with pytest.raises(OnnxMismatchError, match=f"ONNX file {onnx_file} does not match"):
+        OnnxSegmentation.from_onnx(onnx_file, other)
+
+
+def test_a_file_that_is_not_onnx_is_named(pruned, tmp_path):
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a graph")
+    with pytest.raises(OnnxMismatchError, match=f"ONNX file {garbage} cannot be read"):
+        OnnxSegmentation.from_onnx(garbage, pruned)
+
+
+def test_missing_onnxruntime_is_named_with_its_install_command(pruned, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` fails
+    with pytest.raises(ImportError, match=r"onnxruntime is not installed.*\[onnx\]"):
+        export_onnx(pruned)
+
+
+def test_unknown_runtime_and_runtime_mismatch_are_named(onnx_file, pruned):
+    with pytest.raises(ValueError, match="segmentation_runtime='tensorrt': expected one of"):
+        SpeakerDiarization(segmentation=pruned, clustering="OracleClustering",
+                           segmentation_runtime="tensorrt")
+    onnx_model = OnnxSegmentation.from_onnx(onnx_file, pruned)
+    with pytest.raises(ValueError, match="segmentation_runtime='torch-int8', but the "
+                                         "segmentation checkpoint holds an ONNX graph"):
+        segmentation_for_runtime(onnx_model, "torch-int8")
+
+
+def test_an_unpruned_stock_model_is_quantised_through_its_full_structure():
+    model = tiny_model()
+    quantized = quantize_int8(model)
+    assert not any(isinstance(m, WavLMAttention) for m in quantized.modules())
+    waveforms = 0.1 * torch.randn(2, 1, 32000)
+    with torch.inference_mode():
+        difference = (quantized(waveforms).exp() - model(waveforms).exp()).abs().max().item()
+    assert 0 < difference <= INT8_TOLERANCE
+
+
+def test_quantising_a_gated_model_is_refused():
+    from pyannote_wavlm_prune import attach_gates
+
+    with pytest.raises(TypeError, match="is a stock transformers WavLMAttention.*ungated"):
+        quantize_int8(attach_gates(tiny_model()))
+
+
+def test_export_onnx_command_refuses_to_overwrite(onnx_file, checkpoint):
+    parser = argparse.ArgumentParser()
+    export_onnx_command.add_arguments(parser)
+    with pytest.raises(SystemExit, match=f"{onnx_file} exists"):
+        export_onnx_command.run(parser.parse_args([str(checkpoint), "--output", str(onnx_file)]))
