@@ -38,7 +38,6 @@ registry of its own by default.
 from __future__ import annotations
 
 import json
-import os
 import warnings
 import wave
 from collections.abc import Iterator
@@ -49,6 +48,7 @@ import numpy as np
 import yaml
 from tqdm.auto import tqdm
 
+from ..files import write_atomically
 from .config import OVERLAP_TOLERANCE, SUBSETS, SimulationConfig
 from .conversation import (
     SAMPLE_RATE,
@@ -405,25 +405,8 @@ def _is_intact(root: Path, config: SimulationConfig) -> bool:
     return True
 
 
-def _write_atomically(path: Path, write) -> None:
-    """Call write(file object) on a temporary file next to `path`, then rename it to `path`.
-
-    A reader (or a resumed build) sees the old file or the whole new one, never a part.
-    """
-    # os.open rather than tempfile.mkstemp: mkstemp's 0600 mode would outlive the rename
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    handle = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
-    try:
-        with os.fdopen(handle, "wb") as f:
-            write(f)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
-
-
 def _write_text(path: Path, text: str) -> None:
-    _write_atomically(path, lambda f: f.write(text.encode()))
+    write_atomically(path, lambda f: f.write(text.encode()))
 
 
 def _write_wav(path: Path, waveform: np.ndarray) -> None:
@@ -436,4 +419,4 @@ def _write_wav(path: Path, waveform: np.ndarray) -> None:
             w.setframerate(SAMPLE_RATE)
             w.writeframes(waveform.astype("<i2").tobytes())
 
-    _write_atomically(path, write)
+    write_atomically(path, write)

@@ -32,6 +32,7 @@ from types import ModuleType
 
 import torch
 
+from ..files import write_atomically
 from ..models.wavlm_segmentation import WavLMSegmentation
 from .inference import optimize_for_inference
 
@@ -77,7 +78,7 @@ class OnnxExport:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write the graph to `path` (temporary file beside it, then renamed into place)."""
-        return write_atomically(self.onnx, path)
+        return write_atomically(path, lambda file: file.write(self.onnx))
 
     def summary(self) -> str:
         kind = "int8 (dynamic quantisation)" if self.int8 else "fp32"
@@ -88,29 +89,6 @@ class OnnxExport:
             f"(log-probabilities), {self.max_probability_diff:.3g} (probabilities); "
             f"tolerance {self.tolerance:g} {checked}"
         )
-
-
-def write_atomically(data: bytes, path: str | os.PathLike) -> Path:
-    """Write `data` to `path` through a temporary file beside it, renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
-                                             suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            file.write(data)
-        os.chmod(temporary, 0o666 & ~_umask())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def _umask() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return umask
 
 
 def _check_segmentation(model) -> None:

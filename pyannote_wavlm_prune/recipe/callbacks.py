@@ -11,6 +11,7 @@ import lightning
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
+from ..files import write_atomically
 from ..tasks import DistillPrune
 
 
@@ -162,15 +163,14 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
 
     figure.tight_layout()
     path = Path(path)
-    temporary = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    figure.savefig(temporary, dpi=dpi)
-    plt.close(figure)
-    os.replace(temporary, path)
-    return path
+    try:
+        return write_atomically(
+            path, lambda file: figure.savefig(file, format=path.suffix.lstrip("."), dpi=dpi))
+    finally:
+        plt.close(figure)
 
 
 def write_json_atomically(path: Path, content) -> None:
     """Strict JSON (NaN refused) written next to `path`, then renamed into place."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    temporary.write_text(json.dumps(content, indent=1, allow_nan=False))
-    os.replace(temporary, path)
+    text = json.dumps(content, indent=1, allow_nan=False)
+    write_atomically(path, lambda file: file.write(text.encode()))
