@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
-from ..recipe.run import Recipe
+from pathlib import Path
+
+EXAMPLE = Path(__file__).parent.parent / "recipe" / "example.yml"
 
 
 def add_arguments(parser):
     parser.add_argument("recipe", help="recipe YAML file (see pyannote_wavlm_prune.recipe.Recipe)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--example", action="store_true",
+                        help="write an example recipe (the tiny simulated corpus, offline, in "
+                             "minutes) to RECIPE instead of running it")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def write_example(path: str) -> Path:
+    """Write the example recipe to `path`; refuse to replace an existing file."""
+    from ..files import write_atomically
+
+    path = Path(path)
+    if path.exists():
+        raise SystemExit(f"recipe --example: {path} exists: expected a new file name.")
+    return write_atomically(path, lambda file: file.write(EXAMPLE.read_bytes()))
 
 
 def run(args) -> int:
+    if args.example:
+        path = write_example(args.recipe)
+        print(f"example recipe written to {path}: run it with "
+              f"`pyannote-wavlm-prune recipe {path}`")
+        return 0
+    from ..recipe.run import Recipe
+
     results = Recipe.from_yaml(args.recipe).run(progress=not args.no_progress)
     for stage, path in results.items():
         print(f"{stage}: {path}")
