@@ -12,6 +12,8 @@ import importlib
 import os
 import sys
 
+from .commands.arguments import HelpFormatter
+
 # sub-command: (module of pyannote_wavlm_prune.commands, one-line help)
 COMMANDS = {
     "quickstart": ("quickstart", "the whole method on a simulated corpus, offline, on a CPU"),
@@ -43,7 +45,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     selected = _selected(argv)
     for name, (module_name, help_text) in COMMANDS.items():
-        subparser = subparsers.add_parser(name, help=help_text, description=help_text)
+        subparser = subparsers.add_parser(name, help=help_text, description=help_text,
+                                          formatter_class=HelpFormatter)
         if name == selected:
             module = importlib.import_module(f"pyannote_wavlm_prune.commands.{module_name}")
             module.add_arguments(subparser)

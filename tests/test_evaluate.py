@@ -131,6 +131,16 @@ def test_bench_reports_size_cost_and_speed_as_ratios_to_the_first_model(pruned):
     assert second.speedup == pytest.approx(first.seconds_per_batch / second.seconds_per_batch)
 
 
+def test_bench_shows_its_progress_batch_by_batch(pruned, capsys):
+    bench_segmentation([pruned, pruned], chunk_duration=1.0, batch_size=1, repeats=2, warmup=1,
+                       progress=True)
+    shown = capsys.readouterr().err
+    # (1 warm-up + 2 timed) batches for each of the 2 models
+    assert "batches" in shown and "6/6" in shown
+    bench_segmentation([pruned], chunk_duration=1.0, batch_size=1, repeats=1)
+    assert capsys.readouterr().err == ""  # off by default (a library call)
+
+
 def test_counted_macs_of_a_pruned_front_end_equal_the_cost_model(pruned):
     # FlopCounterMode alone misses CPU attention (scaled_dot_product_attention): 0 MACs
     waveforms = torch.randn(1, 8 * 16000)

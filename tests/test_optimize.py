@@ -88,6 +88,16 @@ def test_frozen_parameters_keep_their_value_and_the_first_trial_is_the_start(
     assert not [key for key in files[0] if "training_cache" in key or key == "pipeline_kwargs"]
 
 
+def test_optimize_shows_trial_i_of_n_and_still_runs_n_trials(pipeline_directory, tiny_protocol,
+                                                             capsys):
+    files = get_files(tiny_protocol, "development")[:1]
+    result = optimize_pipeline(pipeline_directory, files, num_iterations=3, show_progress=True)
+    assert result.num_trials == 3
+    shown = capsys.readouterr().err
+    assert "trials" in shown and "3/3" in shown
+    assert f"best {100 * result.loss:.2f} %" in shown
+
+
 def test_optimize_refuses_a_non_empty_output_before_searching(pipeline_directory, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(FileExistsError, match="exists and is not empty"):

@@ -7,7 +7,7 @@ from ..recipe.averaging import average_checkpoints, selected_checkpoints
 
 def add_arguments(parser):
     parser.add_argument("checkpoints", nargs="*", help="checkpoints to average")
-    parser.add_argument("--run", help="a stage's checkpoints/ directory: average its selection")
+    parser.add_argument("--run", help="a stage's checkpoints/ directory: average the epochs it selected")
     parser.add_argument("--output", required=True, help="averaged checkpoint to write")
 
 

@@ -2,8 +2,47 @@
 
 from __future__ import annotations
 
-from ..recipe.stages import distill_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+import argparse
+
+from .arguments import Default, KeyValues, resolve_defaults
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    budget_from,
+    get_protocol,
+    options_from,
+)
+
+TASKS = "pyannote_wavlm_prune.tasks.distill_prune"
+
+# options of `Distill` this command sets; the stage sets duration (--duration) and batch_size
+# (--batch-size); validation is on, the stage selecting its checkpoints with it
+DISTILL_OPTIONS = ("distilled_layers", "l1_weight", "cosine_weight", "learning_rate", "seed",
+                   "max_speakers_per_chunk", "num_workers")
+
+
+def add_distillation_arguments(parser: argparse.ArgumentParser, task: str = "Distill") -> None:
+    """The options of `Distill` (shared by DistillPrune), defaults read from `task`."""
+    target = f"{TASKS}:{task}"
+    group = parser.add_argument_group(f"distillation ({task})")
+    group.add_argument("--distilled-layers", type=int, nargs="+", metavar="INDEX", default=None,
+                       help="hidden states distilled, 0 = input of layer 1 (default: the input "
+                            "and every third layer, e.g. 0 4 8 12 for Base+)")
+    group.add_argument("--l1-weight", type=float, default=Default(f"{TASKS}:Distill", "l1_weight"),
+                       help="weight of the L1 part of the distillation loss")
+    group.add_argument("--cosine-weight", type=float,
+                       default=Default(f"{TASKS}:Distill", "cosine_weight"),
+                       help="weight of the cosine part of the distillation loss")
+    group.add_argument("--learning-rate", action=KeyValues,
+                       default=Default(f"{target}.LEARNING_RATE_DEFAULTS"),
+                       help="AdamW learning rates, by parameter group; groups not given keep "
+                            "their default")
+    group.add_argument("--seed", type=int, default=Default(f"{TASKS}:Distill", "seed"),
+                       help="seed of the per-step random state (gate samples, dropout)")
+    group.add_argument("--max-speakers-per-chunk", type=int, default=None,
+                       help="(default: the teacher's, so that the student keeps its classifier)")
+    group.add_argument("--num-workers", type=int, default=Default(f"{TASKS}:Distill", "num_workers"),
+                       help="data loading processes (0: in-process)")
 
 
 def add_arguments(parser):
@@ -11,11 +50,16 @@ def add_arguments(parser):
     parser.add_argument("--output", required=True, help="stage directory")
     parser.add_argument("--teacher", required=True, help="the unpruned teacher checkpoint")
     parser.add_argument("--student", required=True, help="the pruned checkpoint")
+    add_distillation_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
 
 
 def run(args) -> int:
+    args = resolve_defaults(args)  # the library's defaults, read from it now
+    from ..recipe.stages import distill_stage
+
     result = distill_stage(get_protocol(args), args.output, args.teacher, args.student,
+                           task_options=options_from(args, DISTILL_OPTIONS),
                            budget=budget_from(args), progress=not args.no_progress)
     print(result)
     return 0

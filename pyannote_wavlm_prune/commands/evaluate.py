@@ -12,15 +12,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", required=True, help="pyannote.database protocol")
     parser.add_argument("--database", action="append", default=[], metavar="YML",
                         help="database.yml to load (repeatable)")
-    parser.add_argument("--subset", default="test", choices=["train", "development", "test"])
+    parser.add_argument("--subset", default="test", choices=["train", "development", "test"],
+                        help="files scored")
     parser.add_argument("--collar", type=float, default=0.0,
-                        help="forgiveness collar in seconds (default 0)")
+                        help="forgiveness collar in seconds")
     parser.add_argument("--skip-overlap", action="store_true", help="do not score overlaps")
     parser.add_argument("--oracle-clustering", action="store_true",
                         help="group speakers with the reference: scores the segmentation alone")
-    parser.add_argument("--num-speakers", choices=["auto", "oracle"], default="auto")
+    parser.add_argument("--num-speakers", choices=["auto", "oracle"], default="auto",
+                        help="give the pipeline the reference number of speakers (oracle)")
     parser.add_argument("--segmentation-step", type=float, default=None,
-                        help="override the sliding window step (ratio of its duration)")
+                        help="override the sliding window step, a ratio of its duration "
+                             "(default: the pipeline's)")
     parser.add_argument("--rttm", metavar="DIR", help="write one <uri>.rttm per file here")
     parser.add_argument("--json", metavar="FILE", help="write per-file and total figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

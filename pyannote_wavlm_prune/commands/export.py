@@ -4,27 +4,47 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import Default, KeyValues, resolve_defaults
+
 CLUSTERINGS = ["AgglomerativeClustering", "KMeansClustering", "VBxClustering", "OracleClustering"]
+EXPORT = "pyannote_wavlm_prune.pipelines.export:export_pipeline"
+EMBEDDING = "pyannote_wavlm_prune.pipelines.embedding:train_embedding"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, help="pipeline directory to write")
     parser.add_argument("--segmentation", required=True, help="segmentation checkpoint")
-    parser.add_argument("--embedding", help="speaker embedding checkpoint (pyannote Model)")
-    parser.add_argument("--clustering", choices=CLUSTERINGS, default="AgglomerativeClustering")
+    parser.add_argument("--embedding", help="speaker embedding checkpoint (pyannote Model); "
+                                            "or --embedding-name, or --train-embedding")
+    parser.add_argument("--embedding-name", help="a Hugging Face embedding model that config.yaml "
+                                                 "names as it is (loaded from the hub or its cache)")
+    parser.add_argument("--clustering", choices=CLUSTERINGS, default=Default(EXPORT, "clustering"),
+                        help="how speakers are grouped across chunks")
     parser.add_argument("--plda", metavar="DIR",
                         help="directory with xvec_transform.npz and plda.npz (VBxClustering)")
     parser.add_argument("--params", metavar="YAML",
                         help="hyper-parameters: a YAML file with a 'params:' entry (or the "
                              "params themselves); defaults to the clustering's defaults")
-    parser.add_argument("--segmentation-step", type=float, default=0.1,
+    parser.add_argument("--segmentation-step", type=float,
+                        default=Default(EXPORT, "segmentation_step"),
                         help="step of the sliding window, as a ratio of its duration")
-    parser.add_argument("--segmentation-batch-size", type=int, default=1)
-    parser.add_argument("--embedding-batch-size", type=int, default=1)
+    parser.add_argument("--segmentation-batch-size", type=int,
+                        default=Default(EXPORT, "segmentation_batch_size"),
+                        help="chunks per segmentation forward pass")
+    parser.add_argument("--embedding-batch-size", type=int,
+                        default=Default(EXPORT, "embedding_batch_size"),
+                        help="(chunk, speaker) pairs per embedding forward pass")
+    parser.add_argument("--embedding-exclude-overlap", action=argparse.BooleanOptionalAction,
+                        default=Default(EXPORT, "embedding_exclude_overlap"),
+                        help="embed each speaker's non-overlapped speech only")
+    parser.add_argument("--der-variant", action=KeyValues,
+                        help="the DER the pipeline is optimized for, e.g. collar=0.25 "
+                             "skip_overlap=true (default: collar=0.0 skip_overlap=false)")
     parser.add_argument("--segmentation-runtime", default=None,
                         choices=["torch", "torch-int8", "onnxruntime", "onnxruntime-int8"],
                         help="how the pipeline runs its segmentation (config.yaml); the "
-                             "onnxruntime ones export the model to ONNX now")
+                             "onnxruntime ones export the model to ONNX now (default: as the "
+                             "checkpoint is)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     group = parser.add_argument_group(
         "offline embedding and PLDA, learnt from a protocol's training set")
@@ -33,13 +53,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="database.yml to load (repeatable)")
     group.add_argument("--train-embedding", action="store_true",
                        help="train an XVectorMFCC embedding (ArcFace) when --embedding is absent")
-    group.add_argument("--embedding-epochs", type=int, default=20)
+    group.add_argument("--embedding-epochs", type=int, default=Default(EMBEDDING, "max_epochs"),
+                       help="epochs of the embedding training")
     group.add_argument("--embedding-batches", type=int, default=None,
                        help="training batches per epoch (default: the whole training set)")
-    group.add_argument("--embedding-dimension", type=int, default=128)
+    group.add_argument("--embedding-dimension", type=int, default=Default(EMBEDDING, "dimension"),
+                       help="dimension of the speaker embedding")
+    group.add_argument("--embedding-duration", type=float, default=Default(EMBEDDING, "duration"),
+                       help="chunk duration of the embedding training, in seconds")
+    group.add_argument("--embedding-classes-per-batch", type=int,
+                       default=Default(EMBEDDING, "num_classes_per_batch"),
+                       help="speakers per embedding training batch")
+    group.add_argument("--embedding-chunks-per-class", type=int,
+                       default=Default(EMBEDDING, "num_chunks_per_class"),
+                       help="chunks per speaker in an embedding training batch")
+    group.add_argument("--embedding-seed", type=int, default=Default(EMBEDDING, "seed"),
+                       help="seed of the embedding training")
     group.add_argument("--estimate-plda", action="store_true",
                        help="estimate the PLDA of VBxClustering when --plda is absent")
-    group.add_argument("--lda-dimension", type=int, default=None)
+    group.add_argument("--lda-dimension", type=int, default=None,
+                       help="dimension kept by the LDA before the PLDA (default: min(dimension, "
+                            "speakers - 1), capped at 128)")
 
 
 def _protocol(args):
@@ -51,6 +85,7 @@ def _protocol(args):
 
 
 def run(args: argparse.Namespace) -> int:
+    args = resolve_defaults(args)  # the library's defaults, read from it now
     from pathlib import Path
 
     import yaml
@@ -71,7 +106,10 @@ def run(args: argparse.Namespace) -> int:
         if args.embedding_batches is not None:
             trainer_options["limit_train_batches"] = args.embedding_batches
         embedding = train_embedding(_protocol(args), dimension=args.embedding_dimension,
-                                    max_epochs=args.embedding_epochs,
+                                    duration=args.embedding_duration,
+                                    num_classes_per_batch=args.embedding_classes_per_batch,
+                                    num_chunks_per_class=args.embedding_chunks_per_class,
+                                    max_epochs=args.embedding_epochs, seed=args.embedding_seed,
                                     trainer_options=trainer_options)
     plda = args.plda
     if plda is None and args.estimate_plda:
@@ -87,7 +125,10 @@ def run(args: argparse.Namespace) -> int:
         plda=plda,
         clustering=args.clustering,
         params=params,
+        embedding_name=args.embedding_name,
         segmentation_step=args.segmentation_step,
+        embedding_exclude_overlap=args.embedding_exclude_overlap,
+        der_variant=args.der_variant,
         segmentation_batch_size=args.segmentation_batch_size,
         embedding_batch_size=args.embedding_batch_size,
         segmentation_runtime=args.segmentation_runtime,

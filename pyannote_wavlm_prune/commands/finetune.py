@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from ..recipe.stages import finetune_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .arguments import resolve_defaults
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    budget_from,
+    get_protocol,
+    options_from,
+)
+from .train import TASK_OPTIONS, add_task_arguments
 
 
 def add_arguments(parser):
@@ -11,12 +18,18 @@ def add_arguments(parser):
     parser.add_argument("--output", required=True, help="stage directory")
     parser.add_argument("--model", required=True, help="checkpoint whose WavLM is kept")
     parser.add_argument("--keep-back-end", action="store_true",
-                        help="fine-tune the model's own back end rather than a fresh one")
+                        help="fine-tune the model's own back end rather than a fresh one "
+                             "(default: a fresh back end)")
+    add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
 
 
 def run(args) -> int:
+    args = resolve_defaults(args)  # the library's defaults, read from it now
+    from ..recipe.stages import finetune_stage
+
     result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
-                            fresh_back_end=not args.keep_back_end, progress=not args.no_progress)
+                            fresh_back_end=not args.keep_back_end, progress=not args.no_progress,
+                            task_options=options_from(args, TASK_OPTIONS))
     print(result)
     return 0

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import Default, resolve_defaults
+
+OPTIMIZE = "pyannote_wavlm_prune.pipelines.optimize:optimize_pipeline"
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline", help="pipeline directory (or its config.yaml)")
@@ -12,19 +16,25 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--database", action="append", default=[], metavar="YML",
                         help="database.yml to load (repeatable)")
     parser.add_argument("--subset", default="development",
-                        choices=["train", "development", "test"])
-    parser.add_argument("--iterations", type=int, default=50, help="number of trials")
-    parser.add_argument("--num-speakers", choices=["auto", "oracle"], default="auto",
+                        choices=["train", "development", "test"], help="files tuned on")
+    parser.add_argument("--iterations", type=int, default=Default(OPTIMIZE, "num_iterations"),
+                        help="number of trials")
+    parser.add_argument("--num-speakers", choices=["auto", "oracle"],
+                        default=Default(OPTIMIZE, "num_speakers"),
                         help="give the pipeline the reference number of speakers (oracle)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the TPE sampler")
+    parser.add_argument("--seed", type=int, default=Default(OPTIMIZE, "seed"),
+                        help="seed of the TPE sampler")
     parser.add_argument("--journal", help="optuna journal file (.journal) to resume from")
+    parser.add_argument("--study-name", default=Default(OPTIMIZE, "study_name"),
+                        help="name of the study in --journal")
     parser.add_argument("--freeze-min-duration-off", type=float, default=None, metavar="SECONDS",
-                        help="keep segmentation.min_duration_off at this value")
+                        help="keep segmentation.min_duration_off at this value (default: tuned)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    args = resolve_defaults(args)  # the library's defaults, read from it now
     from ..pipelines.evaluate import get_files
     from ..pipelines.optimize import optimize_pipeline
     from .common import get_protocol
@@ -42,6 +52,7 @@ def run(args: argparse.Namespace) -> int:
         num_speakers=args.num_speakers,
         freeze=freeze,
         journal=args.journal,
+        study_name=args.study_name,
         show_progress=not args.no_progress,
         overwrite=args.overwrite,
         extra={"protocol": args.protocol, "subset": args.subset},

@@ -2,51 +2,73 @@
 
 from __future__ import annotations
 
-import inspect
+import argparse
 
-from ..recipe.stages import prune_stage
-from ..tasks import DistillPrune
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .arguments import Default, resolve_defaults
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    budget_from,
+    get_protocol,
+    options_from,
+)
+from .distill import DISTILL_OPTIONS, TASKS, add_distillation_arguments
 
-# options of DistillPrune this command sets; unset, the task's own defaults apply
-TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "controller")
+DISTILL_PRUNE = f"{TASKS}:DistillPrune"
+PRUNE_STAGE = "pyannote_wavlm_prune.recipe.stages:prune_stage"
 
-
-def _default(name: str, function=DistillPrune.__init__):
-    return inspect.signature(function).parameters[name].default
+# options of DistillPrune this command sets (those of Distill included)
+TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "warmup_steps", "units", "controller",
+                "decay", *DISTILL_OPTIONS)
+# options of prune_stage
+STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
     parser.add_argument("--output", required=True, help="stage directory")
     parser.add_argument("--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
-    parser.add_argument("--sparsity", type=float,
-                        help=f"target sparsity in [0, 1) (default: {_default('sparsity')})")
-    parser.add_argument("--objective", choices=["params", "macs"],
-                        help=f"what the sparsity counts (default: {_default('objective')})")
-    parser.add_argument("--warmup-epochs", type=float,
-                        help=f"epochs of the target's linear warm-up (default: "
-                             f"{_default('warmup_epochs')})")
-    parser.add_argument("--controller", choices=["projection", "lagrangian"],
-                        help="how the sparsity follows the target (default: "
-                             f"{_default('controller')})")
-    parser.add_argument("--no-exact", action="store_true",
-                        help="prune by the gates alone, without finishing exactly at the budget")
-    parser.add_argument("--tolerance", type=float, default=_default("tolerance", prune_stage),
-                        help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are "
-                             "averaged (default: %(default)s)")
-    parser.add_argument("--stop-at-target", action="store_true",
-                        help="stop once the pruned structure reaches SPARSITY - TOLERANCE")
+    group = parser.add_argument_group("pruning (DistillPrune)")
+    group.add_argument("--sparsity", type=float, default=Default(DISTILL_PRUNE, "sparsity"),
+                       help="target sparsity in [0, 1)")
+    group.add_argument("--objective", choices=["params", "macs"],
+                       default=Default(DISTILL_PRUNE, "objective"),
+                       help="what the sparsity counts: WavLM parameters, or MACs per chunk")
+    group.add_argument("--warmup-epochs", type=float, default=Default(DISTILL_PRUNE, "warmup_epochs"),
+                       help="epochs of the target's linear warm-up")
+    group.add_argument("--warmup-steps", type=int, default=None,
+                       help="the warm-up in optimisation steps (default: --warmup-epochs decides)")
+    group.add_argument("--units", nargs="+", default=Default(DISTILL_PRUNE, "units"),
+                       help="gated units, some of conv head ffn attention_layer ffn_layer")
+    group.add_argument("--controller", choices=["projection", "lagrangian"],
+                       default=Default(DISTILL_PRUNE, "controller"),
+                       help="how the sparsity follows the target")
+    group.add_argument("--decay", action=argparse.BooleanOptionalAction,
+                       default=Default(DISTILL_PRUNE, "decay"),
+                       help="decay the learning rates linearly to 0 after the warm-up")
+    group.add_argument("--exact", action=argparse.BooleanOptionalAction,
+                       default=Default(PRUNE_STAGE, "exact"),
+                       help="finish exactly at the budget (--no-exact: prune by the gates alone)")
+    group.add_argument("--tolerance", type=float, default=Default(PRUNE_STAGE, "tolerance"),
+                       help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are "
+                            "averaged")
+    group.add_argument("--stop-at-target", action=argparse.BooleanOptionalAction,
+                       default=Default(PRUNE_STAGE, "stop_at_target"),
+                       help="stop once the pruned structure reaches SPARSITY - TOLERANCE")
+    add_distillation_arguments(parser, task="DistillPrune")
     add_budget_arguments(parser, max_epochs=30)
 
 
 def run(args) -> int:
-    options = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name) is not None}
-    result = prune_stage(get_protocol(args), args.output, args.teacher, tolerance=args.tolerance,
-                         exact=not args.no_exact, stop_at_target=args.stop_at_target,
-                         budget=budget_from(args), progress=not args.no_progress, **options)
+    args = resolve_defaults(args)  # the library's defaults, read from it now
+    from ..models.loading import load_model
+    from ..recipe.stages import prune_stage
+
+    result = prune_stage(get_protocol(args), args.output, args.teacher,
+                         task_options=options_from(args, TASK_OPTIONS), budget=budget_from(args),
+                         progress=not args.no_progress, **options_from(args, STAGE_OPTIONS))
     print(result)
-    report = result.parent / "pruning.json"
-    if report.is_file():
-        print(report.read_text())
+    pruned = load_model(result, "pruned")
+    num_samples = round(pruned.specifications.duration * pruned.hparams.sample_rate)
+    print(pruned.structure.summary(num_samples))
     return 0

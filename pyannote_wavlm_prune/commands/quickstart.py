@@ -6,8 +6,8 @@ from __future__ import annotations
 def add_arguments(parser):
     parser.add_argument("--output", default="quickstart", help="experiment directory")
     parser.add_argument("--data", default="data/simulated/quickstart", help="corpus directory")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stage (default: 0)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--verbose", action="store_true",
                         help="show the libraries' warnings and Lightning's messages (hidden by default)")
 

@@ -12,8 +12,9 @@ from ..data.simulate import MARKER, simulate
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `pyannote-wavlm-prune simulate`."""
     parser.add_argument("root", nargs="?", help="output folder (default: data/simulated/<preset>)")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
+                        help="corpus size and voices (tiny: seconds to build, for tests)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the whole corpus")
     parser.add_argument("--overlap", type=float, help="overlap ratio in [0, 1) (default: preset's)")
     parser.add_argument(
         "--speakers", type=_int_range, help="speakers per conversation: N or MIN-MAX"

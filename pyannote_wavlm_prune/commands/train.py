@@ -2,26 +2,81 @@
 
 from __future__ import annotations
 
-from ..recipe.run import resolve_wavlm_option
-from ..recipe.stages import train_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+import argparse
+
+from .arguments import Default, KeyValues, resolve_defaults
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    budget_from,
+    get_protocol,
+    options_from,
+)
+
+MODEL = "pyannote_wavlm_prune.models.wavlm_segmentation:WavLMSegmentation"
+TASK = "pyannote_wavlm_prune.recipe.training:diarization_task"
+
+# options of WavLMSegmentation this command sets. Not here: structure, gates and
+# gates_objective (a teacher is whole: `prune` removes units), pruned_norms (only for a pruned
+# structure), sample_rate and num_channels (WavLM's: 16 kHz mono), task (the stage's).
+MODEL_OPTIONS = ("wavlm", "freeze_wavlm", "cnn_gradient_scale", "projection", "conformer",
+                 "learning_rate", "layer_weighting", "conv_output_scale", "waveform_norm_eps")
+# options of `diarization_task` (duration and batch_size: the training budget's)
+TASK_OPTIONS = ("max_speakers_per_chunk", "num_workers")
+
+
+def add_task_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `diarization_task` beyond the training budget's."""
+    group = parser.add_argument_group("diarization task")
+    group.add_argument("--max-speakers-per-chunk", type=int,
+                       default=Default(TASK, "max_speakers_per_chunk"),
+                       help="speakers of a chunk the powerset classes cover")
+    group.add_argument("--num-workers", type=int, default=Default(TASK, "num_workers"),
+                       help="data loading processes (0: in-process)")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
     parser.add_argument("--output", required=True, help="stage directory")
-    parser.add_argument("--wavlm", default="microsoft/wavlm-base-plus",
-                        help="model name, local directory, or preset:tiny|base_plus|large")
-    parser.add_argument("--freeze-wavlm", action="store_true")
+    group = parser.add_argument_group("model (WavLMSegmentation)")
+    group.add_argument("--wavlm", default=Default(f"{MODEL}.WAVLM_DEFAULT"),
+                       help="pretrained WavLM: a Hugging Face name (needs the hub or its cache), "
+                            "a local directory, or preset:tiny|base_plus|large for a random "
+                            "initialisation that needs nothing (preset:tiny to try it offline)")
+    group.add_argument("--freeze-wavlm", action=argparse.BooleanOptionalAction,
+                       default=Default(MODEL, "freeze_wavlm"), help="train the back end only")
+    group.add_argument("--cnn-gradient-scale", type=float,
+                       default=Default(MODEL, "cnn_gradient_scale"),
+                       help="gradient scale of WavLM's CNN feature encoder")
+    group.add_argument("--projection", action=KeyValues, default=Default(f"{MODEL}.PROJECTION_DEFAULTS"),
+                       help="projection after WavLM; keys not given keep their default")
+    group.add_argument("--conformer", action=KeyValues, default=Default(f"{MODEL}.CONFORMER_DEFAULTS"),
+                       help="Conformer back end; keys not given keep their default")
+    group.add_argument("--learning-rate", action=KeyValues,
+                       default=Default(f"{MODEL}.LEARNING_RATE_DEFAULTS"),
+                       help="AdamW learning rates of WavLM and of the back end")
+    group.add_argument("--layer-weighting", choices=["softmax", "linear"],
+                       default=Default(MODEL, "layer_weighting"),
+                       help="how the hidden states of every layer are combined")
+    group.add_argument("--conv-output-scale", action=argparse.BooleanOptionalAction,
+                       default=Default(MODEL, "conv_output_scale"),
+                       help="a fixed per-channel scale on the last CNN output (DiariZen's)")
+    group.add_argument("--waveform-norm-eps", type=float, default=Default(MODEL, "waveform_norm_eps"),
+                       help="epsilon of the Large family's waveform normalisation")
+    add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)
 
 
 def run(args) -> int:
-    wavlm = args.wavlm
-    if wavlm.startswith("preset:"):
-        wavlm = resolve_wavlm_option({"preset": wavlm.split(":", 1)[1]})
-    result = train_stage(get_protocol(args), args.output,
-                         model_options={"wavlm": wavlm, "freeze_wavlm": args.freeze_wavlm},
-                         budget=budget_from(args), progress=not args.no_progress)
+    args = resolve_defaults(args)  # the library's defaults, read from it now
+    from ..recipe.run import resolve_wavlm_option
+    from ..recipe.stages import train_stage
+
+    model_options = options_from(args, MODEL_OPTIONS)
+    if args.wavlm.startswith("preset:"):
+        model_options["wavlm"] = resolve_wavlm_option({"preset": args.wavlm.split(":", 1)[1]})
+    result = train_stage(get_protocol(args), args.output, model_options=model_options,
+                         task_options=options_from(args, TASK_OPTIONS), budget=budget_from(args),
+                         progress=not args.no_progress)
     print(result)
     return 0

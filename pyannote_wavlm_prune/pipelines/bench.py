@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from pyannote.audio import Model
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+from tqdm.auto import tqdm
 
 from ..models.loading import load_model
 from ..wavlm.cost import expected_macs
@@ -101,6 +102,7 @@ def bench_segmentation(
     num_threads: int | None = None,
     device: str | torch.device = "cpu",
     names: Sequence[str] | None = None,
+    progress: bool = False,
 ) -> list[BenchResult]:
     """Time segmentation inference on batches of chunks, the models taking turns
 
@@ -123,6 +125,8 @@ def bench_segmentation(
         Defaults to "cpu".
     names : sequence of str, optional
         Display names. Defaults to the checkpoint paths (or class names).
+    progress : bool, optional
+        A progress bar over the batches (warm-up and timed, every model). Defaults to False.
 
     Returns
     -------
@@ -151,14 +155,18 @@ def bench_segmentation(
                                  generator=generator).to(device)
             inputs.append(chunks)
             macs.append(count_macs(model, chunks[:1]))
-        with torch.inference_mode():
+        bar = tqdm(total=(warmup + repeats) * len(loaded), desc="batches", unit="batch",
+                   disable=not progress)
+        with torch.inference_mode(), bar:
             for model, chunks in zip(loaded, inputs, strict=True):
                 for _ in range(warmup):
                     model(chunks)
+                    bar.update()
             # round robin: a slow spell of the machine slows every model, not just one
             for _ in range(repeats):
                 for index, (model, chunks) in enumerate(zip(loaded, inputs, strict=True)):
                     timings[index].append(time_forward(model, chunks, device))
+                    bar.update()
         used_threads = torch.get_num_threads()
 
     results = [

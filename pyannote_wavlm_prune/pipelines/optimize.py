@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from optuna.samplers import TPESampler
 from pyannote.pipeline import Optimizer
+from tqdm.auto import tqdm
 
 from .export import load_pipeline, save_pipeline
 from .offline import SpeakerDiarization
@@ -70,7 +71,8 @@ def optimize_pipeline(
     study_name : str, optional
         Name of the study in `journal`.
     show_progress : bool, optional
-        Progress bar over the files of each trial. Defaults to True.
+        Progress bars over the trials (with the best loss so far) and over the files of
+        the current trial. Defaults to True.
     overwrite : bool, optional
         Replace a non-empty `output` directory. Defaults to False.
     extra : dict, optional
@@ -123,11 +125,17 @@ def optimize_pipeline(
     )
     # frozen parameters are no longer part of the search space
     warm_start = _searchable(pipeline, warm_start)
+    # one trial per call, to show "trial i/N" and the best DER so far; the files of the
+    # current trial get pyannote.pipeline's own bar, below
+    within_trial = {"desc": "files", "leave": False, "position": 1} if show_progress else False
+    trials = tqdm(range(num_iterations), desc="trials", unit="trial", disable=not show_progress)
     try:
-        result = optimizer.tune(
-            files, n_iterations=num_iterations, warm_start=warm_start, show_progress=show_progress
-        )
+        for trial in trials:
+            result = optimizer.tune(files, n_iterations=1, show_progress=within_trial,
+                                    warm_start=warm_start if trial == 0 else None)
+            trials.set_postfix_str(f"best {100 * result['loss']:.2f} %")
     finally:
+        trials.close()
         pipeline.training = False
         for file in files:
             # leave the files as they came: the Optimizer caches segmentations and

@@ -40,10 +40,11 @@ class Recipe:
           checkpoint: teacher.ckpt                         # a fine-tuned WavLMSegmentation, or:
           model: {wavlm: microsoft/wavlm-base-plus}        # WavLMSegmentation options
           budget: {max_epochs: 20, batch_size: 32}         # see Budget
+          task: {max_speakers_per_chunk: 4}                # see diarization_task
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
                 exact: true, budget: {...}, task: {...}}   # see prune_stage
         distill: {budget: {...}, task: {...}}
-        finetune: {budget: {...}, fresh_back_end: true}
+        finetune: {budget: {...}, fresh_back_end: true, task: {...}}
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
@@ -84,7 +85,8 @@ class Recipe:
             model_options = dict(self.teacher.get("model") or {})
             model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
             results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
-                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress)
+                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
+                                             task_options=self.teacher.get("task"))
         options = dict(self.prune)
         prune_budget = Budget.from_dict(options.pop("budget", None))
         task_options = options.pop("task", None)
@@ -99,7 +101,7 @@ class Recipe:
         results["final"] = finetune_stage(protocol, root / "4-finetune", results["distilled"],
                                           budget=Budget.from_dict(self.finetune.get("budget")),
                                           fresh_back_end=self.finetune.get("fresh_back_end", True),
-                                          progress=progress)
+                                          progress=progress, task_options=self.finetune.get("task"))
         return results
 
 

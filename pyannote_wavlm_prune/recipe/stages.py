@@ -120,11 +120,13 @@ def train_stage(
     model_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     progress: bool = True,
+    task_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Fine-tune a WavLMSegmentation for diarization; return its averaged checkpoint
 
     `model`: a model to fine-tune (for example one with a fresh back end); otherwise a new
-    WavLMSegmentation(**model_options). Writes `directory`/model.ckpt.
+    WavLMSegmentation(**model_options). `task_options`: further `diarization_task` options
+    (max_speakers_per_chunk, num_workers, ...). Writes `directory`/model.ckpt.
     """
     directory = Path(directory)
     output = directory / "model.ckpt"
@@ -132,7 +134,7 @@ def train_stage(
         return output
     budget = budget or Budget()
     task = diarization_task(protocol, duration=budget.duration or 8.0, batch_size=budget.batch_size,
-                            cache_dir=directory)
+                            cache_dir=directory, **dict(task_options or {}))
     if model is None:
         model = WavLMSegmentation(**dict(model_options or {}))
     model.task = task
@@ -264,6 +266,7 @@ def finetune_stage(
     budget: Budget | None = None,
     fresh_back_end: bool = True,
     progress: bool = True,
+    task_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Diarization fine-tuning of a (pruned) model; writes `directory`/model.ckpt
 
@@ -271,7 +274,7 @@ def finetune_stage(
     the back end `model` carries: after distillation, the teacher's, which already reads
     the distilled hidden states. Keeping it recovers more in short budgets (the quickstart)
     and ties the pruned model's accuracy to the teacher's rather than to a second,
-    independent training of the back end.
+    independent training of the back end. `task_options`: see `train_stage`.
     """
     if fresh_back_end:
         model = with_fresh_back_end(model)
@@ -280,6 +283,7 @@ def finetune_stage(
         model = copy.deepcopy(load_model(model, "model", expected=WavLMSegmentation, strict=False))
         for parameter in model.parameters():
             parameter.requires_grad = True
-    return train_stage(protocol, directory, model=model, budget=budget, progress=progress)
+    return train_stage(protocol, directory, model=model, budget=budget, progress=progress,
+                       task_options=task_options)
 
 

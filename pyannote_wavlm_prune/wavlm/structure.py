@@ -216,6 +216,31 @@ class Structure:
         full = Structure.full(self.config)
         return 1.0 - self.cost(metric, num_samples) / full.cost(metric, num_samples)
 
+    def summary(self, num_samples: int | None = None) -> str:
+        """A few lines for a person: WavLM parameters (and MACs) kept, and the kept units
+
+        num_samples: length of one chunk, to count MACs too (none without it).
+        """
+        full = Structure.full(self.config)
+        lines = [f"WavLM parameters: {self.params():,} of {full.params():,} "
+                 f"(sparsity {self.sparsity('params'):.4f})"]
+        if num_samples is not None:
+            lines.append(f"WavLM MACs per chunk of {num_samples:,} samples: "
+                         f"{self.macs(num_samples):,} of {full.macs(num_samples):,} "
+                         f"(sparsity {self.sparsity('macs', num_samples):.4f})")
+        config = self.config
+        lines.append(f"CNN channels: {' '.join(map(str, self.conv_channels))} "
+                     f"(of {' '.join(map(str, config.conv_dim))})")
+        lines.append(f"heads per layer: {' '.join(str(len(h)) for h in self.kept_heads)} "
+                     f"(of {config.num_attention_heads})")
+        lines.append(f"FFN widths: {' '.join(map(str, self.ffn_widths))} "
+                     f"(of {config.intermediate_size})")
+        for key in OPTIONAL_KEYS:
+            removed = [index for index, kept in enumerate(getattr(self, key)) if not kept]
+            if removed:
+                lines.append(f"{key.replace('_', ' ')} removed: {' '.join(map(str, removed))}")
+        return "\n".join(lines)
+
 
 METRICS = ("params", "macs")
 
