@@ -18,6 +18,7 @@ from pyannote.audio.sample import SAMPLE_FILE
 
 from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.commands import export as export_command
+from pyannote_wavlm_prune.commands.arguments import resolve_defaults
 from pyannote_wavlm_prune.pipelines import (
     AudioDecodingError,
     SpeakerDiarization,
@@ -102,6 +103,43 @@ def test_config_names_our_class_and_subfolders_of_its_own_directory(exported):
     assert set(config["dependencies"]) == {"pyannote.audio", "pyannote-wavlm-prune"}
     names = sorted(p.name for p in exported.iterdir())
     assert names == ["config.yaml", "embedding", "segmentation"]
+
+
+def test_exported_config_runs_32_chunks_per_batch_as_pyannote_hub_pipelines(tmp_path, pruned,
+                                                                              embedding):
+    # pyannote's class defaults to 1 chunk per forward pass: slow, and not what its hub
+    # pipelines (speaker-diarization-3.1, community-1) write
+    directory = export_pipeline(tmp_path / "pipeline", pruned, embedding, params=AGGLOMERATIVE)
+    params = read_config(directory)["pipeline"]["params"]
+    assert params["segmentation_batch_size"] == params["embedding_batch_size"] == 32
+    pipeline = Pipeline.from_pretrained(directory)
+    assert pipeline.segmentation_batch_size == pipeline.embedding_batch_size == 32
+    # and the command writes the same by default
+    parser = argparse.ArgumentParser()
+    export_command.add_arguments(parser)
+    args = resolve_defaults(parser.parse_args(["--output", "x", "--segmentation", "s.ckpt"]))
+    assert args.segmentation_batch_size == args.embedding_batch_size == 32
+
+
+def test_exported_pipeline_gives_both_outputs_and_diarizes_a_list_of_files(exported):
+    # pyannote 4's conventions: a DiarizeOutput with the exclusive diarization beside the
+    # full one, and a list of files in one call giving (file, output) pairs
+    pipeline = Pipeline.from_pretrained(exported)
+    single = pipeline(SAMPLE_FILE["audio"])
+    files = [{"uri": "first", "audio": SAMPLE_FILE["audio"]},
+             {"uri": "second", "audio": SAMPLE_FILE["audio"]}]
+    pairs = list(pipeline(files))
+    assert [file["uri"] for file, _ in pairs] == ["first", "second"]
+    for _, output in pairs:
+        diarization = output.speaker_diarization
+        exclusive = output.exclusive_speaker_diarization
+        assert rttm(diarization) == rttm(single.speaker_diarization)
+        assert rttm(exclusive) == rttm(single.exclusive_speaker_diarization)
+        assert len(diarization) > 0 and len(exclusive) > 0
+        # exclusive: at most one speaker at a time, covering what the full one covers
+        assert exclusive.get_overlap().duration() == 0.0
+        assert exclusive.get_timeline().support().duration() == pytest.approx(
+            diarization.get_timeline().support().duration(), abs=0.1)
 
 
 def test_exported_segmentation_is_the_pruned_model(exported, pruned):

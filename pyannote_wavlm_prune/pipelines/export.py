@@ -34,7 +34,7 @@ from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from .embedding import untrained_embedding
-from .offline import CLUSTERINGS, SpeakerDiarization
+from .offline import CLUSTERINGS, EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
 # the class config.yaml names: a public interface, never move it without a shim
@@ -89,8 +89,8 @@ def export_pipeline(
     *,
     segmentation_step: float = 0.1,
     embedding_exclude_overlap: bool = False,
-    segmentation_batch_size: int = 1,
-    embedding_batch_size: int = 1,
+    segmentation_batch_size: int = SEGMENTATION_BATCH_SIZE,
+    embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
     der_variant: Mapping[str, Any] | None = None,
     segmentation_runtime: str | None = None,
     extra: Mapping[str, Any] | None = None,

@@ -27,6 +27,11 @@ from ..deploy.runtime import check_runtime, segmentation_for_runtime
 
 CLUSTERINGS = tuple(Clustering.__members__)
 
+# Chunks per forward pass, those of pyannote's own hub pipelines (speaker-diarization-3.1,
+# speaker-diarization-community-1); pyannote's class defaults to 1, one chunk at a time.
+SEGMENTATION_BATCH_SIZE = 32
+EMBEDDING_BATCH_SIZE = 32
+
 # Clusterings that group speakers with a speaker embedding model.
 
 # Hyper-parameters a pipeline starts from when none are given. Agglomerative values are those
@@ -90,6 +95,9 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         "onnxruntime" or "onnxruntime-int8" (see `pyannote_wavlm_prune.deploy.RUNTIMES`).
         Defaults to None: as its checkpoint is (a torch model, or an ONNX graph for a
         checkpoint of `OnnxSegmentation`). Written in config.yaml by `export_pipeline`.
+    segmentation_batch_size, embedding_batch_size : int, optional
+        Chunks per forward pass. Default to 32, as pyannote's hub pipelines (pyannote's
+        class defaults to 1).
 
     Differences in behaviour, each fixing a trap of pyannote 4.0.7:
 
@@ -111,6 +119,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         plda: Any = None,
         clustering: str = "AgglomerativeClustering",
         segmentation_runtime: str | None = None,
+        segmentation_batch_size: int = SEGMENTATION_BATCH_SIZE,
+        embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
         **kwargs,
     ):
         if clustering not in CLUSTERINGS:
@@ -145,6 +155,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             embedding=embedding,
             plda=plda,
             clustering=clustering,
+            segmentation_batch_size=segmentation_batch_size,
+            embedding_batch_size=embedding_batch_size,
             **kwargs,
         )
         self.segmentation_runtime = segmentation_runtime
