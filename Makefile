@@ -3,7 +3,7 @@
 export HF_HUB_OFFLINE := 1
 export PYANNOTE_METRICS_ENABLED := 0
 
-.PHONY: quickstart test lint bench setup
+.PHONY: quickstart test test-oldest-torch lint bench setup
 
 setup: .venv/.installed
 
@@ -15,6 +15,27 @@ quickstart: .venv/.installed
 
 test: .venv/.installed
 	.venv/bin/python -m pytest -q --durations=15
+
+# The lowest torch pyproject.toml claims, in an environment that shares .venv's other packages
+# (scripts/shared_venv.py): the tests of the parts that touch torch most (model, pruning
+# equivalence, export, ONNX deployment, pipeline). `make test` runs the whole suite on the
+# newest torch the range admits; CI (.ci/run) runs both.
+OLDEST_TORCH := torch==2.11.0 torchaudio==2.11.0
+OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model_pruning.py \
+	tests/test_export.py tests/test_deploy.py tests/test_pipeline.py
+
+.venv-oldest-torch/.installed: .venv/.installed
+	rm -rf .venv-oldest-torch
+	.venv/bin/python scripts/shared_venv.py .venv-oldest-torch \
+		--without torch torchaudio triton 'nvidia-*' 'cuda-*' pyannote-wavlm-prune
+	.venv-oldest-torch/bin/python -m pip install --quiet --disable-pip-version-check $(OLDEST_TORCH) 2>&1 \
+		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	.venv-oldest-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
+		--no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
+	touch $@
+
+test-oldest-torch: .venv-oldest-torch/.installed
+	.venv-oldest-torch/bin/python -m pytest -q $(OLDEST_TORCH_TESTS)
 
 lint: .venv/.installed
 	.venv/bin/ruff check .
