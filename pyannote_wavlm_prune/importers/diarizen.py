@@ -35,12 +35,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import tomllib
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import tomllib
 import torch
 import yaml
 from pyannote.audio.core.task import Problem, Resolution, Specifications
