@@ -217,3 +217,18 @@ def test_structure_summary_states_what_pruning_kept():
     assert f"{structure.macs(32000):,} of {full.macs(32000):,}" in lines[1]
     assert lines[2:] == ["CNN channels: 16 24 8 32 12 20 32 (of 32 32 32 32 32 32 32)",
                          "heads per layer: 2 1 (of 4)", "FFN widths: 16 40 (of 64)"]
+
+
+def test_building_the_stage_parsers_imports_neither_torch_nor_pyannote_audio():
+    # defaults are read from the library when a command runs (or --help), not to parse
+    import subprocess
+    import sys
+
+    commands = ["train", "prune", "distill", "finetune", "recipe", "export", "optimize", "bench"]
+    script = ("import sys\nfrom pyannote_wavlm_prune.cli import build_parser\n"
+              f"for name in {commands}:\n    build_parser([name])\n"
+              "print(sorted({'torch', 'pyannote.audio', 'lightning'} & set(sys.modules)))")
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "[]"
