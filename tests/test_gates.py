@@ -199,6 +199,21 @@ def test_removing_gates_restores_the_ungated_network():
     assert frontend.state_dict().keys() == state.keys()
 
 
+@pytest.mark.parametrize("pruned_norms", ["original", "kept"])
+def test_removing_gates_restores_the_ungated_pruned_network(pruned_norms):
+    frontend = tiny_frontend("large", num_layers=2, structure=PRUNED, pruned_norms=pruned_norms)
+    waveforms = torch.randn(1, 8000)
+    with torch.no_grad():
+        before = frontend(waveforms)
+        attach_frontend_gates(frontend, UNITS)
+        randomise_gates(frontend)
+        gated = frontend(waveforms)
+        remove_frontend_gates(frontend)
+        after = frontend(waveforms)
+    assert max_abs_diff(before, gated) > 1e-2
+    assert max_abs_diff(before, after) == 0.0
+
+
 def test_each_gate_is_sampled_once_per_forward_pass():
     frontend = tiny_frontend(num_layers=2).train()
     attach_frontend_gates(frontend, UNITS)

@@ -27,7 +27,11 @@ of independent gates' expectations (C^_{l-1} C^_l, A^_j H^_j). Parts that exist 
 something is kept or removed use the exact probability of that event: the gate projection
 of a layer exists iff one of its heads is open (1 - prod(1 - p_i)); the feature projection
 carries one extra vector of E parameters iff a channel of the last CNN layer is closed
-(1 - prod(p_i)), see `units.conv.PrunedFeatureProjection`. All gates open: exact counts.
+(1 - prod(p_i)) or was pruned before, and never under plain norms over the kept channels
+(pruned_norms="kept"), see `units.conv.PrunedFeatureProjection`. All gates open: exact counts.
+
+A gated front end that is already pruned has gates on its kept units only: its expected
+sizes, and every sparsity, are still relative to the unpruned architecture of its config.
 """
 
 from __future__ import annotations
