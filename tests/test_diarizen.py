@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -27,6 +28,7 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from pyannote_wavlm_prune import attach_gates, import_diarizen, prune, save_checkpoint
 from pyannote_wavlm_prune.importers.diarizen import diarizen_model
+from pyannote_wavlm_prune.wavlm import UNITS, expected_params
 from pyannote_wavlm_prune.wavlm.published import (
     PUBLISHED_STRUCTURES,
     REFERENCE_BASE_PLUS_S80,
@@ -377,7 +379,7 @@ def test_published_structures_have_diarizen_s_head_indices_and_removed_blocks():
 
 @pytest.mark.parametrize("name", ["wavlm_base_s80_md", "wavlm_large_s80_md"])
 def test_cost_model_counts_the_parameters_of_an_imported_front_end(name):
-    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd, expected_params
+    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd
 
     config, structure = published_structure(name)
     frontend = WavLMFrontEnd(config, structure=structure, conv_output_scale=True,
@@ -436,14 +438,70 @@ def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_p
     assert sparsity >= 0.28
     # DiariZen's options survive pruning; its last-CNN scale is folded, so outputs agree
     assert pruned.hparams.layer_weighting == "linear" and pruned.hparams.conv_output_scale
-    assert pruned.hparams.pruned_norms == "original"
+    assert pruned.hparams.pruned_norms == "kept"  # pruning keeps the model's norm semantics
     waves = waveforms()
     assert (probabilities(pruned, waves) - probabilities(student, waves)).abs().max() <= 1e-5
 
 
-def test_gates_do_not_attach_to_an_imported_pruned_model_yet(tiny_hub):
-    # the blocker for pruning DiariZen's s80 further (s80 -> s90): see the report
+def test_an_imported_pruned_model_is_gated_and_pruned_further_exactly(tiny_hub):
     state = tiny_hub[1]
     model = diarizen_model(state, model_args(TINY_PRUNED, TINY_BACKEND), structure=TINY_PRUNED)
-    with pytest.raises(ValueError, match="The front end is pruned"):
-        attach_gates(model)
+    gated = attach_gates(copy.deepcopy(model), units=UNITS)
+    generator = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for name, parameter in gated.frontend.named_parameters():
+            if name.endswith("log_alpha"):  # about half the units closed, the others soft
+                parameter.copy_(3.0 * torch.randn(parameter.shape, generator=generator))
+    pruned = prune(gated.eval())
+    waves = waveforms()
+    # DiariZen's options survive: plain norms over the kept channels, the last-CNN scale
+    assert (pruned.hparams.pruned_norms, pruned.hparams.conv_output_scale) == ("kept", True)
+    assert (probabilities(pruned, waves) - probabilities(gated, waves)).abs().max() <= 1e-5
+    before, after = model.structure, pruned.structure
+    assert all(set(a) <= set(b) for a, b in zip(after.kept_heads, before.kept_heads, strict=True))
+    assert all(a < b for a, b in zip(after.conv_channels, before.conv_channels, strict=True))
+    assert after.attention_layers[2] is False  # removed by DiariZen, stays removed
+    parameters = sum(p.numel() for p in pruned.frontend.parameters())
+    assert parameters == expected_params(pruned.frontend) == after.params() - 64  # no E vector
+    assert after.sparsity() > before.sparsity()
+
+
+def test_an_imported_pruned_model_prunes_further_with_distill_prune_then_finetunes(
+        tiny_hub, tiny_protocol, tmp_path):
+    from pyannote_wavlm_prune.recipe import Budget, finetune_stage
+    from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
+    from pyannote_wavlm_prune.recipe.training import trainer
+    from pyannote_wavlm_prune.tasks import DistillPrune
+
+    directory, _ = tiny_hub
+    output = import_diarizen(directory, tmp_path / "pipeline", structure=TINY_PRUNED)
+    teacher = output / "segmentation" / "pytorch_model.bin"
+    already = Model.from_pretrained(teacher).structure.sparsity()
+    assert 0.52 < already < 0.53
+    lightning.seed_everything(0)
+    # s53 -> s70: the target counts from the unpruned architecture
+    task = DistillPrune(tiny_protocol, teacher=teacher, sparsity=0.7, warmup_steps=10,
+                        duration=0.5, batch_size=2, cache=tmp_path / "cache.npz",
+                        validate=False,
+                        learning_rate={"student": 2e-3, "gates": 0.3, "lagrangian": 0.05})
+    student = task.student()
+    stop = StopAtTargetSparsity(tolerance=0.02, patience=1, measure="pruned")
+    trainer(max_steps=300, progress=False, callbacks=[stop]).fit(student)
+    assert student.global_step < 300
+    pruned = prune(student.eval(), sparsity=0.7)
+    assert abs(pruned.structure.sparsity() - 0.7) <= 0.005
+    assert all(set(a) <= set(b) for a, b in zip(pruned.structure.kept_heads,
+                                                TINY_PRUNED["kept_heads"], strict=True))
+
+    budget = Budget(max_epochs=1, limit_train_batches=3, limit_val_batches=2, batch_size=4,
+                    duration=2.0, k=1, trainer={"accelerator": "cpu"})
+    finetuned = finetune_stage(tiny_protocol, tmp_path / "finetune", pruned, budget=budget,
+                               fresh_back_end=False, progress=False)
+    reloaded = Model.from_pretrained(finetuned)
+    assert reloaded.structure == pruned.structure
+    assert (reloaded.hparams.pruned_norms, reloaded.hparams.layer_weighting) == ("kept", "linear")
+    assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in pruned.parameters())
+    # it trained: WavLM's weights moved
+    moved = (reloaded.frontend.wavlm.feature_projection.projection.weight
+             - pruned.frontend.wavlm.feature_projection.projection.weight).abs().max()
+    assert moved > 1e-6

@@ -5,9 +5,9 @@ import copy
 import lightning
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import TINY_PRUNED_STRUCTURE, tiny_model
 
-from pyannote_wavlm_prune import prune, save_checkpoint
+from pyannote_wavlm_prune import attach_gates, prune, save_checkpoint
 from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints
 from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
 from pyannote_wavlm_prune.recipe.training import trainer
@@ -144,6 +144,43 @@ def test_target_rises_linearly_during_warm_up_then_stays(tiny_protocol, tmp_path
     assert [task.target_sparsity(step) for step in (0, 50, 100, 500)] == pytest.approx([0, 0.4, 0.8, 0.8])
 
 
+def pruned_teacher():
+    """A tiny pruned model (about half of the tiny architecture), as a teacher."""
+    return tiny_model(structure=TINY_PRUNED_STRUCTURE)
+
+
+def test_a_pruned_teacher_s_targets_count_from_the_unpruned_architecture(tiny_protocol, tmp_path):
+    model = pruned_teacher()
+    already = model.structure.sparsity()
+    assert 0.4 < already < 0.6
+    task = distill_prune(tiny_protocol, tmp_path, teacher=model, sparsity=0.8, warmup_steps=100)
+    assert task.initial_sparsity == pytest.approx(already, abs=1e-12)
+    # the warm-up starts where the teacher is, not at 0
+    assert [task.target_sparsity(step) for step in (0, 50, 100, 500)] == pytest.approx(
+        [already, (already + 0.8) / 2, 0.8, 0.8])
+    # the student's gates sit on the teacher's kept units: all open, the teacher's sparsity
+    student = task.student()
+    task.model = student
+    with torch.no_grad():
+        for group in student.frontend.gates.values():
+            for gate in group:
+                gate.log_alpha.fill_(10.0)
+    assert student.frontend.gates["head"][0].num_units == len(TINY_PRUNED_STRUCTURE["kept_heads"][0])
+    assert task.pruned_sparsity() == pytest.approx(already, abs=1e-12)
+
+
+def test_a_target_below_a_pruned_teacher_s_sparsity_is_refused(tiny_protocol, tmp_path):
+    with pytest.raises(ValueError, match=r"sparsity=0.3: the teacher is already pruned to a "
+                                         r"params sparsity of 0\.\d{4}"):
+        distill_prune(tiny_protocol, tmp_path, teacher=pruned_teacher(), sparsity=0.3)
+
+
+def test_a_gated_teacher_is_refused(tiny_protocol, tmp_path):
+    gated = attach_gates(tiny_model(), units=("head",))
+    with pytest.raises(ValueError, match=r"teacher carries gates on \['head'\]"):
+        distill_prune(tiny_protocol, tmp_path, teacher=gated)
+
+
 @pytest.mark.parametrize("controller", ["projection", "lagrangian"])
 def test_interrupted_run_resumes_as_if_uninterrupted(tiny_protocol, tmp_path, controller):
     steps = 6
@@ -220,7 +257,7 @@ DDP_SCRIPT = """
 import sys
 import lightning, torch
 sys.path.insert(0, {tests!r})
-from helpers import tiny_model
+from helpers import TINY_PRUNED_STRUCTURE, tiny_model
 from pyannote_wavlm_prune.data.simulate import get_protocol
 from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
 from pyannote_wavlm_prune.tasks import DistillPrune

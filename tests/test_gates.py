@@ -87,7 +87,7 @@ def test_eval_mask_is_all_zero_when_expected_l0_rounds_to_zero():
     assert torch.equal(gate(), torch.zeros(5))
 
 
-@pytest.mark.parametrize("arguments", [{"num_units": 0}, {"num_units": 3, "init_drop_rate": 1.0},
+@pytest.mark.parametrize("arguments", [{"num_units": -1}, {"num_units": 3, "init_drop_rate": 1.0},
                                        {"num_units": 3, "left": 0.1}])
 def test_invalid_gate_arguments_raise(arguments):
     with pytest.raises(ValueError):
@@ -136,11 +136,38 @@ def test_attaching_twice_raises():
         attach_frontend_gates(frontend)
 
 
-def test_attaching_to_a_pruned_front_end_raises():
-    structure = {"conv_channels": [16] * 7, "kept_heads": [[0], [1, 2]], "ffn_widths": [8, 0]}
-    frontend = tiny_frontend(num_layers=2, structure=structure)
-    with pytest.raises(ValueError, match="pruned"):
-        attach_frontend_gates(frontend)
+# pruned as far as a structure goes: fewer channels, heads and FFN units, a layer without
+# heads, a removed FFN block
+PRUNED = {"conv_channels": [16] * 6 + [12], "kept_heads": [[], [1, 2]], "ffn_widths": [8, 0],
+          "ffn_layers": [True, False]}
+
+
+def test_gates_on_a_pruned_front_end_have_one_unit_per_kept_unit():
+    frontend = tiny_frontend(num_layers=2, structure=PRUNED)
+    attach_frontend_gates(frontend, UNITS)
+    sizes = {unit: [gate.num_units for gate in group] for unit, group in frontend.gates.items()}
+    assert sizes == {"conv": [16] * 6 + [12], "head": [0, 2], "ffn": [8, 0],
+                     "attention_layer": [1, 1], "ffn_layer": [1, 0]}
+
+
+def test_an_empty_gate_group_has_no_unit_and_no_expected_unit():
+    gate = HardConcreteGate(0)
+    assert gate().shape == gate.eval()().shape == (0,)
+    assert gate.expected_l0().item() == 0.0
+
+
+@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("pruned_norms", ["original", "kept"])
+def test_open_gates_leave_a_pruned_front_end_s_hidden_states_unchanged(family, pruned_norms):
+    frontend = tiny_frontend(family, num_layers=2, structure=PRUNED, pruned_norms=pruned_norms)
+    waveforms = torch.randn(2, 8000)
+    with torch.no_grad():
+        before = frontend(waveforms)
+        attach_frontend_gates(frontend, UNITS)
+        open_all_gates(frontend)
+        after = frontend(waveforms)
+    # "kept": the norms over open channels are recomputed (float rounding)
+    assert max_abs_diff(before, after) <= (0.0 if pruned_norms == "original" else 1e-5)
 
 
 @pytest.mark.parametrize("family", ["base", "large"])
@@ -170,6 +197,21 @@ def test_removing_gates_restores_the_ungated_network():
     assert max_abs_diff(before, after) == 0.0
     assert not is_gated(frontend)
     assert frontend.state_dict().keys() == state.keys()
+
+
+@pytest.mark.parametrize("pruned_norms", ["original", "kept"])
+def test_removing_gates_restores_the_ungated_pruned_network(pruned_norms):
+    frontend = tiny_frontend("large", num_layers=2, structure=PRUNED, pruned_norms=pruned_norms)
+    waveforms = torch.randn(1, 8000)
+    with torch.no_grad():
+        before = frontend(waveforms)
+        attach_frontend_gates(frontend, UNITS)
+        randomise_gates(frontend)
+        gated = frontend(waveforms)
+        remove_frontend_gates(frontend)
+        after = frontend(waveforms)
+    assert max_abs_diff(before, gated) > 1e-2
+    assert max_abs_diff(before, after) == 0.0
 
 
 def test_each_gate_is_sampled_once_per_forward_pass():

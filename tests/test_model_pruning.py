@@ -1,5 +1,7 @@
 """attach_gates() and prune() on a whole WavLMSegmentation, and its checkpoints."""
 
+import copy
+
 import pytest
 import torch
 from helpers import tiny_model
@@ -8,16 +10,22 @@ from pyannote.audio import Model
 from pyannote_wavlm_prune import WavLMSegmentation, attach_gates, prune, save_checkpoint
 from pyannote_wavlm_prune.wavlm.cost import expected_params
 
+ALL_UNITS = ("conv", "head", "ffn", "attention_layer", "ffn_layer")
 
-def randomly_gated(family: str) -> WavLMSegmentation:
-    model = attach_gates(tiny_model(family), units=("conv", "head", "ffn", "attention_layer", "ffn_layer"))
-    generator = torch.Generator().manual_seed(1)
+
+def with_random_gates(model: WavLMSegmentation, seed: int = 1) -> WavLMSegmentation:
+    """`model` gated on every unit kind, about half the units closed, the others soft."""
+    attach_gates(model, units=ALL_UNITS)
+    generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.frontend.named_parameters():
             if name.endswith("log_alpha"):
-                # about half the units closed, the others at varied soft values
                 parameter.copy_(torch.randn(parameter.shape, generator=generator) * 3.0)
     return model.eval()
+
+
+def randomly_gated(family: str) -> WavLMSegmentation:
+    return with_random_gates(tiny_model(family))
 
 
 @pytest.mark.parametrize("family", ["base", "large"])
@@ -74,3 +82,31 @@ def test_gating_something_else_than_a_wavlm_segmentation_is_refused():
 def test_unknown_gated_unit_is_refused():
     with pytest.raises(ValueError, match="neurons"):
         attach_gates(tiny_model(), units=("conv", "neurons"))
+
+
+@pytest.mark.parametrize("family", ["base", "large"])
+def test_a_pruned_model_prunes_further_to_what_its_gated_copy_outputs(family):
+    first = prune(randomly_gated(family)).eval()
+    gated = with_random_gates(copy.deepcopy(first), seed=2)
+    second = prune(gated).eval()
+    waveforms = torch.randn(2, 1, 24000)
+    with torch.inference_mode():
+        assert (second(waveforms) - gated(waveforms)).abs().max().item() <= 1e-5
+    # smaller again, in real head indices of the original layers
+    assert expected_params(second.frontend) < expected_params(first.frontend)
+    assert second.structure.sparsity() > first.structure.sparsity()
+    for kept, kept_before in zip(second.structure.kept_heads, first.structure.kept_heads,
+                                 strict=True):
+        assert set(kept) <= set(kept_before)
+    assert sum(p.numel() for p in second.frontend.parameters()) == second.structure.params()
+
+
+def test_a_gated_pruned_checkpoint_reloads_with_its_structure_and_gates(tmp_path):
+    first = prune(randomly_gated("large")).eval()
+    gated = with_random_gates(first, seed=2)
+    save_checkpoint(gated, tmp_path / "gated.ckpt")
+    reloaded = Model.from_pretrained(tmp_path / "gated.ckpt").eval()
+    assert reloaded.structure == first.structure and reloaded.hparams.gates == list(ALL_UNITS)
+    waveforms = torch.randn(1, 1, 16000)
+    with torch.inference_mode():
+        assert torch.equal(reloaded(waveforms), gated(waveforms))

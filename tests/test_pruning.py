@@ -23,6 +23,7 @@ from pyannote_wavlm_prune.wavlm import (
     Structure,
     WavLMFrontEnd,
     attach_frontend_gates,
+    expected_params,
     is_gated,
 )
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
@@ -249,3 +250,83 @@ def test_gates_not_attached_leave_their_units_whole():
     layer_0 = pruned.wavlm.encoder.layers[0]
     assert [name for name, _ in layer_0.attention.named_parameters()] == ["rel_attn_embed.weight"]
     assert isinstance(layer_0.layer_norm, nn.LayerNorm)  # post-LN (Base): the norm stays
+
+
+# --- pruning an already pruned front end further ---------------------------------------------
+
+
+def pruned_frontend(family: str, pruned_norms: str) -> WavLMFrontEnd:
+    """A pruned tiny front end (every CNN layer pruned, layers without heads or FFN units,
+    removed blocks), ungated, eval mode
+
+    "original": the pruned front end of `heavily_pruned_frontend`, its norms counting the
+    original channels. "kept": that structure with plain norms over the kept channels and a
+    per-channel scale on the last CNN output (DiariZen's models), random weights and norms.
+    """
+    pruned, structure = prune_frontend(heavily_pruned_frontend(family))
+    if pruned_norms == "original":
+        return pruned
+    frontend = tiny_frontend(family, structure=structure, pruned_norms="kept",
+                             conv_output_scale=True)
+    generator = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        frontend.conv_output_scale.copy_(torch.rand(frontend.conv_output_scale.shape,
+                                                    generator=generator) + 0.5)
+        for name, parameter in frontend.named_parameters():
+            if "layer_norm" in name:  # norms whose statistics matter, not identities
+                parameter.add_(0.3 * torch.randn(parameter.shape, generator=generator))
+    return frontend
+
+
+def gated_again(frontend: WavLMFrontEnd, seed: int = 1) -> WavLMFrontEnd:
+    """`frontend` with gates on every unit kind, soft eval values, a quarter of each closed."""
+    attach_frontend_gates(frontend, UNITS)
+    randomise_gates(frontend, seed=seed)
+    return frontend
+
+
+@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("pruned_norms", ["original", "kept"])
+def test_pruning_a_pruned_front_end_again_equals_its_eval_mode_gated_one(family, pruned_norms,
+                                                                        waveforms):
+    # float64: exact to rounding (float32 rounding alone reaches 1e-5 on these outputs)
+    first = pruned_frontend(family, pruned_norms).double()
+    gated = gated_again(copy.deepcopy(first))
+    pruned, structure = prune_frontend(gated)
+    # every CNN layer loses more channels, and pruning keeps the norms' semantics
+    assert all(0 < c < before for c, before in zip(structure["conv_channels"],
+                                                   first.structure.conv_channels, strict=True))
+    assert pruned.pruned_norms == pruned_norms
+    waveforms = waveforms.double()
+    with torch.no_grad():
+        assert max_abs_diff(gated(waveforms), pruned(waveforms)) <= 1e-10
+        # and the gates made a difference (closing a quarter of every group)
+        assert max_abs_diff(first(waveforms), pruned(waveforms)) > 1e-2
+
+
+@pytest.mark.parametrize("family", ["base", "large"])
+def test_pruning_further_keeps_real_head_indices_and_counts_exactly(family):
+    first = pruned_frontend(family, "original")
+    gated = gated_again(copy.deepcopy(first))
+    pruned, _ = prune_frontend(gated)
+    before, after = first.structure, pruned.structure
+    for layer, (kept_before, kept_after) in enumerate(zip(before.kept_heads, after.kept_heads,
+                                                          strict=True)):
+        mask = gated.gates["head"][layer].deterministic_mask()
+        # the original indices of the heads the mask keeps, among those `first` kept
+        assert list(kept_after) == [kept_before[i] for i in torch.nonzero(mask).flatten()]
+        assert set(kept_after) <= set(kept_before)
+    assert all(a <= b for a, b in zip(after.ffn_widths, before.ffn_widths, strict=True))
+    assert count_parameters(pruned) == after.params() == expected_params(pruned)
+    assert after.params() < before.params()
+    assert after.sparsity() > before.sparsity()
+
+
+def test_pruning_further_plain_norms_have_no_vector_for_the_pruned_channels():
+    first = pruned_frontend("large", "kept")
+    pruned, _ = prune_frontend(gated_again(copy.deepcopy(first)))
+    structure = pruned.structure
+    assert not hasattr(pruned.wavlm.feature_projection, "pruned_channels_projection")
+    assert count_parameters(pruned) == expected_params(pruned)
+    assert count_parameters(pruned) == structure.params() - structure.config.hidden_size
+    assert pruned.conv_output_scale.shape == (structure.conv_channels[-1],)

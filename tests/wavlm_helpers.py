@@ -91,6 +91,10 @@ def prune_frontend(gated: WavLMFrontEnd) -> tuple[WavLMFrontEnd, dict]:
     """The pruned front end of `gated` (same mode, device, dtype) and its structure's dict."""
     state, structure = fold_frontend(gated)
     pruned = WavLMFrontEnd(gated.config, structure=structure,
-                           cnn_gradient_scale=gated.cnn_gradient_scale)
+                           cnn_gradient_scale=gated.cnn_gradient_scale,
+                           conv_output_scale=gated.conv_output_scale is not None,
+                           pruned_norms=gated.pruned_norms)
+    reference = next(iter(state.values()))
+    pruned.to(device=reference.device, dtype=reference.dtype)
     pruned.load_state_dict(state, strict=True)
     return pruned.train(gated.training), structure.to_dict()

@@ -24,7 +24,8 @@ def attach_gates(
     Parameters
     ----------
     model : WavLMSegmentation
-        Unpruned and not gated yet.
+        Not gated yet; unpruned, or pruned already (to prune it further: the gates act on
+        the units its structure kept).
     units : str or iterable of str, optional
         Among "conv" (CNN output channels), "head" (attention heads), "ffn" (FFN
         intermediate units), "attention_layer" and "ffn_layer" (whole blocks).
@@ -58,7 +59,8 @@ def prune(
     Parameters
     ----------
     model : WavLMSegmentation
-        A gated model (a DistillPrune student).
+        A gated model (a DistillPrune student), unpruned or already pruned; the result's
+        structure is relative to the original architecture either way.
     sparsity : float, optional
         Finish exactly at this budget: the marginal units are decided from the gates'
         scores until the pruned WavLM's sparsity is within `tolerance` of it (see
@@ -96,9 +98,9 @@ def prune(
     }
     state.update({f"frontend.{name}": tensor for name, tensor in frontend_state.items()})
 
-    # norms over the newly pruned channels count them as zeros, as the gated network did
+    # same options: norms over pruned channels normalise as the gated network's did
     pruned = type(model)(**{**model.hparams, "structure": structure, "gates": None,
-                            "gates_objective": None, "pruned_norms": "original"})
+                            "gates_objective": None})
     pruned.specifications = model.specifications
     pruned.build()
     reference = next(iter(frontend_state.values()))

@@ -86,7 +86,8 @@ class Distill(SpeakerDiarization):
     ----------
     protocol : pyannote.database SpeakerDiarizationProtocol
     teacher : WavLMSegmentation or str or path
-        The fine-tuned, unpruned model (or its checkpoint). It is never modified.
+        The fine-tuned model (or its checkpoint), unpruned or pruned, not gated. It is never
+        modified.
     distilled_layers : sequence of int, optional
         Indices of the hidden states to distil (0 = input of layer 1, L = last layer).
         Defaults to the input and every third of the stack ({0, 4, 8, 12} for Base+).
@@ -167,8 +168,10 @@ class Distill(SpeakerDiarization):
     @staticmethod
     def _load_teacher(teacher) -> WavLMSegmentation:
         teacher = load_model(teacher, "teacher", expected=WavLMSegmentation)
-        if teacher.structure is not None or teacher.hparams.gates:
-            raise ValueError("teacher must be an unpruned, ungated WavLMSegmentation.")
+        if teacher.hparams.gates:
+            raise ValueError(
+                f"teacher carries gates on {list(teacher.hparams.gates)}: expected an ungated "
+                "WavLMSegmentation (prune() a gated student to use it as a teacher).")
         try:
             _ = teacher.specifications
         except Exception as error:
@@ -331,14 +334,20 @@ class DistillPrune(Distill):
     ----------
     protocol : pyannote.database SpeakerDiarizationProtocol
     teacher : WavLMSegmentation or str or path
-        The fine-tuned model to prune (or its checkpoint). It is never modified.
+        The fine-tuned model to prune (or its checkpoint). It is never modified. It may be
+        pruned already (e.g. DiariZen's s80 models): the gates then act on the units it kept,
+        and pruning makes it smaller still.
     sparsity : float, optional
-        Target sparsity in [0, 1). Defaults to 0.8.
+        Target sparsity in [0, 1), always relative to the unpruned architecture of the
+        teacher's WavLM config, pruned teacher or not: pruning an s80 model to s90 is
+        sparsity=0.9. At least the teacher's own sparsity (`initial_sparsity`).
+        Defaults to 0.8.
     objective : {"params", "macs"}, optional
         What the sparsity counts: WavLM parameters, or WavLM MACs for one chunk of `duration`.
         Defaults to "params".
     warmup_epochs : float, optional
-        Epochs over which the target rises linearly from 0 to `sparsity`. Defaults to 5.
+        Epochs over which the target rises linearly from the teacher's sparsity (0 for an
+        unpruned teacher) to `sparsity`. Defaults to 5.
     warmup_steps : int, optional
         Same, in optimisation steps (overrides `warmup_epochs`).
     units : sequence of str, optional
@@ -397,6 +406,14 @@ class DistillPrune(Distill):
         self.units = units
         self.controller = controller
         self.decay = decay
+        self.initial_sparsity = float(expected_sparsity(
+            self.teacher.frontend, self.teacher.frontend.config, objective,
+            self.num_samples if objective == "macs" else None))
+        if sparsity < self.initial_sparsity:
+            raise ValueError(
+                f"sparsity={sparsity}: the teacher is already pruned to a {objective} sparsity "
+                f"of {self.initial_sparsity:.4f} (relative to its unpruned architecture, as "
+                "every target is): expected a target at least as high.")
 
     def lr_scheduler(self, optimizer: torch.optim.Optimizer):
         """Constant during the warm-up, then linear decay to 0 at the last training step."""
@@ -479,11 +496,13 @@ class DistillPrune(Distill):
         return self.warmup_epochs * max(int(batches), 1)
 
     def target_sparsity(self, step: int) -> float:
-        """Target at optimisation step `step`: linear warm-up from 0, then `sparsity`."""
+        """Target at optimisation step `step`: linear warm-up from the teacher's sparsity
+        (`initial_sparsity`, 0 for an unpruned teacher), then `sparsity`."""
         warmup = self.num_warmup_steps()
         if warmup <= 0:
             return self.sparsity
-        return self.sparsity * min(1.0, step / warmup)
+        start = self.initial_sparsity
+        return start + (self.sparsity - start) * min(1.0, step / warmup)
 
     def expected_sparsity(self, metric: str | None = None) -> torch.Tensor:
         """Expected sparsity of the student (objective's metric by default), differentiable."""

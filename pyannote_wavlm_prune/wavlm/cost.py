@@ -27,7 +27,11 @@ of independent gates' expectations (C^_{l-1} C^_l, A^_j H^_j). Parts that exist 
 something is kept or removed use the exact probability of that event: the gate projection
 of a layer exists iff one of its heads is open (1 - prod(1 - p_i)); the feature projection
 carries one extra vector of E parameters iff a channel of the last CNN layer is closed
-(1 - prod(p_i)), see `units.conv.PrunedFeatureProjection`. All gates open: exact counts.
+(1 - prod(p_i)) or was pruned before, and never under plain norms over the kept channels
+(pruned_norms="kept"), see `units.conv.PrunedFeatureProjection`. All gates open: exact counts.
+
+A gated front end that is already pruned has gates on its kept units only: its expected
+sizes, and every sparsity, are still relative to the unpruned architecture of its config.
 """
 
 from __future__ import annotations
@@ -37,28 +41,23 @@ from torch import nn
 from transformers import WavLMConfig
 
 from .config import conv_frames
-from .gating import is_gated, kept_structure
+from .gating import frontend_structure, is_gated, kept_structure
 from .structure import Structure, check_metric
 from .units import UNIT_KINDS, EmptyLayerError, Sizes, fixed_macs, fixed_params
 
 
-def frontend_structure(frontend: nn.Module) -> Structure:
-    """The structure of a front end's modules (its `structure`, or the full architecture)."""
-    structure = getattr(frontend, "structure", None)
-    return structure if structure is not None else Structure.full(frontend.config)
-
-
 def _sizes(frontend: nn.Module) -> Sizes:
     """Exact sizes of the front end's modules, expectations for its gated unit kinds."""
-    sizes = frontend_structure(frontend).sizes()
-    if getattr(frontend, "pruned_norms", "original") == "kept":
-        # plain norms over the kept channels (DiariZen's models): the feature projection has
-        # no vector for the pruned channels (`Structure.params()`, which sees no front end,
-        # counts it)
-        sizes["last_conv_reduced"] = [0]
+    structure = frontend_structure(frontend)
+    sizes = structure.sizes()
     if is_gated(frontend):
         for unit, gates in frontend.gates.items():
-            sizes.update(UNIT_KINDS[unit].expected_sizes(gates, frontend.config))
+            sizes.update(UNIT_KINDS[unit].expected_sizes(gates, structure))
+    if getattr(frontend, "pruned_norms", "original") == "kept":
+        # plain norms over the kept channels (DiariZen's models), gated or pruned: the
+        # feature projection has no vector for the pruned channels (`Structure.params()`,
+        # which sees no front end, counts it)
+        sizes["last_conv_reduced"] = [0]
     return sizes
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
-from .gating import deterministic_masks, is_gated, kept_structure
+from .gating import deterministic_masks, frontend_options, is_gated, kept_structure
 from .structure import Structure
 from .units import UNIT_KINDS, Masks, PrunedFeatureProjection, State
 
@@ -82,7 +82,8 @@ def fold_frontend(gated: nn.Module, masks: Masks | None = None) -> tuple[State, 
     e.g. those of `budget.masks_at_budget`. Defaults to the gates' deterministic masks.
     `gated` is left untouched. The state dict (keys "wavlm.<module path>.<parameter>", on
     `gated`'s device and dtype) loads strictly into `WavLMFrontEnd(gated.config,
-    structure=structure)`.
+    structure=structure)` with `gated`'s options (`pruned_norms`, `conv_output_scale`).
+    `gated` may itself be pruned: the structure is then a smaller one, in original indices.
 
     Raises
     ------
@@ -105,5 +106,5 @@ def fold_frontend(gated: nn.Module, masks: Masks | None = None) -> tuple[State, 
         if not key.startswith("gates.")
     }
     for unit in UNIT_KINDS.values():
-        unit.fold(state, masks, structure)
+        unit.fold(state, masks, structure, **frontend_options(gated))
     return state, structure

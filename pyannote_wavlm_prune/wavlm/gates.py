@@ -22,7 +22,8 @@ class HardConcreteGate(nn.Module):
     Parameters
     ----------
     num_units : int
-        Number of units in the group (n).
+        Number of units in the group (n). May be 0: the layer of an already pruned network
+        whose units are all gone keeps an empty group, so that groups stay one per layer.
     init_drop_rate : float, optional
         p in log_alpha ~ N(log((1 - p) / p), 0.01^2): about the initial probability of a
         closed unit. Defaults to 0.01 (almost all open).
@@ -44,8 +45,8 @@ class HardConcreteGate(nn.Module):
         eps: float = 1e-6,
     ):
         super().__init__()
-        if num_units < 1:
-            raise ValueError(f"num_units={num_units}: a gate group needs at least one unit.")
+        if num_units < 0:
+            raise ValueError(f"num_units={num_units}: expected a number of units >= 0.")
         if not 0.0 < init_drop_rate < 1.0:
             raise ValueError(f"init_drop_rate={init_drop_rate}: expected a probability in (0, 1).")
         if not left < 0.0 < 1.0 < right:

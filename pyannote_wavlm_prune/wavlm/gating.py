@@ -10,6 +10,10 @@ forward hooks or a parametrization of a stock module. The gates live in `fronten
     frontend.gates["attention_layer"][j]  1, the whole attention block of layer j
     frontend.gates["ffn_layer"][j]        1, the whole FFN block of layer j
 
+A pruned front end (one with a `structure`) is gated the same way, with one gate per unit it
+kept (a layer that kept no unit has an empty group): pruning it again gives a smaller
+structure, in original indices, relative to the same original config.
+
 Each front-end forward pass draws every mask once (a pre-forward hook), and every hook of
 that pass reads it, so all time steps and batch elements share one sample (see GateMasks).
 """
@@ -23,10 +27,22 @@ from torch import nn
 from torch.nn.utils import parametrize
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
+from .attention import PrunedWavLMAttention
 from .gates import HardConcreteGate
 from .masks import DrawMasks, GateHook, GateMasks, GateParametrization
 from .structure import Structure
 from .units import DEFAULT_UNITS, UNIT_KINDS, UNITS
+
+
+def frontend_structure(frontend: nn.Module) -> Structure:
+    """The structure of a front end's modules (its `structure`, or the full architecture)."""
+    structure = getattr(frontend, "structure", None)
+    return structure if structure is not None else Structure.full(frontend.config)
+
+
+def frontend_options(frontend: nn.Module) -> dict[str, str]:
+    """The front-end options unit kinds act by (`UnitKind.attach` / `fold` keywords)."""
+    return {"pruned_norms": getattr(frontend, "pruned_norms", "original")}
 
 
 def is_gated(frontend: nn.Module) -> bool:
@@ -55,12 +71,13 @@ def attach_frontend_gates(
     units: str | Iterable[str] = DEFAULT_UNITS,
     init_drop_rates: Mapping[str, float] | None = None,
 ) -> nn.ModuleDict:
-    """Attach hard-concrete gates to an unpruned WavLM front end, in place; return them
+    """Attach hard-concrete gates to a WavLM front end, in place; return them
 
     Parameters
     ----------
     frontend : WavLMFrontEnd
-        Unpruned (stock transformers modules) and not gated yet.
+        Not gated yet. Unpruned (stock transformers modules), or pruned (it has a
+        `structure`): then each group gates the units of its layer that the structure kept.
     units : str or iterable of str, optional
         Among "conv", "head", "ffn", "attention_layer", "ffn_layer".
         Defaults to ("conv", "head", "ffn").
@@ -71,7 +88,7 @@ def attach_frontend_gates(
     Raises
     ------
     ValueError
-        For an unknown unit, a front end already gated, or a pruned front end.
+        For an unknown unit, or a front end already gated.
     """
     units = check_units(units)
     drop_rates = {unit: kind.init_drop_rate for unit, kind in UNIT_KINDS.items()}
@@ -86,21 +103,18 @@ def attach_frontend_gates(
             f"The front end already carries gates on {list(gate_units(frontend))}: "
             "remove_frontend_gates() it first."
         )
-    if getattr(frontend, "structure", None) is not None:
-        raise ValueError(
-            "The front end is pruned (it has a structure): gates attach to the unpruned "
-            "architecture. Gate the unpruned model, then prune it once."
-        )
-    wavlm, config = frontend.wavlm, frontend.config
-    if not all(isinstance(layer.attention, WavLMAttention) for layer in wavlm.encoder.layers):
-        raise ValueError("The front end's attention modules are not transformers' WavLMAttention: "
-                         "gates attach to the unpruned architecture only.")
+    wavlm, structure = frontend.wavlm, frontend_structure(frontend)
+    attention = (WavLMAttention if getattr(frontend, "structure", None) is None
+                 else PrunedWavLMAttention)
+    if not all(isinstance(layer.attention, attention) for layer in wavlm.encoder.layers):
+        raise ValueError(f"The front end's attention modules are not {attention.__name__}s: "
+                         "gates attach to a WavLMFrontEnd's own modules only.")
 
     device = next(frontend.parameters()).device
     gates = nn.ModuleDict({
         unit: nn.ModuleList(
             HardConcreteGate(size, init_drop_rate=drop_rates[unit])
-            for size in UNIT_KINDS[unit].group_sizes(config)
+            for size in UNIT_KINDS[unit].group_sizes(structure)
         )
         for unit in units
     }).to(device)
@@ -109,7 +123,7 @@ def attach_frontend_gates(
     masks = GateMasks(gates)
     frontend._gate_masks = masks
     for unit in units:
-        UNIT_KINDS[unit].attach(wavlm, masks)
+        UNIT_KINDS[unit].attach(wavlm, masks, structure, **frontend_options(frontend))
     frontend.register_forward_pre_hook(DrawMasks(masks))
     return gates
 
@@ -151,12 +165,14 @@ def deterministic_masks(frontend: nn.Module) -> dict[str, list[torch.Tensor]]:
             masks[unit] = [gate.deterministic_mask().detach() for gate in frontend.gates[unit]]
         else:
             masks[unit] = [torch.ones(size, device=device)
-                           for size in kind.group_sizes(frontend.config)]
+                           for size in kind.group_sizes(frontend_structure(frontend))]
     return masks
 
 
 def kept_structure(frontend: nn.Module, masks: Mapping | None = None) -> Structure:
     """The structure that pruning `frontend` keeps: units with a non-zero eval-mode gate
+
+    Relative to the original config, whether `frontend` is unpruned or already pruned.
 
     Raises
     ------
@@ -164,7 +180,8 @@ def kept_structure(frontend: nn.Module, masks: Mapping | None = None) -> Structu
         When the gates close every channel of a CNN layer.
     """
     masks = deterministic_masks(frontend) if masks is None else masks
+    current = frontend_structure(frontend)
     fields: dict[str, list] = {}
     for kind in UNIT_KINDS.values():
-        fields.update(kind.kept(masks))
+        fields.update(kind.kept(masks, current))
     return Structure.from_dict(fields, frontend.config)

@@ -3,16 +3,22 @@
 A unit kind (CNN channels, attention heads, FFN units, whole blocks) holds everything that
 unit means, in one module of this package:
 
-- `group_sizes(config)`: how many units each gate group has (one group per layer);
-- `attach(wavlm, masks)`: how its gates act on the stock transformers modules (hooks or
-  parametrizations, never a fork);
-- `exact_sizes(structure)` / `expected_sizes(gates)`: the per-layer sizes the cost model
-  reads, exact for a structure, expectations (differentiable) under the gates;
+- `group_sizes(structure)`: how many units each gate group has (one group per layer), those
+  the front end's modules have: the structure's kept units (an already pruned network gates
+  what it kept; a group may be empty);
+- `attach(wavlm, masks, structure)`: how its gates act on the modules (stock transformers
+  modules or our pruned ones; hooks or parametrizations, never a fork);
+- `exact_sizes(structure)` / `expected_sizes(gates, structure)`: the per-layer sizes the cost
+  model reads, exact for a structure, expectations (differentiable) under the gates;
 - `params(config, sizes)` / `macs(config, sizes, frames)`: its terms of the cost model;
-- `kept(masks)`: the `Structure` fields that eval-mode masks keep;
+- `kept(masks, structure)`: the `Structure` fields that eval-mode masks keep of `structure`,
+  in original indices (kept heads of kept heads are real head indices);
 - `build(wavlm, structure)`: the modules of the smaller network, at the kept sizes;
 - `fold(state, masks, structure)`: the state dict of the smaller network, each kept gate
-  value folded into the weights that follow it.
+  value folded into the weights that follow it (masks index the units the state has).
+
+`attach`, `build` and `fold` take the front end's options as keywords (`pruned_norms`: how
+LayerNorms over pruned CNN channels normalise, see `folding.build_structured_wavlm`).
 
 Gating (`gating.py`), the cost model (`cost.py`, `Structure.params`) and pruning
 (`folding.py`) iterate over `units.UNIT_KINDS` and know no unit in particular.
@@ -54,16 +60,17 @@ class UnitKind:
     # p of the gates' initialisation, log_alpha ~ N(log((1 - p) / p), 0.01^2) (METHOD.md)
     init_drop_rate: float = 0.01
 
-    def group_sizes(self, config: WavLMConfig) -> list[int]:
+    def group_sizes(self, structure: Structure) -> list[int]:
         raise NotImplementedError
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+               **options) -> None:
         raise NotImplementedError
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         raise NotImplementedError
 
-    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         raise NotImplementedError
 
     def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
@@ -72,7 +79,7 @@ class UnitKind:
     def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
         return 0
 
-    def kept(self, masks: Masks) -> dict[str, list]:
+    def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
         raise NotImplementedError
 
     def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
@@ -82,7 +89,7 @@ class UnitKind:
         """
         return []
 
-    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+    def fold(self, state: State, masks: Masks, structure: Structure, **options) -> None:
         raise NotImplementedError
 
 
@@ -94,6 +101,11 @@ def open_probabilities(gates: Sequence[HardConcreteGate]) -> list[torch.Tensor]:
 def nonzero(mask: torch.Tensor) -> list[int]:
     """Indices of the non-zero entries of a 1-d mask."""
     return torch.nonzero(mask, as_tuple=True)[0].tolist()
+
+
+def is_open(block_mask: torch.Tensor) -> bool:
+    """Whether a block's mask keeps it: (1,) for a present block, (0,) for a removed one."""
+    return bool((block_mask > 0).any())
 
 
 def layer_key(layer: int, path: str) -> str:

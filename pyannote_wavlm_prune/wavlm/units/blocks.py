@@ -3,7 +3,7 @@
 A block gate scales the block's output (a forward hook on the stock module). Pruning folds a
 kept block's gate into its output layer (weights, by the head and FFN units, and bias here);
 a removed block keeps nothing, its pre-LN layer norm included (Large), and adds nothing to
-the residual stream.
+the residual stream. A block an already pruned network removed has an empty gate group.
 """
 
 from __future__ import annotations
@@ -16,7 +16,17 @@ from torch import nn
 from transformers import WavLMConfig, WavLMModel
 
 from ..masks import GateHook, GateMasks
-from .base import Masks, Number, Sizes, State, UnitKind, layer_key, open_probabilities, pop_prefix
+from .base import (
+    Masks,
+    Number,
+    Sizes,
+    State,
+    UnitKind,
+    is_open,
+    layer_key,
+    open_probabilities,
+    pop_prefix,
+)
 
 if TYPE_CHECKING:
     from ..gates import HardConcreteGate
@@ -50,18 +60,22 @@ class _Blocks(UnitKind):
     field = ""  # Structure field: one bool per layer
     size = ""  # Sizes field: 1 if the block is present
 
-    def group_sizes(self, config: WavLMConfig) -> list[int]:
-        return [1] * config.num_hidden_layers
+    def group_sizes(self, structure: Structure) -> list[int]:
+        return [int(present) for present in getattr(structure, self.field)]
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+               **options) -> None:
         for index, layer in enumerate(wavlm.encoder.layers):
-            getattr(layer, self.module).register_forward_hook(ScaleBlock(masks, self.name, index))
+            if getattr(structure, self.field)[index]:
+                getattr(layer, self.module).register_forward_hook(
+                    ScaleBlock(masks, self.name, index))
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         return {self.size: [int(flag) for flag in getattr(structure, self.field)]}
 
-    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
-        return {self.size: [p[0] for p in open_probabilities(gates)]}
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
+        # a removed block's group is empty: sum() is 0
+        return {self.size: [p.sum() for p in open_probabilities(gates)]}
 
     def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
         E = config.hidden_size
@@ -69,8 +83,8 @@ class _Blocks(UnitKind):
         per_block = E + (2 * E if config.do_stable_layer_norm else 0)
         return sum(block * per_block for block in sizes[self.size])
 
-    def kept(self, masks: Masks) -> dict[str, list]:
-        return {self.field: [bool(mask[0] > 0) for mask in masks[self.name]]}
+    def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
+        return {self.field: [is_open(mask) for mask in masks[self.name]]}
 
     def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
         for index, layer in enumerate(wavlm.encoder.layers):
@@ -84,14 +98,15 @@ class _Blocks(UnitKind):
         """Make `layer`'s block add nothing (its module may already be a pruned one)."""
         raise NotImplementedError
 
-    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+    def fold(self, state: State, masks: Masks, structure: Structure, **options) -> None:
         for index, present in enumerate(getattr(structure, self.field)):
             prefix = layer_key(index, self.module)
             bias = f"{prefix}.{self.output}.bias"
             if present:
                 state[bias] = state[bias] * masks[self.name][index][0].to(state[bias].dtype)
                 continue
-            state.pop(bias)
+            # (nothing left to pop of a block the network had already removed)
+            state.pop(bias, None)
             if structure.config.do_stable_layer_norm:
                 pop_prefix(state, layer_key(index, f"{self.norm}."))
 

@@ -22,6 +22,17 @@ Pruned modules: LayerNorms over pruned channels (Large's CNN layers, the feature
 are computed over the kept channels with the original channel count, the pruned ones being
 exactly 0; the pruned channels' share of the feature projection is folded exactly (see
 `PrunedFeatureProjection`).
+
+Norm semantics are kept by pruning further
+------------------------------------------
+The gates of an already pruned network have one unit per kept channel, and act on its
+modules as above (`PrunedLayerNormConvLayer`'s norm is a module, for the hard mask).
+A network whose norms count the original channels ("original") keeps doing so: a closed
+channel is one more zero among them, and its share of the feature projection adds to the
+one already folded. A network whose norms are plain LayerNorms over its kept channels
+(pruned_norms="kept", DiariZen's models) is gated with those norms taken over the open
+channels alone (`NormOverOpenChannels`, closed ones output 0), so that its pruned network
+is again plain LayerNorms over the kept channels.
 """
 
 from __future__ import annotations
@@ -78,12 +89,36 @@ def layer_norm_with_zeros(
     return centred * inverse_std * weight + bias, mean, inverse_std
 
 
+class LayerNormWithZeros(nn.LayerNorm):
+    """LayerNorm of the kept channels with the statistics of `num_channels` channels
+
+    The (num_channels - kept) pruned channels count as exact zeros (`layer_norm_with_zeros`).
+    Parameters: those of nn.LayerNorm(kept).
+    """
+
+    def __init__(self, kept: int, num_channels: int, eps: float = 1e-5):
+        super().__init__(kept, eps=eps)
+        self.num_channels = num_channels
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_channels={self.num_channels}"
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """
+        hidden_states (Tensor): shape (..., kept)
+        returns (Tensor): shape (..., kept)
+        """
+        normalised, _, _ = layer_norm_with_zeros(hidden_states, self.num_channels, self.weight,
+                                                 self.bias, self.eps)
+        return normalised
+
+
 class PrunedLayerNormConvLayer(nn.Module):
     """CNN layer of the Large family with pruned output channels: conv > LayerNorm > GELU
 
     The LayerNorm statistics are those of the original `num_channels` channels, the pruned
-    ones being zeros (the gated layer zeroes them before its norm). Parameter names are
-    those of transformers' WavLMLayerNormConvLayer.
+    ones being zeros (the gated layer zeroes them before its norm). Parameter names and
+    submodules are those of transformers' WavLMLayerNormConvLayer (so gates attach alike).
 
     Parameters
     ----------
@@ -104,7 +139,7 @@ class PrunedLayerNormConvLayer(nn.Module):
         super().__init__()
         self.num_channels = num_channels
         self.conv = nn.Conv1d(in_channels, out_channels, kernel_size, stride=stride, bias=bias)
-        self.layer_norm = nn.LayerNorm(out_channels, eps=eps)
+        self.layer_norm = LayerNormWithZeros(out_channels, num_channels, eps=eps)
         self.activation = ACT2FN[activation]
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
@@ -112,11 +147,7 @@ class PrunedLayerNormConvLayer(nn.Module):
         hidden_states (Tensor): shape (batch, in_channels, frames)
         returns (Tensor): shape (batch, out_channels, frames')
         """
-        hidden_states = self.conv(hidden_states).transpose(-2, -1)
-        norm = self.layer_norm
-        hidden_states, _, _ = layer_norm_with_zeros(
-            hidden_states, self.num_channels, norm.weight, norm.bias, norm.eps
-        )
+        hidden_states = self.layer_norm(self.conv(hidden_states).transpose(-2, -1))
         return self.activation(hidden_states.transpose(-2, -1))
 
 
@@ -183,40 +214,72 @@ class MaskChannels(GateHook):
         return output * mask
 
 
+class NormOverOpenChannels(GateHook):
+    """Forward hook of a LayerNorm over CNN channels: the norm of the open channels alone
+
+    For networks whose norms are plain LayerNorms over their channels (pruned_norms="kept"):
+    the statistics are those of the channels with z > 0, closed channels output 0, so that
+    removing the closed channels leaves a plain LayerNorm over the others.
+    input, output (Tensors): shape (..., channels)
+    """
+
+    def __call__(self, module: nn.LayerNorm, args, output: torch.Tensor) -> torch.Tensor:
+        (hidden_states,) = args
+        is_open = (self.masks.get(self.unit, self.index) > 0).to(hidden_states.dtype)
+        # a layer whose sampled channels are all closed outputs zeros (as the other norms do)
+        count = is_open.sum().clamp(min=1.0)
+        mean = (hidden_states * is_open).sum(dim=-1, keepdim=True) / count
+        centred = (hidden_states - mean) * is_open
+        variance = centred.square().sum(dim=-1, keepdim=True) / count
+        normalised = centred * torch.rsqrt(variance + module.eps)
+        return (normalised * module.weight + module.bias) * is_open
+
+
 class ConvChannels(UnitKind):
     """Output channels of each CNN layer (and the feature projection's input)."""
 
     name = "conv"
     init_drop_rate = 0.01
 
-    def group_sizes(self, config: WavLMConfig) -> list[int]:
-        return [int(channels) for channels in config.conv_dim]
+    def group_sizes(self, structure: Structure) -> list[int]:
+        return list(structure.conv_channels)
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
-        for index, layer in enumerate(wavlm.feature_extractor.conv_layers):
+    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+               pruned_norms: str = "original", **options) -> None:
+        kept_norms = pruned_norms == "kept"
+        conv_layers = wavlm.feature_extractor.conv_layers
+        for index, layer in enumerate(conv_layers):
             if isinstance(layer, WavLMGroupNormConvLayer):
                 layer.layer_norm.register_forward_hook(MaskChannels(masks, index, dim=1))
-            elif isinstance(layer, WavLMLayerNormConvLayer):
+            elif isinstance(layer, (WavLMLayerNormConvLayer, PrunedLayerNormConvLayer)):
                 layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
                 # LayerNorm output is (batch, frames, channels)
                 layer.layer_norm.register_forward_hook(
-                    MaskChannels(masks, index, dim=-1, hard=True))
+                    NormOverOpenChannels(masks, self.name, index) if kept_norms
+                    else MaskChannels(masks, index, dim=-1, hard=True))
             elif isinstance(layer, WavLMNoLayerNormConvLayer):
                 layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
             else:
                 raise ValueError(f"CNN layer {index} is a {type(layer).__name__}: expected one "
-                                 "of transformers' WavLM conv layers.")
+                                 "of transformers' WavLM conv layers or a "
+                                 "PrunedLayerNormConvLayer.")
+        if kept_norms:
+            wavlm.feature_projection.layer_norm.register_forward_hook(
+                NormOverOpenChannels(masks, self.name, len(conv_layers) - 1))
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         channels = list(structure.conv_channels)
         return {"conv_channels": channels,
                 "last_conv_reduced": [int(channels[-1] < structure.config.conv_dim[-1])]}
 
-    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         probabilities = open_probabilities(gates)
-        # the projection's extra vector exists iff a channel of the last layer is closed
+        # the projection's extra vector exists iff a channel of the last layer is closed, or
+        # was already pruned
+        reduced = structure.conv_channels[-1] < structure.config.conv_dim[-1]
+        all_open = torch.prod(probabilities[-1])
         return {"conv_channels": [p.sum() for p in probabilities],
-                "last_conv_reduced": [1.0 - torch.prod(probabilities[-1])]}
+                "last_conv_reduced": [1.0 - (0.0 if reduced else all_open)]}
 
     def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
         total: Number = 0
@@ -243,7 +306,7 @@ class ConvChannels(UnitKind):
             previous = channels
         return total + frames[-1] * previous * config.hidden_size
 
-    def kept(self, masks: Masks) -> dict[str, list]:
+    def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
         channels = []
         for index, mask in enumerate(masks["conv"]):
             kept = nonzero(mask)
@@ -284,7 +347,8 @@ class ConvChannels(UnitKind):
             new_modules.append(wavlm.feature_projection)
         return new_modules
 
-    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+    def fold(self, state: State, masks: Masks, structure: Structure,
+             pruned_norms: str = "original", **options) -> None:
         config = structure.config
         previous = None
         for index, mask in enumerate(masks["conv"]):
@@ -314,7 +378,9 @@ class ConvChannels(UnitKind):
                 state[f"{prefix}.conv.bias"] = bias
             previous = kept
 
-        # feature projection: the pruned channels' (exactly zero) share, folded
+        # feature projection: the kept channels' norm and columns; with norms over the
+        # original count, the newly pruned channels' (exactly zero) share folded in addition
+        # to that of the channels pruned before
         norm_weight = state[f"{PROJECTION}.layer_norm.weight"]
         norm_bias = state[f"{PROJECTION}.layer_norm.bias"]
         projection = state[f"{PROJECTION}.projection.weight"]
@@ -325,8 +391,9 @@ class ConvChannels(UnitKind):
             # a fixed per-channel scale of the last CNN output (DiariZen's models)
             state["conv_output_scale"] = state["conv_output_scale"][previous]
         closed = masks["conv"][-1] == 0
-        if closed.any():
+        if closed.any() and pruned_norms == "original":
             closed_columns = projection[:, closed]
             state[f"{PROJECTION}.projection.bias"] = (
                 state[f"{PROJECTION}.projection.bias"] + closed_columns @ norm_bias[closed])
-            state[f"{PROJECTION}.pruned_channels_projection"] = closed_columns @ norm_weight[closed]
+            vector = f"{PROJECTION}.pruned_channels_projection"
+            state[vector] = closed_columns @ norm_weight[closed] + state.get(vector, 0.0)

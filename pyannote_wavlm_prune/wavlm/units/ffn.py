@@ -3,7 +3,8 @@
 The gate of unit i multiplies its activation before `output_dense` (a forward pre-hook on the
 stock module). Pruning keeps the kept units' rows of `intermediate_dense` and columns of
 `output_dense`, each kept soft value folded into its column. A layer with no unit left keeps
-the block's output bias, a constant (`OutputBias`).
+the block's output bias, a constant (`OutputBias`). The gates of an already pruned network
+act on its `PrunedWavLMFeedForward`s the same way (one gate per kept unit).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from .base import (
     Sizes,
     State,
     UnitKind,
+    is_open,
     layer_key,
     nonzero,
     open_probabilities,
@@ -83,18 +85,20 @@ class FeedForwardUnits(UnitKind):
     name = "ffn"
     init_drop_rate = 0.5
 
-    def group_sizes(self, config: WavLMConfig) -> list[int]:
-        return [config.intermediate_size] * config.num_hidden_layers
+    def group_sizes(self, structure: Structure) -> list[int]:
+        return list(structure.ffn_widths)
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
+    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+               **options) -> None:
         for index, layer in enumerate(wavlm.encoder.layers):
-            layer.feed_forward.output_dense.register_forward_pre_hook(
-                MaskInput(masks, self.name, index))
+            if structure.ffn_widths[index]:  # else no unit, no gate
+                layer.feed_forward.output_dense.register_forward_pre_hook(
+                    MaskInput(masks, self.name, index))
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         return {"ffn_widths": list(structure.ffn_widths)}
 
-    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         return {"ffn_widths": [p.sum() for p in open_probabilities(gates)]}
 
     def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
@@ -107,9 +111,9 @@ class FeedForwardUnits(UnitKind):
         return sum(block * 2 * T * E * width
                    for width, block in zip(sizes["ffn_widths"], sizes["ffn_blocks"], strict=True))
 
-    def kept(self, masks: Masks) -> dict[str, list]:
+    def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
         return {"ffn_widths": [
-            len(nonzero(mask)) if block[0] > 0 else 0
+            len(nonzero(mask)) if is_open(block) else 0
             for mask, block in zip(masks["ffn"], masks["ffn_layer"], strict=True)
         ]}
 
@@ -124,7 +128,7 @@ class FeedForwardUnits(UnitKind):
             new_modules.append(layer.feed_forward)
         return new_modules
 
-    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+    def fold(self, state: State, masks: Masks, structure: Structure, **options) -> None:
         for index, width in enumerate(structure.ffn_widths):
             prefix = layer_key(index, "feed_forward")
             if width == 0:

@@ -7,6 +7,10 @@ and the columns of out_proj of the kept heads (real indices), folds each kept so
 value into its out_proj columns, and keeps the relative-position gate (`gru_rel_pos_linear`,
 shared by the heads of a layer) and the kept heads' `gru_rel_pos_const`. Layer 0's relative
 position table is kept whole, whatever heads remain: every layer reads it.
+
+On an already pruned network, the gates act on its `PrunedWavLMAttention`s (one gate per
+kept head, the same parametrization of out_proj.weight); pruning maps the heads they keep
+back to their original indices, so a structure always names real heads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from .base import (
     Sizes,
     State,
     UnitKind,
+    is_open,
     layer_key,
     nonzero,
     open_probabilities,
@@ -63,20 +68,22 @@ class AttentionHeads(UnitKind):
     name = "head"
     init_drop_rate = 0.01
 
-    def group_sizes(self, config: WavLMConfig) -> list[int]:
-        return [config.num_attention_heads] * config.num_hidden_layers
+    def group_sizes(self, structure: Structure) -> list[int]:
+        return [len(heads) for heads in structure.kept_heads]
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks) -> None:
-        head_dim = _head_dim(wavlm.config)
+    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+               **options) -> None:
+        head_dim = _head_dim(structure.config)
         for index, layer in enumerate(wavlm.encoder.layers):
-            parametrize.register_parametrization(
-                layer.attention.out_proj, "weight", HeadMask(masks, index, head_dim))
+            if structure.kept_heads[index]:  # else no head, no gate
+                parametrize.register_parametrization(
+                    layer.attention.out_proj, "weight", HeadMask(masks, index, head_dim))
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         return {"heads": [len(heads) for heads in structure.kept_heads],
                 "any_head": [int(len(heads) > 0) for heads in structure.kept_heads]}
 
-    def expected_sizes(self, gates: Sequence[HardConcreteGate], config: WavLMConfig) -> Sizes:
+    def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         probabilities = open_probabilities(gates)
         # the relative-position gate of a layer exists iff one of its heads is open
         return {"heads": [p.sum() for p in probabilities],
@@ -100,10 +107,12 @@ class AttentionHeads(UnitKind):
             total = total + block * (4 * T * d * E * heads + 2 * T * T * d * heads + 8 * T * d * heads)
         return total
 
-    def kept(self, masks: Masks) -> dict[str, list]:
+    def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
+        # mask position p is the p-th head `structure` keeps
         return {"kept_heads": [
-            nonzero(mask) if block[0] > 0 else []
-            for mask, block in zip(masks["head"], masks["attention_layer"], strict=True)
+            [heads[position] for position in nonzero(mask)] if is_open(block) else []
+            for mask, block, heads in zip(masks["head"], masks["attention_layer"],
+                                          structure.kept_heads, strict=True)
         ]}
 
     def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
@@ -123,18 +132,20 @@ class AttentionHeads(UnitKind):
             new_modules.append(layer.attention)
         return new_modules
 
-    def fold(self, state: State, masks: Masks, structure: Structure) -> None:
+    def fold(self, state: State, masks: Masks, structure: Structure, **options) -> None:
         head_dim = _head_dim(structure.config)
         for index, heads in enumerate(structure.kept_heads):
             prefix = layer_key(index, "attention")
             if not heads:
+                # (a layer the network had already emptied has nothing left to pop)
                 for name in ("q_proj", "k_proj", "v_proj", "gru_rel_pos_linear"):
                     pop_prefix(state, f"{prefix}.{name}.")
-                state.pop(f"{prefix}.out_proj.weight")
-                state.pop(f"{prefix}.gru_rel_pos_const")
+                state.pop(f"{prefix}.out_proj.weight", None)
+                state.pop(f"{prefix}.gru_rel_pos_const", None)
                 continue
             mask = masks["head"][index]
-            kept = torch.tensor(heads, device=mask.device)
+            # positions among the heads the state has (original indices when unpruned)
+            kept = torch.nonzero(mask, as_tuple=True)[0]
             rows = (kept[:, None] * head_dim + torch.arange(head_dim, device=mask.device)).flatten()
             for name in ("q_proj", "k_proj", "v_proj"):
                 for tensor in ("weight", "bias"):
