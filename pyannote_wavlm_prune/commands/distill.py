@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ..recipe.stages import distill_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    add_restart_argument,
+    budget_from,
+    get_protocol,
+)
 
 
 def add_arguments(parser):
@@ -12,10 +18,12 @@ def add_arguments(parser):
     parser.add_argument("--teacher", required=True, help="the unpruned teacher checkpoint")
     parser.add_argument("--student", required=True, help="the pruned checkpoint")
     add_budget_arguments(parser, max_epochs=10)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
     result = distill_stage(get_protocol(args), args.output, args.teacher, args.student,
-                           budget=budget_from(args), progress=not args.no_progress)
+                           budget=budget_from(args), progress=not args.no_progress,
+                           restart=args.restart)
     print(result)
     return 0

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 from ..recipe.stages import finetune_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    add_restart_argument,
+    budget_from,
+    get_protocol,
+)
 
 
 def add_arguments(parser):
@@ -13,10 +19,12 @@ def add_arguments(parser):
     parser.add_argument("--keep-back-end", action="store_true",
                         help="fine-tune the model's own back end rather than a fresh one")
     add_budget_arguments(parser, max_epochs=10)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
     result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
-                            fresh_back_end=not args.keep_back_end, progress=not args.no_progress)
+                            fresh_back_end=not args.keep_back_end, progress=not args.no_progress,
+                            restart=args.restart)
     print(result)
     return 0

@@ -6,7 +6,13 @@ import inspect
 
 from ..recipe.stages import prune_stage
 from ..tasks import DistillPrune
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    add_restart_argument,
+    budget_from,
+    get_protocol,
+)
 
 # options of DistillPrune this command sets; unset, the task's own defaults apply
 TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "controller")
@@ -21,7 +27,7 @@ def add_arguments(parser):
     parser.add_argument("--output", required=True, help="stage directory")
     parser.add_argument("--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
     parser.add_argument("--sparsity", type=float,
-                        help=f"target sparsity in [0, 1) (default: {_default('sparsity')})")
+                        help=f"target sparsity in (0, 1) (default: {_default('sparsity')})")
     parser.add_argument("--objective", choices=["params", "macs"],
                         help=f"what the sparsity counts (default: {_default('objective')})")
     parser.add_argument("--warmup-epochs", type=float,
@@ -38,13 +44,15 @@ def add_arguments(parser):
     parser.add_argument("--stop-at-target", action="store_true",
                         help="stop once the pruned structure reaches SPARSITY - TOLERANCE")
     add_budget_arguments(parser, max_epochs=30)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
     options = {name: getattr(args, name) for name in TASK_OPTIONS if getattr(args, name) is not None}
     result = prune_stage(get_protocol(args), args.output, args.teacher, tolerance=args.tolerance,
                          exact=not args.no_exact, stop_at_target=args.stop_at_target,
-                         budget=budget_from(args), progress=not args.no_progress, **options)
+                         budget=budget_from(args), progress=not args.no_progress,
+                         restart=args.restart, **options)
     print(result)
     report = result.parent / "pruning.json"
     if report.is_file():

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from ..recipe.run import resolve_wavlm_option
 from ..recipe.stages import train_stage
-from .common import add_budget_arguments, add_protocol_arguments, budget_from, get_protocol
+from .common import (
+    add_budget_arguments,
+    add_protocol_arguments,
+    add_restart_argument,
+    budget_from,
+    get_protocol,
+)
 
 
 def add_arguments(parser):
@@ -14,6 +20,7 @@ def add_arguments(parser):
                         help="model name, local directory, or preset:tiny|base_plus|large")
     parser.add_argument("--freeze-wavlm", action="store_true")
     add_budget_arguments(parser, max_epochs=20)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
@@ -22,6 +29,7 @@ def run(args) -> int:
         wavlm = resolve_wavlm_option({"preset": wavlm.split(":", 1)[1]})
     result = train_stage(get_protocol(args), args.output,
                          model_options={"wavlm": wavlm, "freeze_wavlm": args.freeze_wavlm},
-                         budget=budget_from(args), progress=not args.no_progress)
+                         budget=budget_from(args), progress=not args.no_progress,
+                         restart=args.restart)
     print(result)
     return 0

@@ -333,7 +333,7 @@ class DistillPrune(Distill):
     teacher : WavLMSegmentation or str or path
         The fine-tuned model to prune (or its checkpoint). It is never modified.
     sparsity : float, optional
-        Target sparsity in [0, 1). Defaults to 0.8.
+        Target sparsity in (0, 1) (0 is refused: use train for no pruning). Defaults to 0.8.
     objective : {"params", "macs"}, optional
         What the sparsity counts: WavLM parameters, or WavLM MACs for one chunk of `duration`.
         Defaults to "params".
@@ -378,8 +378,10 @@ class DistillPrune(Distill):
         decay: bool = False,
         **kwargs: Any,
     ):
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity={sparsity}: expected a target in [0, 1).")
+        # 0 would still prune: the gates start half open and close units on their own
+        if not 0.0 < sparsity < 1.0:
+            raise ValueError(f"sparsity={sparsity}: expected a target in (0, 1); for no pruning, "
+                             "use train (or finetune) instead.")
         if objective not in METRICS:
             raise ValueError(f"objective={objective!r}: expected one of {METRICS}.")
         units = check_units(units)
