@@ -228,8 +228,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             )
         if duration < frame:
             raise ValueError(
-                f"Audio {uri!r} lasts {duration:.4f} s ({where!s}): the segmentation model "
-                f"needs at least {frame:.4f} s (one frame)."
+                f"Audio {uri!r} lasts {duration:.4f} s: the segmentation model needs at least "
+                f"{frame:.4f} s (one frame); audio: {where!s}."
             )
 
 
