@@ -193,6 +193,14 @@ def test_concurrent_exports_to_one_new_directory_one_succeeds_one_fails(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
 
 
+def test_averaging_into_one_of_its_inputs_is_refused(tmp_path, pruned):
+    checkpoint = save_checkpoint(pruned, tmp_path / "epoch=1.ckpt")
+    before = sha256(checkpoint)
+    with pytest.raises(ValueError, match="is one of the checkpoints to average"):
+        average_checkpoints([checkpoint, checkpoint], checkpoint)
+    assert sha256(checkpoint) == before
+
+
 # ---------------------------------------------------------------- 3. empty audio
 
 def write_wav(path, samples: int):

@@ -171,6 +171,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"Checkpoints not found: {missing}")
+    if any(Path(output).resolve() == path.resolve() for path in paths):
+        raise ValueError(f"output {output} is one of the checkpoints to average: expected a new "
+                         "path (inputs are never modified).")
 
     first = torch.load(paths[0], map_location="cpu", weights_only=False)
     if "pyannote.audio" not in first:
