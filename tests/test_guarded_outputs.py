@@ -114,6 +114,12 @@ def test_restart_changed_keeps_a_run_whose_options_are_the_same(tmp_path):
     assert not (tmp_path / "model.ckpt").exists()
 
 
+def test_a_record_alone_from_a_start_that_failed_does_not_block_the_next_one(tmp_path):
+    begin_stage(tmp_path, "prune", {"sparsity": 1.5}, tmp_path / "pruned.ckpt")  # then refused
+    assert not begin_stage(tmp_path, "prune", {"sparsity": 0.5}, tmp_path / "pruned.ckpt")
+    assert json.loads((tmp_path / "options.json").read_text())["sparsity"] == 0.5
+
+
 def test_results_without_a_record_of_their_options_are_not_reused(tmp_path):
     (tmp_path / "pruned.ckpt").write_text("made with unknown options")
     with pytest.raises(OptionsChangedError, match="no options.json"):

@@ -141,7 +141,11 @@ def begin_stage(
     current = json.loads(json.dumps(jsonable({"stage": stage, **options})))
     record = directory / OPTIONS_FILE
     recorded = json.loads(record.read_text()) if record.is_file() else None
-    written = stage_outputs(directory) if directory.is_dir() else []
+    # a record alone (a start that failed before writing anything) holds nothing to keep
+    written = [path for path in (stage_outputs(directory) if directory.is_dir() else [])
+               if path.name != OPTIONS_FILE]
+    if not written:
+        recorded = None
     if recorded is None and written:
         changes = [f"{directory} holds {', '.join(path.name for path in written)} but no "
                    f"{OPTIONS_FILE} saying how they were made"]
