@@ -199,6 +199,16 @@ def test_concurrent_exports_to_one_new_directory_one_succeeds_one_fails(tmp_path
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
 
 
+def test_a_tuned_pipeline_never_replaces_the_pipeline_it_tunes(tmp_path, pruned):
+    from pyannote_wavlm_prune.pipelines.optimize import optimize_pipeline
+
+    directory = export_pipeline(tmp_path / "pipeline", pruned, clustering="OracleClustering")
+    before = tree(directory)
+    with pytest.raises(ValueError, match="is or contains the pipeline to tune"):
+        optimize_pipeline(directory, [], output=directory, overwrite=True)
+    assert tree(directory) == before
+
+
 def test_averaging_into_one_of_its_inputs_is_refused(tmp_path, pruned):
     checkpoint = save_checkpoint(pruned, tmp_path / "epoch=1.ckpt")
     before = sha256(checkpoint)

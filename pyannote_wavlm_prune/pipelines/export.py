@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +80,24 @@ def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
         "or a StoredPLDA (what estimate_plda returns). A PLDA object does not keep its "
         "arrays, so it cannot be written again."
     )
+
+
+def check_target(directory: str | os.PathLike, overwrite: bool = False,
+                 inputs: Iterable[tuple[str, object]] = ()) -> None:
+    """Raise unless a pipeline may be written to `directory`
+
+    It must not be, or contain, the working directory or one of `inputs` ((what, path) pairs);
+    it must be new or empty, or, with `overwrite`, a pipeline directory (`check_replaceable`).
+    """
+    check_output_location(directory, inputs)
+    directory = Path(directory)
+    if os.path.lexists(directory) and not is_empty_directory(directory):
+        if not overwrite:
+            raise FileExistsError(
+                f"{directory} exists and is not empty: expected a new or empty directory "
+                "(or overwrite=True)."
+            )
+        check_replaceable(directory)
 
 
 def check_replaceable(directory: str | os.PathLike) -> None:
@@ -178,15 +196,9 @@ def export_pipeline(
     `export_pipeline` wrote (see `check_replaceable`).
     """
     directory = Path(directory).absolute()
-    check_output_location(directory, [("segmentation", segmentation), ("embedding", embedding),
-                                      ("plda", plda)])
-    if os.path.lexists(directory) and not is_empty_directory(directory):
-        if not overwrite:
-            raise FileExistsError(
-                f"{directory} exists and is not empty: expected a new or empty directory "
-                "(or overwrite=True)."
-            )
-        check_replaceable(directory)  # now, rather than after loading the models
+    # now, rather than after loading the models
+    check_target(directory, overwrite, [("segmentation", segmentation), ("embedding", embedding),
+                                        ("plda", plda)])
     if clustering not in CLUSTERINGS:
         raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
 
