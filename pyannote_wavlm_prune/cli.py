@@ -3,6 +3,11 @@
 Each sub-command lives in its own module of `pyannote_wavlm_prune.commands`, which defines
 `add_arguments(parser)` and `run(args) -> int`. Only the module of the sub-command being run
 is imported, so that `--help` and light commands start fast.
+
+A user's mistake (a bad value, a missing or existing file) is printed as one line naming it,
+with exit code 2; `--debug` (or PYANNOTE_WAVLM_PRUNE_DEBUG=1) shows the traceback instead.
+Paths and protocol names are checked before any command module (and torch, pyannote) is
+imported, so that such mistakes are reported at once.
 """
 
 from __future__ import annotations
@@ -33,6 +38,42 @@ COMMANDS = {
 }
 
 
+# what a user's mistake raises (a bug raises anything else, and keeps its traceback)
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
+               IsADirectoryError, PermissionError)
+DEBUG_VARIABLE = "PYANNOTE_WAVLM_PRUNE_DEBUG"
+# options of the sub-commands that name an input file or directory (or a hub name "org/name")
+INPUT_OPTIONS = ("--teacher", "--student", "--model", "--segmentation", "--embedding", "--plda",
+                 "--params")
+
+
+def check_inputs(argv: list[str]) -> None:
+    """Raise for an input path that does not exist or a protocol its --database lacks
+
+    Only reads files: runs before the sub-command's module is imported.
+    """
+    from .files import is_hub_name
+
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False, exit_on_error=False)
+    for option in INPUT_OPTIONS:
+        parser.add_argument(option)
+    parser.add_argument("--protocol")
+    parser.add_argument("--database", action="append", default=[])
+    try:
+        known, _ = parser.parse_known_args(argv)
+    except (argparse.ArgumentError, SystemExit):
+        return  # malformed: the sub-command's parser says how
+    for option in INPUT_OPTIONS:
+        value = getattr(known, option[2:])
+        if value is not None and not os.path.exists(value) and not is_hub_name(value):
+            raise FileNotFoundError(f"{option} {value} does not exist: expected the path of an "
+                                    "existing file or directory.")
+    if known.protocol and known.database:
+        from .data.protocols import resolve_protocol_name
+
+        resolve_protocol_name(known.database, known.protocol)
+
+
 def _selected(argv: list[str]) -> str | None:
     return next((token for token in argv if token in COMMANDS), None)
 
@@ -42,6 +83,8 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="pyannote-wavlm-prune",
         description="WavLM segmentation for pyannote.audio, pruned by distillation.",
     )
+    parser.add_argument("--debug", action="store_true",
+                        help=f"show tracebacks of errors (or set {DEBUG_VARIABLE}=1)")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     selected = _selected(argv)
     for name, (module_name, help_text) in COMMANDS.items():
@@ -58,8 +101,26 @@ def main(argv: list[str] | None = None) -> int:
     # nothing here may phone home unless the user asks for it
     os.environ.setdefault("PYANNOTE_METRICS_ENABLED", "0")
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(argv).parse_args(argv)
-    return args.run(args)
+    # anywhere on the line, not only before the sub-command
+    debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    argv = [token for token in argv if token != "--debug"]
+    try:
+        check_inputs(argv)
+        args = build_parser(argv).parse_args(argv)
+        return args.run(args)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        message = " ".join(str(error).split())
+    except SystemExit as exit_:
+        # the commands' own one-line refusals: raise SystemExit("message")
+        if debug or not isinstance(exit_.code, str):
+            raise
+        message = exit_.code
+    command = _selected(argv)
+    print(f"pyannote-wavlm-prune{' ' + command if command else ''}: error: {message}",
+          file=sys.stderr)
+    return 2
 
 
 if __name__ == "__main__":

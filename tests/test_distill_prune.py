@@ -214,9 +214,11 @@ def test_a_teacher_that_is_not_a_wavlm_segmentation_is_refused(tiny_protocol):
         DistillPrune(tiny_protocol, teacher=PyanNet())
 
 
-@pytest.mark.parametrize("sparsity", [1.0, -0.1])
+@pytest.mark.parametrize("sparsity", [1.0, -0.1, 0.0])
 def test_a_target_outside_zero_one_is_refused(tiny_protocol, sparsity):
-    with pytest.raises(ValueError, match=rf"sparsity={sparsity}: expected a target in \[0, 1\)"):
+    # 0 too: the gates start half open, so a target of 0 still removed units (issue 15)
+    with pytest.raises(ValueError, match=rf"sparsity={sparsity}: expected a target in \(0, 1\); "
+                                         "for no pruning, use train"):
         DistillPrune(tiny_protocol, teacher=teacher(), sparsity=sparsity)
 
 

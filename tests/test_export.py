@@ -190,6 +190,13 @@ def test_export_refuses_a_non_empty_directory_unless_asked(tmp_path, pruned):
         export_pipeline(directory, pruned, clustering="OracleClustering")
     assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
 
+    # overwrite replaces only what export wrote (issue 15): never the user's notes
+    with pytest.raises(FileExistsError, match="not a pipeline directory written by"):
+        export_pipeline(directory, pruned, clustering="OracleClustering", overwrite=True)
+    assert sorted(p.name for p in directory.iterdir()) == ["notes.txt"]
+
+    (directory / "notes.txt").unlink()
+    export_pipeline(directory, pruned, clustering="OracleClustering")
     export_pipeline(directory, pruned, clustering="OracleClustering", overwrite=True)
     assert sorted(p.name for p in directory.iterdir()) == ["config.yaml", "segmentation"]
     # written beside, then renamed: no temporary directory is left behind

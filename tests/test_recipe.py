@@ -1,5 +1,6 @@
 """The recipe: fine-tune > DistillPrune > prune > distill > fine-tune, resumable, from the CLI."""
 
+import json
 import os
 import subprocess
 import sys
@@ -188,3 +189,107 @@ def test_finetuning_keeps_the_distilled_back_end_only_when_asked(tiny_protocol, 
     # the input checkpoint is untouched
     reloaded = Model.from_pretrained(distilled)
     assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
+
+
+PRUNE_SCRIPT = """
+import os, signal, sys
+import lightning
+from pyannote_wavlm_prune.data.protocols import get_protocol
+from pyannote_wavlm_prune.recipe import averaging
+from pyannote_wavlm_prune.recipe.stages import Budget, prune_stage
+
+kill_after = {kill_after!r}
+if kill_after is not None:
+    # kill -9 right after the epoch's checkpoints are written, as a crash would
+    save = averaging.KeepBestCheckpoints._on_epoch_end
+
+    def save_then_die(self, trainer):
+        save(self, trainer)
+        if trainer.current_epoch == kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    averaging.KeepBestCheckpoints._on_epoch_end = save_then_die
+lightning.seed_everything(0)
+prune_stage(get_protocol({corpus!r}), {directory!r}, {teacher!r}, progress=False,
+            budget=Budget(**{budget!r}), sparsity=0.5, warmup_epochs=1,
+            task_options={{"learning_rate": {{"student": 2e-3, "gates": 0.3, "lagrangian": 0.05}}}})
+"""
+
+
+def prune_in_a_process(corpus, directory, teacher, kill_after=None, **options):
+    script = PRUNE_SCRIPT.format(kill_after=kill_after,
+                                 corpus=str(corpus), directory=str(directory), teacher=str(teacher),
+                                 budget={**BUDGET, "max_epochs": 3, **options})
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0"}
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True,
+                          timeout=900)
+
+
+def test_a_prune_killed_and_resumed_ends_as_an_uninterrupted_one_with_whole_records(
+        tiny_corpus, tmp_path):
+    import hashlib
+
+    from helpers import tiny_model
+
+    from pyannote_wavlm_prune import save_checkpoint
+
+    teacher = save_checkpoint(tiny_model(), tmp_path / "teacher.ckpt")
+    digest = hashlib.sha256(teacher.read_bytes()).hexdigest()
+    whole = prune_in_a_process(tiny_corpus, tmp_path / "whole", teacher)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = prune_in_a_process(tiny_corpus, tmp_path / "resumed", teacher, kill_after=1)
+    assert killed.returncode == -9, killed.stderr[-3000:]
+    assert not (tmp_path / "resumed" / "pruned.ckpt").exists()
+    resumed = prune_in_a_process(tiny_corpus, tmp_path / "resumed", teacher)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming from checkpoints/last.ckpt (same options)" in resumed.stderr
+
+    structures = [Model.from_pretrained(tmp_path / run / "pruned.ckpt").structure
+                  for run in ("whole", "resumed")]
+    assert structures[0] is not None and structures[0] == structures[1]
+    assert hashlib.sha256(teacher.read_bytes()).hexdigest() == digest
+
+    def refuse(constant):
+        raise ValueError(f"history.json holds {constant}")
+
+    for run in ("whole", "resumed"):
+        history = json.loads((tmp_path / run / "checkpoints" / "history.json").read_text(),
+                             parse_constant=refuse)
+        assert [entry["epoch"] for entry in history["history"]] == [0, 1, 2]
+        assert all(entry["score"] is not None for entry in history["history"])
+    # the metrics of the epochs before the kill are still there, beside those after it
+    logged = set()
+    for metrics in (tmp_path / "resumed" / "logs").glob("*/metrics.csv"):
+        rows = metrics.read_text().splitlines()
+        column = rows[0].split(",").index("epoch")
+        logged |= {int(float(row.split(",")[column])) for row in rows[1:] if row.split(",")[column]}
+    assert logged == {0, 1, 2}
+
+
+def test_a_prune_rerun_with_other_options_stops_and_keeps_the_result(tiny_corpus, tmp_path):
+    from helpers import tiny_model
+
+    from pyannote_wavlm_prune import save_checkpoint
+
+    teacher = save_checkpoint(tiny_model(), tmp_path / "teacher.ckpt")
+    output = tmp_path / "2-prune"
+    common = ("prune", "--protocol", "tiny", "--database", str(tiny_corpus), "--teacher",
+              str(teacher), "--output", str(output), "--max-epochs", "1", "--limit-train-batches",
+              "2", "--limit-val-batches", "1", "--batch-size", "4", "--duration", "2", "--k", "1",
+              "--accelerator", "cpu", "--no-progress", "--warmup-epochs", "0")
+    first = run_cli(*common, "--sparsity", "0.5", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    pruned = (output / "pruned.ckpt").read_bytes()
+
+    same = run_cli(*common, "--sparsity", "0.5", cwd=tmp_path)
+    assert same.returncode == 0 and "reusing pruned.ckpt (finished with the same options)" in same.stderr
+    changed = run_cli(*common, "--sparsity", "0.3", "--objective", "macs", cwd=tmp_path)
+    assert changed.returncode == 2 and "Traceback" not in changed.stderr
+    assert "task.sparsity: 0.5 -> 0.3" in changed.stderr
+    assert 'task.objective: (unset) -> "macs"' in changed.stderr
+    assert (output / "pruned.ckpt").read_bytes() == pruned
+
+    restarted = run_cli(*common, "--sparsity", "0.3", "--restart", cwd=tmp_path)
+    assert restarted.returncode == 0, restarted.stderr[-3000:]
+    assert json.loads((output / "options.json").read_text())["task"]["sparsity"] == 0.3
+    assert (output / "pruned.ckpt").read_bytes() != pruned

@@ -23,6 +23,12 @@ def get_protocol(args: argparse.Namespace):
     return get_protocol(args.database, args.protocol)
 
 
+def add_restart_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--restart", action="store_true",
+                        help="start over: remove what an earlier run of this stage wrote in "
+                             "--output (needed when its options differ from this run's)")
+
+
 def add_budget_arguments(parser: argparse.ArgumentParser, max_epochs: int = 10) -> None:
     """The options of `recipe.stages.Budget` (this command's own `max_epochs`)."""
     group = parser.add_argument_group("training budget")

@@ -8,6 +8,7 @@ from .arguments import Default, KeyValues, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
+    add_restart_argument,
     budget_from,
     get_protocol,
     options_from,
@@ -52,6 +53,7 @@ def add_arguments(parser):
     parser.add_argument("--student", required=True, help="the pruned checkpoint")
     add_distillation_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
@@ -60,6 +62,7 @@ def run(args) -> int:
 
     result = distill_stage(get_protocol(args), args.output, args.teacher, args.student,
                            task_options=options_from(args, DISTILL_OPTIONS),
-                           budget=budget_from(args), progress=not args.no_progress)
+                           budget=budget_from(args), progress=not args.no_progress,
+                           restart=args.restart)
     print(result)
     return 0

@@ -90,6 +90,12 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
+    from ..files import check_output_location
+
+    # before the heavy imports below: export_pipeline checks it again
+    check_output_location(args.output, [("--segmentation", args.segmentation),
+                                        ("--embedding", args.embedding), ("--plda", args.plda)])
+
     from ..pipelines import estimate_plda, export_pipeline, speaker_embeddings
 
     params = None

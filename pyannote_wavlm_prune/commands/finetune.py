@@ -6,6 +6,7 @@ from .arguments import resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
+    add_restart_argument,
     budget_from,
     get_protocol,
     options_from,
@@ -22,6 +23,7 @@ def add_arguments(parser):
                              "(default: a fresh back end)")
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
@@ -30,6 +32,6 @@ def run(args) -> int:
 
     result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
                             fresh_back_end=not args.keep_back_end, progress=not args.no_progress,
-                            task_options=options_from(args, TASK_OPTIONS))
+                            task_options=options_from(args, TASK_OPTIONS), restart=args.restart)
     print(result)
     return 0

@@ -8,6 +8,7 @@ from .arguments import Default, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
+    add_restart_argument,
     budget_from,
     get_protocol,
     options_from,
@@ -30,7 +31,7 @@ def add_arguments(parser):
     parser.add_argument("--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
     group = parser.add_argument_group("pruning (DistillPrune)")
     group.add_argument("--sparsity", type=float, default=Default(DISTILL_PRUNE, "sparsity"),
-                       help="target sparsity in [0, 1)")
+                       help="target sparsity in (0, 1), relative to the unpruned architecture")
     group.add_argument("--objective", choices=["params", "macs"],
                        default=Default(DISTILL_PRUNE, "objective"),
                        help="what the sparsity counts: WavLM parameters, or MACs per chunk")
@@ -57,6 +58,7 @@ def add_arguments(parser):
                        help="stop once the pruned structure reaches SPARSITY - TOLERANCE")
     add_distillation_arguments(parser, task="DistillPrune")
     add_budget_arguments(parser, max_epochs=30)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
@@ -66,7 +68,8 @@ def run(args) -> int:
 
     result = prune_stage(get_protocol(args), args.output, args.teacher,
                          task_options=options_from(args, TASK_OPTIONS), budget=budget_from(args),
-                         progress=not args.no_progress, **options_from(args, STAGE_OPTIONS))
+                         progress=not args.no_progress, restart=args.restart,
+                         **options_from(args, STAGE_OPTIONS))
     print(result)
     pruned = load_model(result, "pruned")
     num_samples = round(pruned.specifications.duration * pruned.hparams.sample_rate)

@@ -13,6 +13,8 @@ def add_arguments(parser):
                         help="write an example recipe (the tiny simulated corpus, offline, in "
                              "minutes) to RECIPE instead of running it")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--restart", action="store_true",
+                        help="start over the stages whose options changed (and those after them)")
 
 
 def write_example(path: str) -> Path:
@@ -33,7 +35,8 @@ def run(args) -> int:
         return 0
     from ..recipe.run import Recipe
 
-    results = Recipe.from_yaml(args.recipe).run(progress=not args.no_progress)
+    results = Recipe.from_yaml(args.recipe).run(progress=not args.no_progress,
+                                                restart=args.restart)
     for stage, path in results.items():
         print(f"{stage}: {path}")
     return 0

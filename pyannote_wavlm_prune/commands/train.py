@@ -8,6 +8,7 @@ from .arguments import Default, KeyValues, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
+    add_restart_argument,
     budget_from,
     get_protocol,
     options_from,
@@ -65,6 +66,7 @@ def add_arguments(parser):
                        help="epsilon of the Large family's waveform normalisation")
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)
+    add_restart_argument(parser)
 
 
 def run(args) -> int:
@@ -77,6 +79,6 @@ def run(args) -> int:
         model_options["wavlm"] = resolve_wavlm_option({"preset": args.wavlm.split(":", 1)[1]})
     result = train_stage(get_protocol(args), args.output, model_options=model_options,
                          task_options=options_from(args, TASK_OPTIONS), budget=budget_from(args),
-                         progress=not args.no_progress)
+                         progress=not args.no_progress, restart=args.restart)
     print(result)
     return 0

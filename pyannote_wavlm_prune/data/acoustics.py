@@ -7,8 +7,6 @@ conversation is reproducible from its seed alone.
 from __future__ import annotations
 
 import numpy as np
-from scipy.fft import next_fast_len
-from scipy.signal import oaconvolve
 
 SAMPLE_RATE = 16000
 
@@ -49,6 +47,10 @@ def reverberate(waveform: np.ndarray, response: np.ndarray) -> np.ndarray:
     The tail that rings past the end is cut: the conversation's length is fixed.
     """
     # overlap-add: a long signal and a short response, twice as fast as one big FFT
+    # scipy.signal is imported here, not with the module: it takes seconds, and the command
+    # line reads protocols (this package) before it reports a mistake
+    from scipy.signal import oaconvolve
+
     return oaconvolve(waveform, response)[: len(waveform)]
 
 
@@ -65,6 +67,8 @@ def colored_noise(rng: np.random.Generator, num_samples: int, exponent: float) -
     """
     # made longer, to a length with small prime factors (FFT of a large prime length is
     # ten times slower), then cut
+    from scipy.fft import next_fast_len
+
     length = next_fast_len(num_samples, real=True)
     spectrum = np.fft.rfft(rng.standard_normal(length))
     frequency = np.arange(len(spectrum), dtype=np.float64)

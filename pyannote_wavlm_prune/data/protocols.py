@@ -59,6 +59,31 @@ def get_protocol(
     from pyannote.database import FileFinder
     from pyannote.database.registry import Registry
 
+    files, name = resolve_protocol_name(databases, name)
+    if registry is None:
+        if files:
+            registry = Registry()
+        else:
+            from pyannote.database import registry  # pyannote's configured databases
+    for database_yml in files:
+        registry.load_database(database_yml)
+    try:
+        return registry.get_protocol(
+            name, preprocessors={"audio": FileFinder(registry=registry), **(preprocessors or {})}
+        )
+    except KeyError as error:
+        raise ValueError(f"protocol {name!r} is unknown: pass the database.yml that defines it "
+                         "(--database).") from error
+
+
+def resolve_protocol_name(
+    databases: str | os.PathLike | Sequence[str | os.PathLike], name: str | None = None
+) -> tuple[list[Path], str | None]:
+    """(database.yml files, full protocol name) of `get_protocol`'s arguments, checked
+
+    Reads the files only (no pyannote import), so that a command line can check them first.
+    Without files (pyannote's own configuration), `name` is returned as given.
+    """
     if isinstance(databases, (str, os.PathLike)):
         databases = [databases]
     files = []
@@ -69,14 +94,6 @@ def get_protocol(
             raise FileNotFoundError(f"no database.yml at {str(database)!r}: expected a "
                                     "database.yml file or a folder holding one.")
         files.append(database_yml)
-
-    if registry is None:
-        if files:
-            registry = Registry()
-        else:
-            from pyannote.database import registry  # pyannote's configured databases
-    for database_yml in files:
-        registry.load_database(database_yml)
 
     # with pyannote's own configuration, the registry knows the names (and says so on error)
     names = [n for database_yml in files for n in protocol_names(database_yml)]
@@ -91,10 +108,4 @@ def get_protocol(
             where = [str(f) for f in files] or "pyannote's database configuration"
             raise ValueError(f"protocol {name!r} is not defined in {where}: expected one of {names}.")
         name = matches[0]
-    try:
-        return registry.get_protocol(
-            name, preprocessors={"audio": FileFinder(registry=registry), **(preprocessors or {})}
-        )
-    except KeyError as error:
-        raise ValueError(f"protocol {name!r} is unknown: pass the database.yml that defines it "
-                         "(--database).") from error
+    return files, name

@@ -21,7 +21,6 @@ import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.signal import resample_poly
 from tqdm.auto import tqdm
 
 SAMPLE_RATE = 16000
@@ -272,6 +271,8 @@ def synthesize(speaker: str, text: str) -> np.ndarray:
     if sample_rate != SAMPLE_RATE:
         # polyphase resampling: exact rational ratio, deterministic, no time-dependent state
         divisor = np.gcd(SAMPLE_RATE, sample_rate)
+        from scipy.signal import resample_poly  # slow to import: see acoustics.reverberate
+
         waveform = resample_poly(waveform, SAMPLE_RATE // divisor, sample_rate // divisor)
     return waveform
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import lightning
 import torch
 from pyannote.audio import Model
+
+from ..files import write_atomically
 
 
 def save_checkpoint(model: Model, path: str | os.PathLike) -> Path:
@@ -30,15 +31,5 @@ def save_checkpoint(model: Model, path: str | os.PathLike) -> Path:
 
 
 def save_atomically(obj, path: str | os.PathLike) -> Path:
-    """`torch.save(obj, path)`, written next to `path` then renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            torch.save(obj, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return path
+    """`torch.save(obj, path)`, written next to `path` then renamed into place (umask modes)."""
+    return write_atomically(path, lambda file: torch.save(obj, file))

@@ -8,6 +8,8 @@ from pathlib import Path
 from pyannote.audio import Model
 from pyannote.audio.utils.hf_hub import AssetFileName
 
+from ..files import is_hub_name
+
 CHECKPOINT = AssetFileName.Model.value  # "pytorch_model.bin"
 
 
@@ -44,9 +46,8 @@ def load_model(
             raise ValueError(f"{role}={model!r}: expected a pyannote Model or the path of its "
                              "checkpoint.")
         path = Path(model)
-        is_hub_name = (isinstance(model, str) and not path.exists() and model.count("/") == 1
-                       and not model.startswith((".", "/", "~")) and path.suffix == "")
-        if not is_hub_name:
+        hub_name = is_hub_name(model)
+        if not hub_name:
             if path.is_dir():
                 path = path / CHECKPOINT
             if not path.is_file():
@@ -54,7 +55,7 @@ def load_model(
                     f"{role} checkpoint {str(model)!r} does not exist: expected a pyannote "
                     f"checkpoint (a file, or a directory holding {CHECKPOINT}).")
         try:
-            loaded = Model.from_pretrained(path if not is_hub_name else model, strict=strict)
+            loaded = Model.from_pretrained(path if not hub_name else model, strict=strict)
         except (KeyError, TypeError, RuntimeError, OSError) as error:
             raise ValueError(f"{role} {str(model)!r} could not be loaded as a pyannote model: "
                              f"{error}") from error

@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +26,12 @@ import pyannote.audio
 import yaml
 from pyannote.audio import Model, Pipeline
 from pyannote.audio.core.plda import PLDA
-from pyannote.audio.core.task import UnknownSpecificationsError
+from pyannote.audio.core.task import Problem, UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
 from .. import __version__
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
+from ..files import check_output_location, give_default_modes, is_empty_directory, place_directory
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from .embedding import untrained_embedding
@@ -44,19 +45,25 @@ CONFIG = AssetFileName.Pipeline.value
 CHECKPOINT = AssetFileName.Model.value
 
 def _load_model(model: Model | str | os.PathLike, role: str) -> Model:
-    """`model` itself, or the pyannote Model its checkpoint (file or directory) holds."""
-    if isinstance(model, Model):
-        try:
-            _ = model.specifications
-        except UnknownSpecificationsError as error:
-            # pyannote cannot checkpoint a model that no task has specified
-            raise ValueError(
-                f"{role} model {type(model).__name__} has no specifications, so it cannot be "
-                "saved: train it with a task, or use pyannote_wavlm_prune.pipelines.embedding."
-                "untrained_embedding() for a random speaker embedding."
-            ) from error
-        return model
-    return load_model(model, role, strict=False)
+    """`model` itself, or the pyannote Model its checkpoint (file or directory) holds, checked
+    to be a segmentation model (role "segmentation") or a speaker embedding (role "embedding")."""
+    source = f"{role} model {type(model).__name__}" if isinstance(model, Model) else f"{role} {model}"
+    model = load_model(model, role, strict=False)
+    try:
+        problem = model.specifications.problem
+    except UnknownSpecificationsError as error:
+        # pyannote cannot checkpoint a model that no task has specified
+        raise ValueError(
+            f"{source} has no specifications, so it cannot be saved: train it with a task, or "
+            "use pyannote_wavlm_prune.pipelines.embedding.untrained_embedding() for a random "
+            "speaker embedding."
+        ) from error
+    if (problem == Problem.REPRESENTATION) != (role == "embedding"):
+        expected = ("a speaker embedding model" if role == "embedding" else
+                    "a segmentation model (e.g. a WavLMSegmentation checkpoint)")
+        raise ValueError(f"{source} is a {type(model).__name__} trained for "
+                         f"{problem.name.lower().replace('_', ' ')}: expected {expected}.")
+    return model
 
 
 def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
@@ -75,8 +82,46 @@ def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
     )
 
 
-def _is_empty_directory(path: Path) -> bool:
-    return path.is_dir() and not any(path.iterdir())
+def check_target(directory: str | os.PathLike, overwrite: bool = False,
+                 inputs: Iterable[tuple[str, object]] = ()) -> None:
+    """Raise unless a pipeline may be written to `directory`
+
+    It must not be, or contain, the working directory or one of `inputs` ((what, path) pairs);
+    it must be new or empty, or, with `overwrite`, a pipeline directory (`check_replaceable`).
+    """
+    check_output_location(directory, inputs)
+    directory = Path(directory)
+    if os.path.lexists(directory) and not is_empty_directory(directory):
+        if not overwrite:
+            raise FileExistsError(
+                f"{directory} exists and is not empty: expected a new or empty directory "
+                "(or overwrite=True)."
+            )
+        check_replaceable(directory)
+
+
+def check_replaceable(directory: str | os.PathLike) -> None:
+    """Raise unless `directory` is a pipeline directory as `export_pipeline` writes it
+
+    What `overwrite` may replace: config.yaml naming this package's pipeline, and nothing
+    but the parts it names (segmentation/, embedding/, plda/).
+    """
+    directory = Path(directory)
+    layout = {CONFIG, "segmentation", f"segmentation/{CHECKPOINT}", "embedding",
+              f"embedding/{CHECKPOINT}", "plda", f"plda/{TRANSFORM_FILE}", f"plda/{PLDA_FILE}"}
+    found = {path.relative_to(directory).as_posix() for path in directory.rglob("*")}
+    reasons = [f"it holds {', '.join(sorted(found - layout)[:5])}"] if found - layout else []
+    try:
+        with open(directory / CONFIG) as file:
+            name = (yaml.safe_load(file) or {}).get("pipeline", {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        name = None
+    if name != PIPELINE_CLASS:
+        reasons.append(f"its {CONFIG} does not name {PIPELINE_CLASS}")
+    if reasons:
+        raise FileExistsError(
+            f"{directory} is not a pipeline directory written by {PACKAGE} ({'; '.join(reasons)}): "
+            "overwrite replaces only those. Expected a new directory, or one export wrote.")
 
 
 def export_pipeline(
@@ -129,7 +174,8 @@ def export_pipeline(
     extra : dict, optional
         Additional top-level entries of config.yaml (e.g. "optimization": {...}).
     overwrite : bool, optional
-        Replace a non-empty `directory`. Defaults to False.
+        Replace an existing pipeline directory (one this function wrote, nothing else).
+        Defaults to False.
     embedding_name : str, optional
         Instead of `embedding`: a Hugging Face model name (e.g.
         "pyannote/wespeaker-voxceleb-resnet34-LM") that config.yaml names as it is. Nothing
@@ -144,14 +190,15 @@ def export_pipeline(
     Notes
     -----
     Everything is written into a temporary directory beside `directory`, then renamed into
-    place: an interrupted export leaves no half-written pipeline.
+    place (`files.place_directory`): an interrupted export leaves no half-written pipeline,
+    and of two exports to one new directory at once, one fails. `directory` may not be, or
+    contain, the working directory or an input; `overwrite` replaces only a directory that
+    `export_pipeline` wrote (see `check_replaceable`).
     """
     directory = Path(directory).absolute()
-    if directory.exists() and not _is_empty_directory(directory) and not overwrite:
-        raise FileExistsError(
-            f"{directory} exists and is not empty: expected a new or empty directory "
-            "(or overwrite=True)."
-        )
+    # now, rather than after loading the models
+    check_target(directory, overwrite, [("segmentation", segmentation), ("embedding", embedding),
+                                        ("plda", plda)])
     if clustering not in CLUSTERINGS:
         raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
 
@@ -231,38 +278,12 @@ def export_pipeline(
             stored_plda.save(staging / "plda")
         with open(staging / CONFIG, "w") as file:
             yaml.safe_dump(config, file, sort_keys=False)
-        _default_permissions(staging)
-        _move_into_place(staging, directory)
+        give_default_modes(staging)
+        place_directory(staging, directory, overwrite=overwrite, replaceable=check_replaceable)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
-
-
-def _default_permissions(root: Path):
-    """Give `root` and its content the modes of a plain mkdir/open (temporary files are private)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    root.chmod(0o777 & ~umask)
-    for path in root.rglob("*"):
-        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
-
-
-def _move_into_place(staging: Path, directory: Path):
-    """Rename `staging` to `directory`, replacing what is there (checked by the caller)."""
-    if _is_empty_directory(directory):
-        directory.rmdir()
-    if not directory.exists():
-        os.rename(staging, directory)
-        return
-    # overwrite: swap, then delete the old one, so that `directory` is never half-written
-    retired = Path(
-        tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".old")
-    )
-    retired.rmdir()
-    os.rename(directory, retired)
-    os.rename(staging, directory)
-    shutil.rmtree(retired, ignore_errors=True)
 
 
 def save_pipeline(

@@ -221,19 +221,27 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
     def _check_audio(self, file: AudioFile):
         """Raise a clear error for audio that cannot be read or is shorter than one frame."""
         uri = file.get("uri", "?") if isinstance(file, Mapping) else str(file)
+        where = file.get("audio", uri) if isinstance(file, Mapping) else file
+        if isinstance(where, Mapping):
+            where = "in-memory waveform"
         try:
             duration = Audio(mono="downmix").get_duration(file)
         except Exception as error:  # torchcodec raises RuntimeError or ValueError
-            where = file.get("audio", uri) if isinstance(file, Mapping) else file
             raise AudioDecodingError(
                 f"Cannot decode audio file {where!s} (uri {uri!r}): {error}. Expected audio "
                 "that FFmpeg can read (wav, flac, mp3, ...)."
             ) from error
         frame = self._segmentation.model.receptive_field.duration
+        # an empty file has no duration at all (None), not a zero one
+        if duration is None or not duration > 0:
+            raise ValueError(
+                f"Audio {where!s} (uri {uri!r}) is empty or of unknown duration ({duration}): "
+                f"expected at least {frame:.4f} s (one frame of the segmentation model)."
+            )
         if duration < frame:
             raise ValueError(
                 f"Audio {uri!r} lasts {duration:.4f} s: the segmentation model needs at least "
-                f"{frame:.4f} s (one frame)."
+                f"{frame:.4f} s (one frame); audio: {where!s}."
             )
 
 

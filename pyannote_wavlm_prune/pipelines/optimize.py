@@ -13,7 +13,7 @@ from optuna.samplers import TPESampler
 from pyannote.pipeline import Optimizer
 from tqdm.auto import tqdm
 
-from .export import load_pipeline, save_pipeline
+from .export import check_target, load_pipeline, save_pipeline
 from .offline import SpeakerDiarization
 
 
@@ -88,12 +88,8 @@ def optimize_pipeline(
         raise ValueError(f"num_speakers={num_speakers!r}: expected 'auto' or 'oracle'.")
     if output is not None:
         output = Path(output)
-        if output.exists() and any(output.iterdir()) and not overwrite:
-            # fail now rather than after a long search
-            raise FileExistsError(
-                f"{output} exists and is not empty: expected a new or empty directory "
-                "(or overwrite=True)."
-            )
+        # now rather than after a long search; the tuned pipeline never replaces its input
+        check_target(output, overwrite, [("the pipeline to tune", pipeline), ("journal", journal)])
     if not isinstance(pipeline, SpeakerDiarization):
         pipeline = load_pipeline(pipeline)
 

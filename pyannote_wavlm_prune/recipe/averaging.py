@@ -5,24 +5,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import lightning
 import torch
+from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
+from ..files import finite_or_none, write_json_atomically
 from ..models.checkpoint import save_atomically
 
 # what a Lightning checkpoint holds for resuming, not for inference
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")
-
-
-def _write_json(path: Path, payload) -> None:
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(payload, file, indent=2)
-    os.replace(temporary, path)
 
 
 def select_epochs(
@@ -124,10 +118,10 @@ class KeepBestCheckpoints(lightning.Callback):
             for stale in self.directory.glob("epoch=*.ckpt"):
                 if stale.name not in keep:
                     stale.unlink()
-            _write_json(
-                self.directory / "history.json",
-                {"monitor": self.monitor, "history": self.history, "selected": [e["path"] for e in selected]},
-            )
+            # strict JSON: an epoch without its monitored value has a null score
+            write_json_atomically(self.directory / "history.json", finite_or_none(
+                {"monitor": self.monitor, "history": self.history,
+                 "selected": [e["path"] for e in selected]}))
         # last: after the selection, so that a resumed run knows the history
         self._save(trainer, self.directory / "last.ckpt", weights_only=False)
 
@@ -136,15 +130,20 @@ class KeepBestCheckpoints(lightning.Callback):
         self._on_epoch_end(trainer)
 
     def on_train_epoch_end(self, trainer, pl_module):
-        # Lightning validates before this hook: only runs without validation get here unsaved
-        if getattr(self, "_validated_epoch", None) != trainer.current_epoch:
+        # Lightning validates before this hook: only runs without validation get here unsaved;
+        # a run resumed from the checkpoint of an epoch's validation ends that epoch again
+        recorded = any(entry["epoch"] == trainer.current_epoch for entry in self.history)
+        if getattr(self, "_validated_epoch", None) != trainer.current_epoch and not recorded:
             self._on_epoch_end(trainer)
 
     def state_dict(self) -> dict:
-        return {"history": self.history}
+        # the random states too: a resumed run draws what the uninterrupted one would have
+        return {"history": self.history, "rng": _collect_rng_states()}
 
     def load_state_dict(self, state_dict: dict) -> None:
         self.history = list(state_dict.get("history", []))
+        if "rng" in state_dict:
+            _set_rng_states(state_dict["rng"])
 
 
 def selected_checkpoints(directory: str | os.PathLike) -> list[Path]:
@@ -172,6 +171,9 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"Checkpoints not found: {missing}")
+    if any(Path(output).resolve() == path.resolve() for path in paths):
+        raise ValueError(f"output {output} is one of the checkpoints to average: expected a new "
+                         "path (inputs are never modified).")
 
     first = torch.load(paths[0], map_location="cpu", weights_only=False)
     if "pyannote.audio" not in first:

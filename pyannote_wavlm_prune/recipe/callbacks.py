@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Literal
@@ -11,7 +10,7 @@ import lightning
 import torch
 from lightning.pytorch.callbacks import EarlyStopping
 
-from ..files import write_atomically
+from ..files import write_atomically, write_json_atomically
 from ..tasks import DistillPrune
 
 
@@ -168,9 +167,3 @@ def save_figure(figure, path: str | os.PathLike, dpi: int = 100) -> Path:
             path, lambda file: figure.savefig(file, format=path.suffix.lstrip("."), dpi=dpi))
     finally:
         plt.close(figure)
-
-
-def write_json_atomically(path: Path, content) -> None:
-    """Strict JSON (NaN refused) written next to `path`, then renamed into place."""
-    text = json.dumps(content, indent=1, allow_nan=False)
-    write_atomically(path, lambda file: file.write(text.encode()))

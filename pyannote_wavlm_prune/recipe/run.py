@@ -73,8 +73,13 @@ class Recipe:
     def get_protocol(self) -> Protocol:
         return get_protocol(self.database, self.protocol)
 
-    def run(self, progress: bool = True) -> dict[str, Path]:
-        """Run (or resume) every stage; return the result of each."""
+    def run(self, progress: bool = True, restart: bool = False) -> dict[str, Path]:
+        """Run (or resume) every stage; return the result of each
+
+        A stage whose recorded options differ from the recipe's stops the run, unless
+        `restart`: then that stage starts over, and so do those after it (their input changed).
+        """
+        restart = "changed" if restart else False
         protocol = self.get_protocol()
         root = self.experiment
         results: dict[str, Path] = {}
@@ -86,22 +91,23 @@ class Recipe:
             model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
             results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
                                              budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
-                                             task_options=self.teacher.get("task"))
+                                             task_options=self.teacher.get("task"), restart=restart)
         options = dict(self.prune)
         prune_budget = Budget.from_dict(options.pop("budget", None))
         task_options = options.pop("task", None)
         results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
                                         task_options=task_options, budget=prune_budget,
-                                        progress=progress, **options)
+                                        progress=progress, restart=restart, **options)
         results["distilled"] = distill_stage(
             protocol, root / "3-distill", results["teacher"], results["pruned"],
             task_options=self.distill.get("task"), budget=Budget.from_dict(self.distill.get("budget")),
-            progress=progress,
+            progress=progress, restart=restart,
         )
         results["final"] = finetune_stage(protocol, root / "4-finetune", results["distilled"],
                                           budget=Budget.from_dict(self.finetune.get("budget")),
                                           fresh_back_end=self.finetune.get("fresh_back_end", True),
-                                          progress=progress, task_options=self.finetune.get("task"))
+                                          progress=progress, task_options=self.finetune.get("task"),
+                                          restart=restart)
         return results
 
 

@@ -3,25 +3,28 @@
     train (fine-tune the teacher) > prune (DistillPrune, average, prune) >
     distill (further distillation) > finetune (fresh back end) > average
 
-Every stage writes into its own directory of the experiment: `checkpoints/` (the k best
-epochs, `last.ckpt` and `history.json`, see `KeepBestCheckpoints`) and, once finished, its
-result, written atomically. A stage whose result exists is skipped; a stage with a
-`last.ckpt` resumes from it. Re-running an interrupted recipe therefore redoes nothing that
-was finished.
+Every stage writes into its own directory of the experiment: `options.json` (what it runs
+with, see `record.begin_stage`), `checkpoints/` (the k best epochs, `last.ckpt` and
+`history.json`, see `KeepBestCheckpoints`) and, once finished, its result, written
+atomically. Run again with the same options, a stage whose result exists is skipped and a
+stage with a `last.ckpt` resumes from it, so re-running an interrupted recipe redoes nothing
+that was finished; run with other options, it stops with the differences, unless `restart`.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pyannote.database import Protocol
 
+from ..files import write_json_atomically
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from ..models.pruning import prune
@@ -29,12 +32,8 @@ from ..models.wavlm_segmentation import WavLMSegmentation
 from ..tasks import Distill, DistillPrune
 from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
-from .callbacks import (
-    EarlyStoppingAfter,
-    SparsityTrajectory,
-    StopAtTargetSparsity,
-    write_json_atomically,
-)
+from .callbacks import EarlyStoppingAfter, SparsityTrajectory, StopAtTargetSparsity
+from .record import begin_stage, describe_input
 from .training import diarization_task, trainer
 
 logger = logging.getLogger(__name__)
@@ -81,6 +80,17 @@ class Budget:
         options.update(self.trainer)
         return options
 
+    def record(self) -> dict:
+        """The options that shape the result (where it runs, accelerator and devices, does not)."""
+        options = dataclasses.asdict(self)
+        options["trainer"] = {key: value for key, value in self.trainer.items()
+                              if key not in ("accelerator", "devices")}
+        return options
+
+
+# start over: True, always; "changed", when the recorded options differ; False, never (an error)
+Restart = bool | Literal["changed"]
+
 
 def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[str, float] | None = None,
          start_epoch: int = 0, callbacks: list | None = None, progress: bool = True) -> list[Path]:
@@ -99,14 +109,6 @@ def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[st
     return selected_checkpoints(checkpoints)
 
 
-def _finished(output: Path) -> bool:
-    """Whether a stage's result exists (results are written atomically: it is complete)."""
-    if output.exists():
-        logger.info("%s exists: stage already done", output)
-        return True
-    return False
-
-
 def _average_into(selected: list[Path], output: Path) -> Path:
     if not selected:
         raise RuntimeError(f"No checkpoint was selected for {output}: did the stage train at all?")
@@ -121,18 +123,30 @@ def train_stage(
     budget: Budget | None = None,
     progress: bool = True,
     task_options: Mapping[str, Any] | None = None,
+    restart: Restart = False,
 ) -> Path:
     """Fine-tune a WavLMSegmentation for diarization; return its averaged checkpoint
 
     `model`: a model to fine-tune (for example one with a fresh back end); otherwise a new
     WavLMSegmentation(**model_options). `task_options`: further `diarization_task` options
-    (max_speakers_per_chunk, num_workers, ...). Writes `directory`/model.ckpt.
+    (max_speakers_per_chunk, num_workers, ...). Writes `directory`/model.ckpt. `restart`: see
+    `record.begin_stage`.
     """
+    budget = budget or Budget()
+    options = {"protocol": protocol.name, "budget": budget.record()}
+    options.update({"model": describe_input(model)} if model is not None
+                   else {"model_options": model_options or {}})
     directory = Path(directory)
     output = directory / "model.ckpt"
-    if _finished(output):
+    if begin_stage(directory, "train", options, output, restart):
         return output
-    budget = budget or Budget()
+    return _train(protocol, directory, model, model_options, budget, progress, task_options)
+
+
+def _train(protocol: Protocol, directory: Path, model: WavLMSegmentation | None,
+           model_options: Mapping[str, Any] | None, budget: Budget, progress: bool,
+           task_options: Mapping[str, Any] | None = None) -> Path:
+    output = directory / "model.ckpt"
     task = diarization_task(protocol, duration=budget.duration or 8.0, batch_size=budget.batch_size,
                             cache_dir=directory, **dict(task_options or {}))
     if model is None:
@@ -152,6 +166,7 @@ def prune_stage(
     task_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     progress: bool = True,
+    restart: Restart = False,
     **options: Any,
 ) -> Path:
     """DistillPrune the teacher, average the k best students that reached the target, prune
@@ -174,13 +189,17 @@ def prune_stage(
     learning_rate, controller, ...); the task's own defaults apply to those not given.
 
     Writes `directory`/student.ckpt (the selected gated student), `directory`/pruned.ckpt,
-    and the run's sparsity trajectory (`directory`/sparsity.json, sparsity.png).
+    and the run's sparsity trajectory (`directory`/sparsity.json, sparsity.png). `restart`:
+    see `record.begin_stage`.
     """
     directory = Path(directory)
     output = directory / "pruned.ckpt"
-    if _finished(output):
-        return output
     budget = budget or Budget()
+    record = {"protocol": protocol.name, "teacher": describe_input(teacher), "tolerance": tolerance,
+              "exact": exact, "stop_at_target": stop_at_target,
+              "task": {**dict(task_options or {}), **options}, "budget": budget.record()}
+    if begin_stage(directory, "prune", record, output, restart, inputs=[teacher]):
+        return output
     task = DistillPrune(protocol, teacher=teacher, batch_size=budget.batch_size,
                         duration=budget.duration, cache=directory / "task-cache.npz",
                         **{**dict(task_options or {}), **options})
@@ -236,13 +255,20 @@ def distill_stage(
     task_options: Mapping[str, Any] | None = None,
     budget: Budget | None = None,
     progress: bool = True,
+    restart: Restart = False,
 ) -> Path:
-    """Further distil a pruned student from the teacher (no gates); writes `directory`/model.ckpt."""
+    """Further distil a pruned student from the teacher (no gates); writes `directory`/model.ckpt
+
+    `restart`: see `record.begin_stage`.
+    """
     directory = Path(directory)
     output = directory / "model.ckpt"
-    if _finished(output):
-        return output
     budget = budget or Budget()
+    record = {"protocol": protocol.name, "teacher": describe_input(teacher),
+              "student": describe_input(student), "task": dict(task_options or {}),
+              "budget": budget.record()}
+    if begin_stage(directory, "distill", record, output, restart, inputs=[teacher, student]):
+        return output
     task = Distill(protocol, teacher=teacher, batch_size=budget.batch_size, duration=budget.duration,
                    cache=directory / "task-cache.npz", **dict(task_options or {}))
     model = task.student(student)
@@ -267,6 +293,7 @@ def finetune_stage(
     fresh_back_end: bool = True,
     progress: bool = True,
     task_options: Mapping[str, Any] | None = None,
+    restart: Restart = False,
 ) -> Path:
     """Diarization fine-tuning of a (pruned) model; writes `directory`/model.ckpt
 
@@ -274,8 +301,17 @@ def finetune_stage(
     the back end `model` carries: after distillation, the teacher's, which already reads
     the distilled hidden states. Keeping it recovers more in short budgets (the quickstart)
     and ties the pruned model's accuracy to the teacher's rather than to a second,
-    independent training of the back end. `task_options`: see `train_stage`.
+    independent training of the back end. `task_options`: see `train_stage`. `restart`: see
+    `record.begin_stage`.
     """
+    budget = budget or Budget()
+    record = {"protocol": protocol.name, "model": describe_input(model),
+              "fresh_back_end": fresh_back_end, "budget": budget.record(),
+              "task_options": dict(task_options or {})}
+    directory = Path(directory)
+    output = directory / "model.ckpt"
+    if begin_stage(directory, "finetune", record, output, restart, inputs=[model]):
+        return output
     if fresh_back_end:
         model = with_fresh_back_end(model)
     else:
@@ -283,7 +319,6 @@ def finetune_stage(
         model = copy.deepcopy(load_model(model, "model", expected=WavLMSegmentation, strict=False))
         for parameter in model.parameters():
             parameter.requires_grad = True
-    return train_stage(protocol, directory, model=model, budget=budget, progress=progress,
-                       task_options=task_options)
+    return _train(protocol, directory, model, None, budget, progress, task_options)
 
 

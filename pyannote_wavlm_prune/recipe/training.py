@@ -76,11 +76,13 @@ def trainer(
 ) -> lightning.Trainer:
     """A Lightning Trainer with quiet defaults: no sanity check, no model summary
 
-    Metrics go to a CSV logger in `default_root_dir` (none without a directory).
+    Metrics go to a CSV logger in `default_root_dir` (none without a directory), one
+    `logs/version_N/metrics.csv` per run: a resumed run adds its own file rather than
+    replacing the epochs of the interrupted one (Lightning deletes an existing metrics.csv).
     """
     logger = False
     if default_root_dir is not None:
-        logger = CSVLogger(default_root_dir, name="logs", version="")
+        logger = CSVLogger(default_root_dir, name="logs")
     options = {
         "max_steps": max_steps,
         "max_epochs": max_epochs,

@@ -338,10 +338,10 @@ class DistillPrune(Distill):
         pruned already (e.g. DiariZen's s80 models): the gates then act on the units it kept,
         and pruning makes it smaller still.
     sparsity : float, optional
-        Target sparsity in [0, 1), always relative to the unpruned architecture of the
-        teacher's WavLM config, pruned teacher or not: pruning an s80 model to s90 is
-        sparsity=0.9. At least the teacher's own sparsity (`initial_sparsity`).
-        Defaults to 0.8.
+        Target sparsity in (0, 1) (0 is refused: use train for no pruning), always relative
+        to the unpruned architecture of the teacher's WavLM config, pruned teacher or not:
+        pruning an s80 model to s90 is sparsity=0.9. At least the teacher's own sparsity
+        (`initial_sparsity`). Defaults to 0.8.
     objective : {"params", "macs"}, optional
         What the sparsity counts: WavLM parameters, or WavLM MACs for one chunk of `duration`.
         Defaults to "params".
@@ -387,8 +387,10 @@ class DistillPrune(Distill):
         decay: bool = False,
         **kwargs: Any,
     ):
-        if not 0.0 <= sparsity < 1.0:
-            raise ValueError(f"sparsity={sparsity}: expected a target in [0, 1).")
+        # 0 would still prune: the gates start half open and close units on their own
+        if not 0.0 < sparsity < 1.0:
+            raise ValueError(f"sparsity={sparsity}: expected a target in (0, 1); for no pruning, "
+                             "use train (or finetune) instead.")
         if objective not in METRICS:
             raise ValueError(f"objective={objective!r}: expected one of {METRICS}.")
         units = check_units(units)
