@@ -133,7 +133,8 @@ def train_stage(
     `record.begin_stage`.
     """
     budget = budget or Budget()
-    options = {"protocol": protocol.name, "budget": budget.record()}
+    options = {"protocol": protocol.name, "budget": budget.record(),
+               "task_options": dict(task_options or {})}
     options.update({"model": describe_input(model)} if model is not None
                    else {"model_options": model_options or {}})
     directory = Path(directory)
