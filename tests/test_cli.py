@@ -64,7 +64,7 @@ def test_prune_command_reaches_every_option_of_distill_prune_and_prune_stage():
     task = (parameters(DistillPrune.__init__) | parameters(Distill.__init__)) - DISTILL_FIXED
     assert task == set(prune.TASK_OPTIONS)
     stage = parameters(stages.prune_stage) - {"protocol", "directory", "teacher", "task_options",
-                                              "budget", "progress"}
+                                              "budget", "progress", "restart"}
     assert stage == set(prune.STAGE_OPTIONS)
     assert task | stage <= destinations("prune")
 
@@ -134,7 +134,7 @@ def test_train_command_reaches_every_option_of_the_model_and_the_task(monkeypatc
 
 def test_finetune_command_reaches_every_option_of_its_stage(monkeypatch):
     stage = parameters(stages.finetune_stage) - {"protocol", "directory", "model", "budget",
-                                                 "progress"}
+                                                 "progress", "restart"}
     assert stage == {"fresh_back_end", "task_options"}
     kwargs = forwarded(monkeypatch, "finetune_stage", [
         "finetune", "--protocol", "P", "--output", "o", "--model", "m", "--keep-back-end",
@@ -175,7 +175,7 @@ def test_help_shows_the_default_of_every_option(command):
 
 def test_help_shows_the_library_s_defaults():
     text = " ".join(subparser("prune").format_help().split())
-    assert "target sparsity in [0, 1) (default: 0.8)" in text
+    assert "target sparsity in (0, 1), relative to the unpruned architecture (default: 0.8)" in text
     assert "(default: student=0.0002 gates=0.02 lagrangian=0.02)" in text
     assert "(default: conv head ffn)" in text
     text = " ".join(subparser("train").format_help().split())
@@ -197,8 +197,9 @@ def test_recipe_example_is_written_once_and_reads_as_a_recipe(tmp_path, monkeypa
         stages.Budget.from_dict(getattr(recipe, stage)["budget"])  # valid budgets
     # never replaces a file
     written.write_text("mine")
-    with pytest.raises(SystemExit, match="exists"):
-        main(["recipe", "--example", "recipe.yml"])
+    # a one-line refusal (exit 2), the file untouched
+    assert main(["recipe", "--example", "recipe.yml"]) == 2
+    assert "recipe.yml exists: expected a new file name" in capsys.readouterr().err
     assert written.read_text() == "mine"
 
 

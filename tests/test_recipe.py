@@ -286,7 +286,7 @@ def test_a_prune_rerun_with_other_options_stops_and_keeps_the_result(tiny_corpus
     changed = run_cli(*common, "--sparsity", "0.3", "--objective", "macs", cwd=tmp_path)
     assert changed.returncode == 2 and "Traceback" not in changed.stderr
     assert "task.sparsity: 0.5 -> 0.3" in changed.stderr
-    assert 'task.objective: (unset) -> "macs"' in changed.stderr
+    assert 'task.objective: "params" -> "macs"' in changed.stderr
     assert (output / "pruned.ckpt").read_bytes() == pruned
 
     restarted = run_cli(*common, "--sparsity", "0.3", "--restart", cwd=tmp_path)
