@@ -91,7 +91,7 @@ class QuickstartSettings:
     # the speaker embedding learns from a corpus of its own, with many more voices than the
     # quickstart corpus has (preset name; None: the quickstart corpus' training speakers)
     embedding_corpus: str | None = "voices"
-    embedding_epochs: int = 4
+    embedding_epochs: int = 8
     optimize_iterations: int = 10
     evaluate_step: float = 0.25
     seed: int = 0
