@@ -86,15 +86,18 @@ class LoggingRegression(lightning.LightningModule):
         return torch.utils.data.DataLoader(torch.randn(12, 2), batch_size=3)
 
 
-def final_line(captured: str) -> str:
-    """The last state of a tqdm bar written to a captured stream."""
-    return re.split(r"[\r\n]+", captured.strip())[-1]
+def bar_states(captured: str) -> list[str]:
+    """Every state of the tqdm bars written to a captured stream."""
+    return [line for line in re.split(r"[\r\n]+", captured) if line.strip()]
 
 
 def test_a_stage_bounded_by_steps_counts_steps_and_never_shows_a_negative_epoch(capsys):
     trainer(max_steps=10, limit_val_batches=0, progress=True).fit(LoggingRegression())
-    line = final_line(capsys.readouterr().out)
+    states = bar_states(capsys.readouterr().out)
+    # drawn from the start with its epoch and its length (not "Training: 0/?")
+    assert states[0].startswith("epoch 1:") and "0/10" in states[0], states[0]
     # 4 batches per epoch, 10 steps: the third epoch; no "Epoch 2/-2" (max_epochs=-1)
+    line = states[-1]
     assert line.startswith("epoch 3:"), line
     assert "10/10" in line and "/-" not in line
     assert "DiarizationErrorRate/train=0.25" in line
@@ -102,7 +105,7 @@ def test_a_stage_bounded_by_steps_counts_steps_and_never_shows_a_negative_epoch(
 
 def test_a_stage_bounded_by_epochs_says_which_epoch_of_how_many(capsys):
     trainer(max_epochs=2, limit_val_batches=0, progress=True).fit(LoggingRegression())
-    line = final_line(capsys.readouterr().out)
+    line = bar_states(capsys.readouterr().out)[-1]
     assert line.startswith("epoch 2/2:") and "8/8" in line, line
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import lightning
 from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
@@ -111,11 +112,21 @@ class StageProgressBar(TQDMProgressBar):
         return ", ".join(items)
 
     def on_train_start(self, trainer, pl_module):
-        self.train_progress_bar = self.init_train_tqdm()
         total = trainer.estimated_stepping_batches
-        self.train_progress_bar.total = total if math.isfinite(total) else None
-        self.train_progress_bar.initial = trainer.global_step
-        self.train_progress_bar.unit = "step"
+        # drawn on creation: with its description and length already
+        self.train_progress_bar = Tqdm(
+            desc=self.epoch_description(trainer),
+            total=total if math.isfinite(total) else None,
+            initial=trainer.global_step,
+            unit="step",
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
 
     def on_train_epoch_start(self, trainer, *_):
         self.train_progress_bar.set_description(self.epoch_description(trainer), refresh=False)
@@ -130,7 +141,9 @@ class StageProgressBar(TQDMProgressBar):
         self.train_progress_bar.set_postfix_str(self.metrics_text(self.get_metrics(trainer, pl_module)))
 
     def on_validation_end(self, trainer, pl_module):
-        super().on_validation_end(trainer, pl_module)
+        # not Lightning's: it would draw every metric first, cut at the line's end
+        self.val_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
         if self._train_progress_bar is not None and trainer.state.fn == "fit":
             self.train_progress_bar.set_postfix_str(self.metrics_text(self.get_metrics(trainer, pl_module)))
 
