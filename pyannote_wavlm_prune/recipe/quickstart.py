@@ -185,9 +185,11 @@ def run_quickstart(
         embedding = output / "embedding.ckpt"
         voices = database
         if settings.embedding_corpus is not None:
-            voices = simulate(Path(data).parent / settings.embedding_corpus, preset=settings.embedding_corpus,
-                              seed=EMBEDDING_CORPUS_SEED, progress=progress)
+            voices = Path(data).parent / settings.embedding_corpus / "database.yml"
         if not embedding.exists():
+            if settings.embedding_corpus is not None:
+                simulate(voices.parent, preset=settings.embedding_corpus, seed=EMBEDDING_CORPUS_SEED,
+                         progress=progress)
             train_embedding(get_protocol(voices), checkpoint=embedding, max_epochs=settings.embedding_epochs,
                             trainer_options={"enable_progress_bar": progress, "logger": False,
                                              "enable_model_summary": False,
