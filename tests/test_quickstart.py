@@ -6,8 +6,17 @@ import pytest
 from helpers import TINY_BACKEND
 from pyannote.audio import Model, Pipeline
 
+from pyannote_wavlm_prune.data.config import SimulationConfig
+from pyannote_wavlm_prune.data.simulate import speaker_pools
 from pyannote_wavlm_prune.recipe import Budget
-from pyannote_wavlm_prune.recipe.quickstart import QuickstartSettings, results_table, run_quickstart
+from pyannote_wavlm_prune.recipe.quickstart import (
+    EMBEDDING_CORPUS_SEED,
+    STAGES,
+    QuickstartSettings,
+    results_table,
+    run_quickstart,
+    stage_times_table,
+)
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
@@ -26,6 +35,7 @@ def tiny_settings() -> QuickstartSettings:
         tolerance=0.05,
         warmup_epochs=1.0,
         prune_learning_rate={"student": 2e-3, "gates": 0.5, "lagrangian": 0.5},
+        embedding_corpus="tiny",
         embedding_epochs=1,
         optimize_iterations=2,
         evaluate_step=1.0,
@@ -71,10 +81,51 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
 def test_quickstart_table_lists_sizes_relative_to_the_teacher(quickstart):
     _, results = quickstart
     lines = results_table(results).splitlines()
-    assert len(lines) == 4
+    assert len(lines) == 5
     assert lines[2].startswith("| teacher |") and "(100 %)" in lines[2]
     share = round(100 * results["rows"]["pruned"]["wavlm_params"] / results["rows"]["teacher"]["wavlm_params"])
     assert lines[3].startswith("| pruned |") and f"({share} %)" in lines[3]
+    real = results["real_recording"]
+    assert lines[4] == (
+        "| pruned, on a real recording (pyannote sample, 30 s) | | | | "
+        f"{real['der_oracle']:.1f} | {real['der_pipeline']:.1f} |"
+    )
+
+
+def test_quickstart_scores_the_pruned_pipeline_on_pyannote_real_recording(quickstart):
+    _, results = quickstart
+    real = results["real_recording"]
+    assert real["uri"] == "pyannote.audio.sample" and real["duration"] == pytest.approx(30.0, abs=0.1)
+    # scored against the sample's reference: a number, not the test set's
+    assert 0.0 <= real["der_oracle"] <= 100.0 and 0.0 <= real["der_pipeline"] <= 200.0
+    assert real["der_oracle"] != results["rows"]["pruned"]["der_oracle"]
+
+
+def test_quickstart_times_every_stage(quickstart):
+    _, results = quickstart
+    assert list(results["seconds"]) == STAGES
+    assert all(seconds >= 0 for seconds in results["seconds"].values())
+    assert sum(results["seconds"].values()) <= 60 * results["minutes"]
+    lines = stage_times_table(results).splitlines()
+    assert [line.split(" | ")[0].strip("| ") for line in lines[2:]] == [*STAGES, "total"]
+
+
+def test_quickstart_embedding_learns_the_voices_of_its_own_corpus(quickstart, tiny_corpus):
+    _, results = quickstart
+    embedding = Model.from_pretrained(results["embedding"]["checkpoint"])
+    voices = speaker_pools(SimulationConfig.from_preset("tiny", seed=EMBEDDING_CORPUS_SEED))
+    quickstart_speakers = speaker_pools(SimulationConfig.from_preset("tiny"))
+    classes = set(embedding.specifications.classes)
+    assert classes and classes <= set(voices["train"])
+    assert not classes & set(quickstart_speakers["train"])
+
+
+def test_embedding_corpus_has_none_of_the_quickstart_development_or_test_speakers():
+    quickstart = speaker_pools(SimulationConfig.from_preset("quickstart"))
+    voices = speaker_pools(SimulationConfig.from_preset("voices", seed=EMBEDDING_CORPUS_SEED))
+    assert len(voices["train"]) == 200
+    # the same seed as the quickstart corpus would draw its 40 speakers first, test ones included
+    assert not set(voices["train"]) & {*quickstart["development"], *quickstart["test"]}
 
 
 def test_quickstart_leaves_a_plot_and_a_pipeline_directory(quickstart):

@@ -1,12 +1,20 @@
 """WavLMSegmentation trains with pyannote's own SpeakerDiarization task."""
 
+import re
+
+import lightning
 import torch
 from helpers import TINY_BACKEND
 from pyannote.audio.utils.loss import nll_loss
 from pyannote.audio.utils.permutation import permutate
 
 from pyannote_wavlm_prune import WavLMSegmentation
-from pyannote_wavlm_prune.recipe.training import diarization_task, task_cache_path, trainer
+from pyannote_wavlm_prune.recipe.training import (
+    StageProgressBar,
+    diarization_task,
+    task_cache_path,
+    trainer,
+)
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 
@@ -57,3 +65,55 @@ def test_task_cache_without_a_directory_is_never_shared(tiny_protocol):
     first = task_cache_path(tiny_protocol, 2.0, None)
     second = task_cache_path(tiny_protocol, 2.0, None)
     assert first.parent != second.parent and not first.exists()
+
+
+class LoggingRegression(lightning.LightningModule):
+    """A linear regression that shows a long-named metric on the progress bar."""
+
+    def __init__(self):
+        super().__init__()
+        self.layer = torch.nn.Linear(2, 1)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.layer(batch).pow(2).mean()
+        self.log("DiarizationErrorRate/train", 0.25, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.1)
+
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(torch.randn(12, 2), batch_size=3)
+
+
+def bar_states(captured: str) -> list[str]:
+    """Every state of the tqdm bars written to a captured stream."""
+    return [line for line in re.split(r"[\r\n]+", captured) if line.strip()]
+
+
+def test_a_stage_bounded_by_steps_counts_steps_and_never_shows_a_negative_epoch(capsys):
+    trainer(max_steps=10, limit_val_batches=0, progress=True).fit(LoggingRegression())
+    states = bar_states(capsys.readouterr().out)
+    # drawn from the start with its epoch and its length (not "Training: 0/?")
+    assert states[0].startswith("epoch 1:") and "0/10" in states[0], states[0]
+    # 4 batches per epoch, 10 steps: the third epoch; no "Epoch 2/-2" (max_epochs=-1)
+    line = states[-1]
+    assert line.startswith("epoch 3:"), line
+    assert "10/10" in line and "/-" not in line
+    assert "DiarizationErrorRate/train=0.25" in line
+
+
+def test_a_stage_bounded_by_epochs_says_which_epoch_of_how_many(capsys):
+    trainer(max_epochs=2, limit_val_batches=0, progress=True).fit(LoggingRegression())
+    line = bar_states(capsys.readouterr().out)[-1]
+    assert line.startswith("epoch 2/2:") and "8/8" in line, line
+
+
+def test_progress_bar_shows_whole_metric_names_or_none():
+    bar = StageProgressBar(columns=StageProgressBar.RESERVED_COLUMNS + 40)
+    metrics = {"loss/train": 0.123456, "DiarizationErrorRate": 0.5, "v_num": 3}
+    # 40 columns: the first pair (15 characters) fits, the second would make 42
+    assert bar.metrics_text(metrics) == "loss/train=0.123"
+    assert StageProgressBar(columns=200).metrics_text(metrics) == (
+        "loss/train=0.123, DiarizationErrorRate=0.5"
+    )

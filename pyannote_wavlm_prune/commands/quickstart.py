@@ -17,7 +17,12 @@ def run(args) -> int:
     import logging
     import warnings
 
-    from ..recipe.quickstart import QuickstartSettings, results_table, run_quickstart
+    from ..recipe.quickstart import (
+        QuickstartSettings,
+        results_table,
+        run_quickstart,
+        stage_times_table,
+    )
 
     with contextlib.ExitStack() as stack:
         if not args.verbose:
@@ -29,6 +34,8 @@ def run(args) -> int:
         results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
                                  progress=not args.no_progress)
     print(results_table(results))
+    print()
+    print(stage_times_table(results))
     print(f"\nWhat survived pruning, per layer: {results['plot']}")
     print(f"Tuned pipeline of the pruned model (Pipeline.from_pretrained): {results['pipeline']}")
     print(f"Done in {results['minutes']:.1f} min.")

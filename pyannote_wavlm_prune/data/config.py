@@ -175,7 +175,7 @@ class SimulationConfig:
 
     @classmethod
     def from_preset(cls, preset: str, **overrides: Any) -> SimulationConfig:
-        """Return the parameters of `preset` ("tiny" or "quickstart") with `overrides`.
+        """Return the parameters of `preset` (a key of `PRESETS`) with `overrides`.
 
         Raises
         ------
@@ -226,6 +226,17 @@ PRESETS: dict[str, dict[str, Any]] = {
         speakers_per_subset=(24, 8, 8),
         utterances_per_speaker=12,
         overlap=0.2,
+    ),
+    # a speaker embedding's training set: many voices, each clean (no overlap); only its
+    # training subset serves (the development and test subsets are the smallest allowed)
+    "voices": dict(
+        name="voices",
+        conversations=(100, 1, 1),
+        duration=(12.0, 20.0),
+        num_speakers=4,
+        speakers_per_subset=(200, 4, 4),
+        utterances_per_speaker=6,
+        overlap=0.0,
     ),
 }
 

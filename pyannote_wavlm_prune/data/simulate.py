@@ -88,6 +88,14 @@ def make_source(config: SimulationConfig) -> SpeakerSource:
     return FolderSource(config.source, max_duration=config.max_utterance)
 
 
+def speaker_pools(config: SimulationConfig, source: SpeakerSource | None = None) -> dict[str, list[str]]:
+    """Return the disjoint speaker pools of `config`, subset -> speaker names (nothing synthesised)."""
+    source = source or make_source(config)
+    drawn = source.draw_speakers(sum(config.speakers_per_subset), np.random.default_rng([config.seed, 0]))
+    bounds = np.cumsum([0, *config.speakers_per_subset])
+    return {subset: drawn[bounds[i] : bounds[i + 1]] for i, subset in enumerate(SUBSETS)}
+
+
 class Simulator:
     """Conversations of a corpus, one at a time, from its parameters alone.
 
@@ -109,10 +117,8 @@ class Simulator:
     def __init__(self, config: SimulationConfig, progress: bool = False):
         self.config = config
         self.source = make_source(config)
-        pool_rng = np.random.default_rng([config.seed, 0])
-        drawn = self.source.draw_speakers(sum(config.speakers_per_subset), pool_rng)
-        bounds = np.cumsum([0, *config.speakers_per_subset])
-        self.pools = {subset: drawn[bounds[i] : bounds[i + 1]] for i, subset in enumerate(SUBSETS)}
+        self.pools = speaker_pools(config, self.source)
+        drawn = [speaker for subset in SUBSETS for speaker in self.pools[subset]]
         waveforms = self.source.utterances_of(
             dict.fromkeys(drawn, config.utterances_per_speaker), config.seed, progress=progress
         )
@@ -200,7 +206,7 @@ def simulate(
     ----------
     root : str or Path
         Corpus folder, created if needed.
-    preset : {"tiny", "quickstart"}, optional
+    preset : {"tiny", "quickstart", "voices"}, optional
         Starting parameters. Defaults to "tiny".
     seed : int, optional
         Defaults to 0.

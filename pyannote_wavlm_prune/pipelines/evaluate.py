@@ -188,6 +188,7 @@ def evaluate_pipeline(
     num_speakers: Literal["auto", "oracle"] = "auto",
     rttm_dir: str | os.PathLike | None = None,
     progress: bool = True,
+    description: str = "Diarizing",
 ) -> EvaluationReport:
     """Score a diarization pipeline with pyannote.metrics' DiarizationErrorRate
 
@@ -209,6 +210,8 @@ def evaluate_pipeline(
         Write one RTTM file per file (<uri>.rttm) into this directory.
     progress : bool, optional
         Show a progress bar (one step per file). Defaults to True.
+    description : str, optional
+        What the progress bar says it does. Defaults to "Diarizing".
 
     Returns
     -------
@@ -226,7 +229,7 @@ def evaluate_pipeline(
     metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
     audio = Audio(mono="downmix")
     scores, rttms = [], []
-    bar = tqdm(files, desc="Diarizing", unit="file", disable=not progress)
+    bar = tqdm(files, desc=description, unit="file", disable=not progress)
     for file in bar:
         bar.set_postfix_str(file["uri"])
         reference: Annotation = file["annotation"]

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
+import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import lightning
+from lightning.pytorch.callbacks import ProgressBar, TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 from lightning.pytorch.loggers import CSVLogger
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
@@ -67,6 +72,82 @@ def diarization_task(
     )
 
 
+class StageProgressBar(TQDMProgressBar):
+    """One bar for a whole training stage: optimizer step i/N, the epoch, whole metrics
+
+    Lightning's default bar (Rich, when installed) restarts every epoch, reads "Epoch 3/-2"
+    when a stage is bounded by steps (max_epochs=-1), and cuts metric names to fit its
+    column ("DiarizationErrorRa…"). This one counts the stage's optimizer steps (a resumed
+    stage starts where it stopped), says "epoch e/E" (or "epoch e" without an epoch bound),
+    and shows only the metrics whose name and value fit whole on the terminal's line (all
+    of them when the output is not a terminal: a log file has no line width).
+    """
+
+    # room for the description, percentage, counts, times and rate around the metrics
+    RESERVED_COLUMNS = 60
+
+    def __init__(self, columns: int | None = None):
+        super().__init__()
+        self.columns = columns  # None: the terminal's width, read at each update
+
+    def epoch_description(self, trainer: lightning.Trainer) -> str:
+        epoch = trainer.current_epoch + 1
+        bounded = trainer.max_epochs is not None and trainer.max_epochs > 0
+        return f"epoch {epoch}/{trainer.max_epochs}" if bounded else f"epoch {epoch}"
+
+    def metrics_text(self, metrics: dict[str, Any]) -> str:
+        """`name=value` pairs, whole, as many as fit on the line (in logging order)."""
+        columns = self.columns
+        if columns is None and sys.stdout.isatty():
+            columns = shutil.get_terminal_size().columns
+        room = math.inf if columns is None else columns - self.RESERVED_COLUMNS
+        items = []
+        for name, value in metrics.items():
+            if name == "v_num":
+                continue
+            text = f"{name}={value:.3g}" if isinstance(value, float) else f"{name}={value}"
+            if len(", ".join([*items, text])) > room:
+                break
+            items.append(text)
+        return ", ".join(items)
+
+    def on_train_start(self, trainer, pl_module):
+        total = trainer.estimated_stepping_batches
+        # drawn on creation: with its description and length already
+        self.train_progress_bar = Tqdm(
+            desc=self.epoch_description(trainer),
+            total=total if math.isfinite(total) else None,
+            initial=trainer.global_step,
+            unit="step",
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
+    def on_train_epoch_start(self, trainer, *_):
+        self.train_progress_bar.set_description(self.epoch_description(trainer), refresh=False)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        bar = self.train_progress_bar
+        if bar.n != trainer.global_step:
+            bar.n = trainer.global_step
+            bar.set_postfix_str(self.metrics_text(self.get_metrics(trainer, pl_module)))
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.train_progress_bar.set_postfix_str(self.metrics_text(self.get_metrics(trainer, pl_module)))
+
+    def on_validation_end(self, trainer, pl_module):
+        # not Lightning's: it would draw every metric first, cut at the line's end
+        self.val_progress_bar.close()
+        self.reset_dataloader_idx_tracker()
+        if self._train_progress_bar is not None and trainer.state.fn == "fit":
+            self.train_progress_bar.set_postfix_str(self.metrics_text(self.get_metrics(trainer, pl_module)))
+
+
 def trainer(
     max_steps: int = -1,
     max_epochs: int | None = None,
@@ -79,6 +160,7 @@ def trainer(
     Metrics go to a CSV logger in `default_root_dir` (none without a directory), one
     `logs/version_N/metrics.csv` per run: a resumed run adds its own file rather than
     replacing the epochs of the interrupted one (Lightning deletes an existing metrics.csv).
+    With `progress`, a `StageProgressBar` (unless `callbacks` hold a progress bar already).
     """
     logger = False
     if default_root_dir is not None:
@@ -94,4 +176,7 @@ def trainer(
         "enable_checkpointing": False,
     }
     options.update(kwargs)
-    return lightning.Trainer(**options)
+    callbacks = list(options.pop("callbacks", None) or [])
+    if options["enable_progress_bar"] and not any(isinstance(c, ProgressBar) for c in callbacks):
+        callbacks.append(StageProgressBar())
+    return lightning.Trainer(callbacks=callbacks, **options)
