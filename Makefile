@@ -13,7 +13,11 @@ setup: .venv/.installed
 quickstart: .venv/.installed
 	.venv/bin/pyannote-wavlm-prune quickstart
 
+# the versions a run proves, printed first (pytest -q hides its header)
+VERSIONS := import sys, torch, torchaudio; print(f"test: python {sys.version.split()[0]}, torch {torch.__version__}, torchaudio {torchaudio.__version__}")
+
 test: .venv/.installed
+	.venv/bin/python -c '$(VERSIONS)'
 	.venv/bin/python -m pytest -q --durations=15
 
 # The lowest torch pyproject.toml claims, in an environment that shares .venv's other packages
@@ -35,6 +39,7 @@ OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model
 	touch $@
 
 test-oldest-torch: .venv-oldest-torch/.installed
+	.venv-oldest-torch/bin/python -c '$(VERSIONS)'
 	.venv-oldest-torch/bin/python -m pytest -q $(OLDEST_TORCH_TESTS)
 
 lint: .venv/.installed

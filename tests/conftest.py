@@ -9,15 +9,6 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 
-def pytest_report_header(config):
-    """The versions that decide what a run proves (CI runs the suite on both ends of torch's range)."""
-    import sys
-
-    import torchaudio
-
-    return f"python {sys.version.split()[0]}, torch {torch.__version__}, torchaudio {torchaudio.__version__}"
-
-
 @pytest.fixture(scope="session")
 def tiny_corpus(tmp_path_factory):
     """Root of the project's tiny simulated corpus (built once per test session)."""
