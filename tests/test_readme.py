@@ -81,3 +81,16 @@ def test_readme_command_line_flow_runs_as_written_from_an_empty_directory(tmp_pa
     params = {name: int(count.replace(",", "")) for name, count in re.findall(
         r"^(exp/\S+)\s+([\d,]+)\s", printed, flags=re.MULTILINE)}
     assert params["exp/4-finetune/model.ckpt"] < params["exp/1-teacher/model.ckpt"]
+
+    # the recipe, run again, finds every stage done: it says so and writes nothing
+    experiment = tmp_path / "exp-recipe"
+    stamps = {path: path.stat().st_mtime_ns for path in experiment.rglob("*") if path.is_file()}
+    from pyannote_wavlm_prune.cli import main
+
+    assert main(["recipe", "recipe.yml", "--no-progress"]) == 0
+    again = capsys.readouterr()
+    assert again.out.strip().splitlines()[-4:] == [
+        f"{stage}: {experiment / path}" for stage, path in [
+            ("teacher", "1-teacher/model.ckpt"), ("pruned", "2-prune/pruned.ckpt"),
+            ("distilled", "3-distill/model.ckpt"), ("final", "4-finetune/model.ckpt")]]
+    assert {path: path.stat().st_mtime_ns for path in experiment.rglob("*") if path.is_file()} == stamps
