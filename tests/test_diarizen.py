@@ -395,9 +395,9 @@ def test_cost_model_counts_the_parameters_of_an_imported_front_end(name):
 
 
 def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, tmp_path):
-    from test_training import fixed_batches, mean_loss
+    from test_training import assert_40_steps_cut_the_loss_by_a_fifth
 
-    from pyannote_wavlm_prune.recipe.training import diarization_task, trainer
+    from pyannote_wavlm_prune.recipe.training import diarization_task
 
     directory, _ = tiny_hub
     output = import_diarizen(directory, tmp_path / "pipeline", structure=TINY_PRUNED)
@@ -405,14 +405,7 @@ def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, 
     lightning.seed_everything(0)
     task = diarization_task(tiny_protocol, duration=2.0, batch_size=8, cache_dir=tmp_path)
     model.task = task
-    model.prepare_data()
-    model.setup()
-    batches = fixed_batches(task)
-    before = mean_loss(model, batches)
-    trainer(max_steps=40, limit_val_batches=0, default_root_dir=tmp_path, progress=False).fit(model)
-    after = mean_loss(model, batches)
-    assert model.global_step == 40
-    assert after < 0.8 * before, (before, after)
+    assert_40_steps_cut_the_loss_by_a_fifth(model, task, tmp_path)
     assert model.hparams.layer_weighting == "linear" and model.structure.kept_heads[0] == (1, 3)
 
 

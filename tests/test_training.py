@@ -37,19 +37,23 @@ def mean_loss(model, batches) -> float:
     return sum(losses) / len(losses)
 
 
-def test_training_with_pyannote_speaker_diarization_task_decreases_the_loss(tiny_protocol, tmp_path):
-    task = diarization_task(tiny_protocol, duration=2.0, batch_size=8, cache_dir=tmp_path)
-    model = WavLMSegmentation(wavlm=tiny_config(), task=task, **TINY_BACKEND)
-    # specifications and the classifier come from the task
+def assert_40_steps_cut_the_loss_by_a_fifth(model, task, directory) -> None:
+    """Set `model` up for `task`, train it 40 steps: its loss on fixed batches drops by >= 20 %."""
     model.prepare_data()
     model.setup()
     batches = fixed_batches(task)
     before = mean_loss(model, batches)
-
-    trainer(max_steps=40, limit_val_batches=0, default_root_dir=tmp_path, progress=False).fit(model)
+    trainer(max_steps=40, limit_val_batches=0, default_root_dir=directory, progress=False).fit(model)
     after = mean_loss(model, batches)
     assert model.global_step == 40
     assert after < 0.8 * before, (before, after)
+
+
+def test_training_with_pyannote_speaker_diarization_task_decreases_the_loss(tiny_protocol, tmp_path):
+    task = diarization_task(tiny_protocol, duration=2.0, batch_size=8, cache_dir=tmp_path)
+    model = WavLMSegmentation(wavlm=tiny_config(), task=task, **TINY_BACKEND)
+    # specifications and the classifier come from the task
+    assert_40_steps_cut_the_loss_by_a_fifth(model, task, tmp_path)
     # up to 4 speakers per chunk, 2 per frame: 1 + 4 + 6 powerset classes
     assert model.dimension == 11
 
