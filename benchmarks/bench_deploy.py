@@ -10,7 +10,13 @@ all), after warm-up calls; the median is reported, with speed-ups relative to th
 all measured in this one run. ONNX graphs are exported (and checked against torch) first;
 `--onnx-dir` keeps them between runs (the export of the unpruned model takes minutes).
 
+`--device cuda` measures the GPU variants instead: fp32 eager, weight norm folded, and fp16
+autocast (torch's dynamic int8 is CPU-only; ONNX Runtime runs there only with its CUDA
+execution provider, from the onnxruntime-gpu package, used when it is installed).
+`--batch` sets the chunks per call (a GPU is used with batches: the exported pipelines' 32).
+
     python benchmarks/bench_deploy.py [--threads 2] [--repetitions 8] [--onnx-dir DIR]
+    python benchmarks/bench_deploy.py --device cuda --batch 1 32
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
     run_session,
 )
 from pyannote_wavlm_prune.deploy.quantize import quantize_int8 as quantize_torch_int8  # noqa: E402
+from pyannote_wavlm_prune.pipelines.bench import time_forward  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config  # noqa: E402
 
@@ -63,37 +70,14 @@ def probability_difference(variant: Callable, reference: Callable, example: torc
         return (variant(example).exp() - reference(example).exp()).abs().max().item()
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
-    parser.add_argument("--duration", type=float, default=8.0, help="chunk duration (s)")
-    parser.add_argument("--repetitions", type=int, default=8, help="timed calls per variant")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
-    parser.add_argument("--onnx-dir", type=Path, default=None,
-                        help="where ONNX graphs are kept between runs (default: temporary)")
-    parser.add_argument("--skip-unpruned-onnx", action="store_true",
-                        help="skip the unpruned ONNX variant (its export takes minutes)")
-    arguments = parser.parse_args()
-
-    torch.set_num_threads(arguments.threads)
-    directory = arguments.onnx_dir or Path(tempfile.mkdtemp(prefix="bench-deploy-"))
-    directory.mkdir(parents=True, exist_ok=True)
-    example = 0.1 * torch.randn(1, 1, int(arguments.duration * SAMPLE_RATE),
-                                generator=torch.Generator().manual_seed(0))
-
-    torch.manual_seed(0)
-    unpruned = _segmentation()
-    torch.manual_seed(0)
-    pruned = _segmentation(REFERENCE_BASE_PLUS_S80)
-    folded = optimize_for_inference(copy.deepcopy(pruned))
-
+def cpu_variants(unpruned, pruned, arguments, directory: Path) -> dict[str, Callable]:
+    """Eager fp32 (stock and pruned), weight norm folded, torch int8, ONNX Runtime fp32/int8."""
     variants: dict[str, Callable] = {
         "unpruned, fp32 eager (stock transformers)": unpruned,
         "s80, fp32 eager": pruned,
-        "s80, fp32 eager, weight norm folded": folded,
+        "s80, fp32 eager, weight norm folded": optimize_for_inference(copy.deepcopy(pruned)),
         "s80, torch int8 (dynamic, Linear)": quantize_torch_int8(pruned),
     }
-    notes = {}
     graphs = [("s80, ONNX Runtime fp32", pruned, "s80", False),
               ("s80, ONNX Runtime int8 (dynamic, MatMul)", pruned, "s80", True)]
     if not arguments.skip_unpruned_onnx:
@@ -106,9 +90,51 @@ def main() -> None:
         graph, note = onnx_graph(model, name, directory, int8=int8)
         session = inference_session(graph, num_threads=arguments.threads)
         variants[label] = lambda x, session=session: run_session(session, x)
-        notes[label] = note
         print(f"{label}: {note}", file=sys.stderr, flush=True)
+    return variants
 
+
+def autocast(model, dtype: torch.dtype) -> Callable:
+    def forward(x):
+        with torch.autocast("cuda", dtype=dtype):
+            return model(x).float()
+    return forward
+
+
+def gpu_variants(unpruned, pruned, arguments, directory: Path) -> dict[str, Callable]:
+    """Eager fp32 (stock and pruned), weight norm folded, fp16 autocast; ONNX Runtime's CUDA
+    execution provider when onnxruntime-gpu is installed."""
+    device = torch.device(arguments.device)
+    unpruned, pruned = unpruned.to(device), pruned.to(device)
+    folded = optimize_for_inference(copy.deepcopy(pruned))
+    variants: dict[str, Callable] = {
+        "unpruned, fp32 eager (stock transformers)": unpruned,
+        "s80, fp32 eager": pruned,
+        "s80, fp32 eager, weight norm folded": folded,
+        "unpruned, fp16 autocast": autocast(unpruned, torch.float16),
+        "s80, fp16 autocast, weight norm folded": autocast(folded, torch.float16),
+    }
+    try:
+        import onnxruntime
+        providers = onnxruntime.get_available_providers()
+    except ImportError:
+        providers = []
+    if "CUDAExecutionProvider" in providers:
+        graph, note = onnx_graph(pruned.cpu(), "s80", directory)
+        pruned.to(device)
+        session = inference_session(graph, device=device)
+        variants["s80, ONNX Runtime fp32 (CUDA)"] = lambda x: run_session(session, x)
+        print(f"s80, ONNX Runtime fp32 (CUDA): {note}", file=sys.stderr, flush=True)
+    else:
+        print(f"ONNX Runtime rows skipped: no CUDAExecutionProvider (providers {providers}; "
+              "the onnxruntime-gpu package has it)", file=sys.stderr, flush=True)
+    return variants
+
+
+def measure_variants(variants: dict[str, Callable], example: torch.Tensor, arguments):
+    """Median seconds per variant (round robin), and max |p - p_fp32| per variant."""
+    unpruned, pruned = (variants["unpruned, fp32 eager (stock transformers)"],
+                        variants["s80, fp32 eager"])
     differences = {label: probability_difference(variant, unpruned if label.startswith(
         "unpruned") else pruned, example) for label, variant in variants.items()}
     timings: dict[str, list[float]] = {label: [] for label in variants}
@@ -118,25 +144,61 @@ def main() -> None:
                 variant(example)
         for _ in range(arguments.repetitions):
             for label, variant in variants.items():
-                start = time.perf_counter()
-                variant(example)
-                timings[label].append(time.perf_counter() - start)
+                timings[label].append(time_forward(variant, example, example.device))
+    return {label: statistics.median(times) for label, times in timings.items()}, differences
 
-    medians = {label: statistics.median(times) for label, times in timings.items()}
-    reference = next(iter(medians.values()))
-    s80 = medians["s80, fp32 eager"]
-    print(f"Whole WavLMSegmentation (Base+ config, Conformer back end), one "
-          f"{arguments.duration:g} s chunk, batch 1, {arguments.threads} CPU threads, median of "
-          f"{arguments.repetitions} round-robin calls, random weights\n")
-    print("| variant | latency (ms) | speed-up vs unpruned eager | vs s80 eager | "
-          "max abs diff (probabilities) vs fp32 torch |")
-    print("| --- | --- | --- | --- | --- |")
-    for label, seconds in medians.items():
-        print(f"| {label} | {seconds * 1e3:.0f} | {reference / seconds:.2f}x | "
-              f"{s80 / seconds:.2f}x | {differences[label]:.2g} |")
-    best = min((seconds, label) for label, seconds in medians.items() if label.startswith("s80"))
-    print(f"\nBest s80 CPU variant: {best[1]}, {reference / best[0]:.2f}x the unpruned fp32 "
-          "eager model (goal: 6x)")
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--duration", type=float, default=8.0, help="chunk duration (s)")
+    parser.add_argument("--batch", type=int, nargs="+", default=[1],
+                        help="chunks per call; one table per value (default 1)")
+    parser.add_argument("--repetitions", type=int, default=8, help="timed calls per variant")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
+    parser.add_argument("--onnx-dir", type=Path, default=None,
+                        help="where ONNX graphs are kept between runs (default: temporary)")
+    parser.add_argument("--skip-unpruned-onnx", action="store_true",
+                        help="skip the unpruned ONNX variant (its export takes minutes)")
+    arguments = parser.parse_args()
+
+    torch.set_num_threads(arguments.threads)
+    device = torch.device(arguments.device)
+    directory = arguments.onnx_dir or Path(tempfile.mkdtemp(prefix="bench-deploy-"))
+    directory.mkdir(parents=True, exist_ok=True)
+
+    torch.manual_seed(0)
+    unpruned = _segmentation()
+    torch.manual_seed(0)
+    pruned = _segmentation(REFERENCE_BASE_PLUS_S80)
+    build = gpu_variants if device.type == "cuda" else cpu_variants
+    variants = build(unpruned, pruned, arguments, directory)
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    else:
+        where = f"{arguments.threads} CPU threads"
+
+    for batch in arguments.batch:
+        example = 0.1 * torch.randn(batch, 1, int(arguments.duration * SAMPLE_RATE),
+                                    generator=torch.Generator().manual_seed(0))
+        medians, differences = measure_variants(variants, example.to(device), arguments)
+        reference = medians["unpruned, fp32 eager (stock transformers)"]
+        s80 = medians["s80, fp32 eager"]
+        print(f"Whole WavLMSegmentation (Base+ config, Conformer back end), "
+              f"{arguments.duration:g} s chunks, batch {batch}, {where}, median of "
+              f"{arguments.repetitions} round-robin calls, random weights\n")
+        print("| variant | latency (ms) | speed-up vs unpruned eager | vs s80 eager | "
+              "max abs diff (probabilities) vs fp32 torch |")
+        print("| --- | --- | --- | --- | --- |")
+        for label, seconds in medians.items():
+            print(f"| {label} | {seconds * 1e3:.1f} | {reference / seconds:.2f}x | "
+                  f"{s80 / seconds:.2f}x | {differences[label]:.2g} |")
+        best = min((seconds, label) for label, seconds in medians.items()
+                   if label.startswith("s80"))
+        print(f"\nBest s80 {device.type.upper()} variant at batch {batch}: {best[1]}, "
+              f"{reference / best[0]:.2f}x the unpruned fp32 eager model"
+              + (" (goal on CPU: 6x)" if device.type == "cpu" else "") + "\n", flush=True)
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
 Whole segmentation models as `import_diarizen` builds them (DiariZen's options: raw layer
 weights, last-CNN scale, norms over kept channels; Conformer 4 x 256; 4 speakers), with
 random weights (speed does not depend on them): WavLM Base+ unpruned vs `wavlm_base_s80_md`,
-WavLM Large unpruned vs `wavlm_large_s80_md`. Batch 1, fp32, CPU; each pair takes turns
-(round robin) and the median is reported. Prints `bench_table` and a markdown table.
+WavLM Large unpruned vs `wavlm_large_s80_md`. Batch 1 (`--batch-size`), fp32, CPU
+(`--device cuda`: GPU); each pair takes turns (round robin) and the median is reported. Prints `bench_table` and a markdown table.
 
     python benchmarks/bench_diarizen.py [--threads 2] [--duration 16] [--repeats 5]
+    python benchmarks/bench_diarizen.py --device cuda --batch-size 32
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def imported_like(name: str, duration: float) -> WavLMSegmentation:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--batch-size", type=int, default=1, help="chunks per call (default 1)")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--duration", type=float, default=16.0,
                         help="chunk duration in seconds (default 16: DiariZen's window)")
@@ -51,7 +54,8 @@ def main() -> None:
     for unpruned_name, pruned_name in PAIRS:
         models = [imported_like(unpruned_name, arguments.duration),
                   imported_like(pruned_name, arguments.duration)]
-        results = bench_segmentation(models, chunk_duration=arguments.duration, batch_size=1,
+        results = bench_segmentation(models, chunk_duration=arguments.duration,
+                                     batch_size=arguments.batch_size, device=arguments.device,
                                      repeats=arguments.repeats, num_threads=arguments.threads,
                                      names=[unpruned_name, pruned_name])
         print(bench_table(results), "\n", flush=True)

@@ -17,11 +17,13 @@ Time is split with the pipeline's hook: segmentation (sliding window, 8 s chunks
 10 %), embeddings, clustering (VBx and reconstruction, from the embeddings' end to the
 output), and other (binarisation, speaker counting). Peak memory: the process's resident
 memory sampled every 20 ms during the call (its peak, and its growth over the resident
-memory before the call). Each (variant, duration) is run once, variants of one duration in
-turn.
+memory before the call); with `--device cuda`, the GPU's peak allocated memory too. Each
+(variant, duration) is run once, variants of one duration in turn.
 
     python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants unpruned s80 s80-ort-int8]
         [--skip unpruned:30] [--onnx-dir DIR]
+    python benchmarks/bench_pipeline.py --device cuda --variants unpruned s80 \
+        --segmentation-batch-size 32 --embedding-batch-size 32
 """
 
 from __future__ import annotations
@@ -76,10 +78,18 @@ def random_plda(dimension: int):
 
 def audio(minutes: float) -> dict:
     """pyannote's sample file repeated (and cut) to `minutes` minutes, in memory."""
-    from pyannote.audio import Audio
-    from pyannote.audio.sample import SAMPLE_FILE
+    import wave
 
-    waveform, sample_rate = Audio(sample_rate=SAMPLE_RATE, mono="downmix")(SAMPLE_FILE)
+    import pyannote.audio
+
+    # read with the standard library (16 kHz mono 16-bit PCM): no audio decoder needed (and
+    # not through pyannote.audio.sample, which decodes it on import)
+    sample = Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
+    with wave.open(str(sample), "rb") as reader:
+        assert (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) == (
+            SAMPLE_RATE, 1, 2), f"{sample} is not 16 kHz mono 16-bit PCM"
+        pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    waveform = torch.from_numpy(pcm.astype(np.float32) / 32768.0)[None]
     num_samples = int(minutes * 60 * SAMPLE_RATE)
     repeats = -(-num_samples // waveform.shape[1])
     waveform = waveform.repeat(1, repeats)[:, :num_samples]
@@ -125,8 +135,10 @@ class PeakMemory:
         self.peak = max(self.peak, resident_memory())
 
 
-def run(pipeline, file: dict) -> dict:
+def run(pipeline, file: dict, device: torch.device) -> dict:
     clock = StepClock()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     with PeakMemory() as memory:
         start = time.perf_counter()
         pipeline(file, hook=clock)
@@ -136,9 +148,10 @@ def run(pipeline, file: dict) -> dict:
     counting = ends.get("speaker_counting", ends["segmentation"]) - ends["segmentation"]
     embeddings = ends["embeddings"] - ends.get("speaker_counting", ends["segmentation"])
     clustering = end - ends["embeddings"]
+    gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return {"segmentation": segmentation, "embeddings": embeddings, "clustering": clustering,
             "other": counting, "total": end - start, "peak_memory": memory.peak,
-            "memory_growth": memory.peak - memory.before}
+            "memory_growth": memory.peak - memory.before, "gpu_memory": gpu}
 
 
 def clustering_seconds(pipeline, minutes: float, num_speakers: int = 10) -> float:
@@ -181,6 +194,7 @@ def main() -> None:
                         choices=list(VARIANTS), help="segmentation variants")
     parser.add_argument("--skip", nargs="*", default=[], metavar="VARIANT:MINUTES",
                         help="pairs not to run, e.g. unpruned:30 (too slow on 2 cores)")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--segmentation-batch-size", type=int, default=8)
     parser.add_argument("--embedding-batch-size", type=int, default=8)
@@ -192,6 +206,7 @@ def main() -> None:
                              "files of these durations (minutes)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
+    device = torch.device(arguments.device)
 
     embedding = wespeaker_resnet34()
     plda = random_plda(embedding.dimension)
@@ -210,7 +225,7 @@ def main() -> None:
             segmentation_step=0.1, segmentation_batch_size=arguments.segmentation_batch_size,
             embedding_batch_size=arguments.embedding_batch_size,
         )
-        pipelines[name] = pipeline.instantiate(pipeline.default_parameters())
+        pipelines[name] = pipeline.instantiate(pipeline.default_parameters()).to(device)
         print(f"{name}: pipeline ready in {time.perf_counter() - start:.0f} s", file=sys.stderr,
               flush=True)
 
@@ -221,27 +236,34 @@ def main() -> None:
         for name, pipeline in pipelines.items():
             if f"{name}:{minutes:g}" in skipped:
                 continue
-            result = run(pipeline, file)
+            result = run(pipeline, file, device)
             rows.append((name, minutes, result))
             print(f"{name} {minutes:g} min: {result}", file=sys.stderr, flush=True)
 
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} (clustering on CPU)"
+    else:
+        where = f"{arguments.threads} CPU threads"
+    gpu = device.type == "cuda"
     print(f"SpeakerDiarization (VBx, WeSpeaker ResNet34, 8 s chunks, step 0.8 s, batches of "
           f"{arguments.segmentation_batch_size}/{arguments.embedding_batch_size}), "
-          f"{arguments.threads} CPU threads, random weights; RTF = compute time / audio "
-          "duration; share = part of the whole pipeline's time\n")
+          f"{where}, random weights; RTF = compute time / audio duration; share = part of "
+          "the whole pipeline's time\n")
     print("| segmentation | file | total RTF | segmentation RTF (share) | embeddings RTF (share) "
-          "| clustering RTF (share) | other RTF | peak memory (GB) | growth during call (GB) |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+          "| clustering RTF (share) | other RTF | peak memory (GB) | growth during call (GB) |"
+          + (" peak GPU memory (GB) |" if gpu else ""))
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if gpu else ""))
     for name, minutes, r in rows:
         duration = minutes * 60
         total = r["total"]
 
         def part(key, r=r, total=total, duration=duration):
-            return f"{r[key] / duration:.3f} ({100 * r[key] / total:.0f} %)"
+            return f"{r[key] / duration:.4f} ({100 * r[key] / total:.0f} %)"
 
         print(f"| {name} | {minutes:g} min | {total / duration:.3f} | {part('segmentation')} | "
               f"{part('embeddings')} | {part('clustering')} | {r['other'] / duration:.4f} | "
-              f"{r['peak_memory'] / 1e9:.2f} | {r['memory_growth'] / 1e9:.2f} |")
+              f"{r['peak_memory'] / 1e9:.2f} | {r['memory_growth'] / 1e9:.2f} |"
+              + (f" {r['gpu_memory'] / 1e9:.2f} |" if gpu else ""))
     if arguments.clustering_minutes:
         pipeline = next(iter(pipelines.values()))
         print("\nVBx clustering step alone (random embeddings of the pipeline's sizes)\n")

@@ -12,7 +12,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="FILE", help=".onnx file to write")
     parser.add_argument("--int8", action="store_true",
                         help="quantise MatMul/Gemm weights to int8 (dynamic quantisation)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 18)")
+    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
     parser.add_argument("--tolerance", type=float, default=None,
                         help="largest accepted max abs difference with the torch model: on "
                              "log-probabilities for fp32 (default 1e-4), on probabilities "

@@ -15,7 +15,15 @@ How it is exported (torch 2.11, each choice forced by a trap):
 - scaled_dot_product_attention traced with its math backend: traced with the CPU flash
   kernel, the graph records a `view` that is only valid for that kernel's output layout,
   and the ONNX decomposition (which uses the math layout) then fails on it;
-- the positional convolution's weight norm is folded first (`optimize_for_inference`).
+- the positional convolution's weight norm is folded first (`optimize_for_inference`);
+- opset 20, where GELU is one `Gelu` node: at opset 18 torch writes it as five element-wise
+  nodes (Div, Erf, Add, Mul, Mul) in an order ONNX Runtime's GELU fusion does not match, and
+  the CNN's GELUs run on the longest tensors of the model.
+
+How it runs (`inference_session`, measured with benchmarks/bench_deploy.py): on CPU, ONNX
+Runtime's SkipLayerNormalization fusion is turned off. Its CPU kernel took 1.05 ms where
+the Add and LayerNormalization it replaces took 0.28 ms ((1, 399, 768) tensors, 2 threads,
+onnxruntime 1.32), and the s80 model runs 20 of them per chunk.
 
 onnx, onnxscript and onnxruntime are optional dependencies (`pip install
 pyannote-wavlm-prune[onnx]`): they are imported inside the functions that need them.
@@ -38,7 +46,7 @@ from .inference import optimize_for_inference
 
 INPUT_NAME = "waveform"
 OUTPUT_NAME = "log_probabilities"
-DEFAULT_OPSET = 18
+DEFAULT_OPSET = 20
 # max |log p_onnx - log p_torch| accepted for fp32 graphs: what separates a correct graph
 # (1e-6 to 1e-5 measured, float rounding) from a wrong one
 FP32_TOLERANCE = 1e-4
@@ -164,7 +172,9 @@ def quantize_int8(onnx_model: bytes) -> bytes:
     quantisation: activations are quantised on the fly, per tensor)
 
     Convolutions stay fp32, as torch's `quantize_dynamic` leaves them: ONNX Runtime's
-    ConvInteger kernels are slower than its fp32 convolutions on CPU.
+    ConvInteger kernels are slower than its fp32 convolutions on CPU. Products of two
+    activations (attention scores and their weighted sums) stay fp32 too
+    (`MatMulConstBOnly`): quantising them bought no speed and costs accuracy.
     """
     require("onnx")
     quantization = require("onnxruntime.quantization")
@@ -174,6 +184,7 @@ def quantize_int8(onnx_model: bytes) -> bytes:
         quantization.quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Gemm"],
             weight_type=quantization.QuantType.QInt8,
+            extra_options={"MatMulConstBOnly": True},
         )
         return target.read_bytes()
 
@@ -206,7 +217,10 @@ def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch
     if torch.device(device).type == "cuda":
         if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
-    return onnxruntime.InferenceSession(onnx_model, sess_options=options, providers=providers)
+    # the fused CPU kernel is slower than what it replaces (module docstring)
+    disabled = ["SkipLayerNormFusion"] if providers == ["CPUExecutionProvider"] else []
+    return onnxruntime.InferenceSession(onnx_model, sess_options=options, providers=providers,
+                                        disabled_optimizers=disabled)
 
 
 def run_session(session, waveforms: torch.Tensor) -> torch.Tensor:
@@ -258,7 +272,7 @@ def export_onnx(
     int8 : bool, optional
         Quantise MatMul/Gemm weights to int8 (ONNX Runtime dynamic quantisation).
     opset : int, optional
-        ONNX opset. Defaults to 18.
+        ONNX opset. Defaults to 20 (see the module docstring).
     tolerance : float, optional
         Largest accepted difference with the torch model, on log-probabilities for fp32
         (default 1e-4) and on probabilities for int8 (default 0.1).
