@@ -7,7 +7,10 @@ modules, what a user has without pruning) and pruned to REFERENCE_BASE_PLUS_S80.
 
 Every variant is called in turn (round robin: a slow phase of the shared machine hits them
 all), after warm-up calls; the median is reported, with speed-ups relative to the first row,
-all measured in this one run. ONNX graphs are exported (and checked against torch) first;
+all measured in this one run. Calls are 0.2 s apart (`--pause`): after a call, ONNX
+Runtime's worker threads spin for a while, and without the pause they took the 2 cores from
+whichever variant came next (an ONNX Runtime int8 session measured 275 ms after an fp32
+session, 216 to 242 ms alone). ONNX graphs are exported (and checked against torch) first;
 `--onnx-dir` keeps them between runs (the export of the unpruned model takes minutes).
 
 `--device cuda` measures the GPU variants instead: fp32 eager, weight norm folded, and fp16
@@ -144,6 +147,7 @@ def measure_variants(variants: dict[str, Callable], example: torch.Tensor, argum
                 variant(example)
         for _ in range(arguments.repetitions):
             for label, variant in variants.items():
+                time.sleep(arguments.pause)  # the last call's idle threads stop spinning
                 timings[label].append(time_forward(variant, example, example.device))
     return {label: statistics.median(times) for label, times in timings.items()}, differences
 
@@ -157,6 +161,8 @@ def main() -> None:
                         help="chunks per call; one table per value (default 1)")
     parser.add_argument("--repetitions", type=int, default=8, help="timed calls per variant")
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per variant")
+    parser.add_argument("--pause", type=float, default=0.2,
+                        help="seconds between calls, untimed (default 0.2, see above)")
     parser.add_argument("--onnx-dir", type=Path, default=None,
                         help="where ONNX graphs are kept between runs (default: temporary)")
     parser.add_argument("--skip-unpruned-onnx", action="store_true",
@@ -187,7 +193,8 @@ def main() -> None:
         s80 = medians["s80, fp32 eager"]
         print(f"Whole WavLMSegmentation (Base+ config, Conformer back end), "
               f"{arguments.duration:g} s chunks, batch {batch}, {where}, median of "
-              f"{arguments.repetitions} round-robin calls, random weights\n")
+              f"{arguments.repetitions} round-robin calls {arguments.pause:g} s apart, random "
+              "weights\n")
         print("| variant | latency (ms) | speed-up vs unpruned eager | vs s80 eager | "
               "max abs diff (probabilities) vs fp32 torch |")
         print("| --- | --- | --- | --- | --- |")

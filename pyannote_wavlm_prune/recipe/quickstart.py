@@ -202,8 +202,12 @@ def run_quickstart(
             directory = output / f"pipeline-{name}"
             if not (directory / "config.yaml").exists():
                 untuned = output / f".untuned-{name}"
+                # embeddings from each speaker's non-overlapped frames, as pyannote's released
+                # pipelines do: 46.2 % pipeline DER instead of 50.5 % on the quickstart's
+                # pruned model (same threshold), since this embedding mixes overlapped voices
                 export_pipeline(untuned, segmentation, embedding, overwrite=True,
-                                segmentation_step=settings.evaluate_step, embedding_batch_size=16)
+                                segmentation_step=settings.evaluate_step, embedding_batch_size=16,
+                                embedding_exclude_overlap=True)
                 optimize_pipeline(untuned, development, output=directory,
                                   num_iterations=settings.optimize_iterations, show_progress=progress)
             pipelines[name] = directory
