@@ -106,6 +106,52 @@ def test_int8_graph_is_within_its_tolerance_and_smaller(onnx_file, pruned):
     assert len(int8) < len(graph)
 
 
+def test_graph_has_gelu_nodes_and_int8_quantises_only_weight_products(onnx_file, pruned):
+    """Opset 20: GELU is one node (ONNX Runtime did not fuse opset 18's five-node form);
+    int8: every product with a weight is quantised, no product of two activations is."""
+    import onnx
+
+    graph = onnx.load_from_string(onnx_file.read_bytes())
+    kinds = [node.op_type for node in graph.graph.node]
+    gelus = sum(isinstance(m, torch.nn.GELU) or type(m).__name__ == "GELUActivation"
+                for m in pruned.modules())
+    assert {o.domain: o.version for o in graph.opset_import}[""] == 20
+    assert kinds.count("Erf") == 0 and kinds.count("Gelu") >= gelus > 0
+
+    int8 = onnx.load_from_string(quantize_onnx_int8(onnx_file.read_bytes())).graph
+    weights = {initializer.name for initializer in int8.initializer}
+    produced = {output: node for node in int8.node for output in node.output}
+
+    def is_weight(name):  # an initializer, possibly through DequantizeLinear/Transpose
+        node = produced.get(name)
+        return name in weights or (node is not None and all(map(is_weight, node.input)))
+
+    quantised = [n for n in int8.node if n.op_type in (
+        "MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")]
+    float_matmuls = [n for n in int8.node if n.op_type == "MatMul"]
+    assert quantised and all(is_weight(n.input[1]) for n in quantised)
+    assert all(not is_weight(n.input[1]) for n in float_matmuls)  # activations x activations
+    assert any(not is_weight(n.input[1]) for n in float_matmuls)  # attention scores exist
+
+
+def test_cpu_sessions_leave_skip_layer_norm_unfused(onnx_file, monkeypatch):
+    """ONNX Runtime's fused SkipLayerNormalization CPU kernel was 4x slower than the Add and
+    LayerNormalization it replaces: CPU sessions turn the fusion off."""
+    import onnxruntime
+
+    created = []
+    real = onnxruntime.InferenceSession
+
+    def spy(*args, **kwargs):
+        created.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", spy)
+    session = inference_session(onnx_file)
+    assert created[0]["disabled_optimizers"] == ["SkipLayerNormFusion"]
+    assert session.get_providers() == ["CPUExecutionProvider"]
+
+
 def test_torch_int8_copy_is_within_tolerance_and_quantises_every_linear_layer(pruned):
     quantized = quantize_int8(pruned)
     linear = [m for m in quantized.modules() if type(m) is torch.nn.Linear]
