@@ -135,12 +135,17 @@ def test_train_command_reaches_every_option_of_the_model_and_the_task(monkeypatc
 def test_finetune_command_reaches_every_option_of_its_stage(monkeypatch):
     stage = parameters(stages.finetune_stage) - {"protocol", "directory", "model", "budget",
                                                  "progress", "restart"}
-    assert stage == {"fresh_back_end", "task_options"}
+    assert stage == {"fresh_back_end", "task_options", "learning_rate"}
     kwargs = forwarded(monkeypatch, "finetune_stage", [
         "finetune", "--protocol", "P", "--output", "o", "--model", "m", "--keep-back-end",
-        "--num-workers", "2"])
+        "--num-workers", "2", "--learning-rate", "wavlm=2e-5"])
     assert kwargs["fresh_back_end"] is False
     assert kwargs["task_options"] == {"max_speakers_per_chunk": 4, "num_workers": 2}
+    assert kwargs["learning_rate"] == {"wavlm": 2e-5}
+    # not given: the model's own learning rates
+    kwargs = forwarded(monkeypatch, "finetune_stage", [
+        "finetune", "--protocol", "P", "--output", "o", "--model", "m"])
+    assert kwargs["learning_rate"] is None
 
 
 @pytest.mark.parametrize("command", ["train", "prune", "distill", "finetune"])

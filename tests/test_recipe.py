@@ -142,6 +142,29 @@ def test_finetuning_keeps_the_distilled_back_end_only_when_asked(tiny_protocol, 
     assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
 
 
+
+def test_finetuning_learning_rates_replace_the_model_s_own(tiny_protocol, tmp_path):
+    from helpers import TINY_BACKEND
+
+    from pyannote_wavlm_prune.recipe import finetune_stage, train_stage
+    from pyannote_wavlm_prune.wavlm.presets import tiny_config
+
+    budget = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=4, duration=2.0,
+                    k=1, trainer={"accelerator": "cpu"})
+    trained = train_stage(tiny_protocol, tmp_path / "trained", budget=budget, progress=False,
+                          model_options={"wavlm": tiny_config(), **TINY_BACKEND})
+    model = Model.from_pretrained(trained)
+    # backend 0: the back end does not move (the model's own 1e-3 moved it, test above);
+    # wavlm keeps the model's own
+    tuned = Model.from_pretrained(finetune_stage(
+        tiny_protocol, tmp_path / "finetune", trained, budget=budget, fresh_back_end=False,
+        progress=False, learning_rate={"backend": 0.0}))
+    assert torch.equal(tuned.classifier.weight, model.classifier.weight)
+    assert tuned.hparams.learning_rate == {**model.hparams.learning_rate, "backend": 0.0}
+    with pytest.raises(ValueError, match=r"learning_rate has unknown keys \['student'\]"):
+        finetune_stage(tiny_protocol, tmp_path / "other", trained, budget=budget,
+                       progress=False, learning_rate={"student": 1e-3})
+
 PRUNE_SCRIPT = """
 import os, signal, sys
 import lightning

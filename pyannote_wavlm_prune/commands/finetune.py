@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arguments import resolve_defaults
+from .arguments import KeyValues, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
@@ -21,6 +21,9 @@ def add_arguments(parser):
     parser.add_argument("--keep-back-end", action="store_true",
                         help="fine-tune the model's own back end rather than a fresh one "
                              "(default: a fresh back end)")
+    parser.add_argument("--learning-rate", action=KeyValues, default=None,
+                        help="AdamW learning rates, e.g. wavlm=2e-5 backend=1e-3 (default: the "
+                             "model's own; keys not given keep theirs)")
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
     add_restart_argument(parser)
@@ -32,6 +35,7 @@ def run(args) -> int:
 
     result = finetune_stage(get_protocol(args), args.output, args.model, budget=budget_from(args),
                             fresh_back_end=not args.keep_back_end, progress=not args.no_progress,
-                            task_options=options_from(args, TASK_OPTIONS), restart=args.restart)
+                            task_options=options_from(args, TASK_OPTIONS), restart=args.restart,
+                            learning_rate=args.learning_rate)
     print(result)
     return 0

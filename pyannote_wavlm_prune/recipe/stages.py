@@ -29,6 +29,7 @@ from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from ..models.pruning import prune
 from ..models.wavlm_segmentation import WavLMSegmentation
+from ..options import merge_options
 from ..tasks import Distill, DistillPrune
 from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
@@ -295,6 +296,7 @@ def finetune_stage(
     progress: bool = True,
     task_options: Mapping[str, Any] | None = None,
     restart: Restart = False,
+    learning_rate: Mapping[str, float] | None = None,
 ) -> Path:
     """Diarization fine-tuning of a (pruned) model; writes `directory`/model.ckpt
 
@@ -303,12 +305,15 @@ def finetune_stage(
     the distilled hidden states. Keeping it recovers more in short budgets (the quickstart)
     and ties the pruned model's accuracy to the teacher's rather than to a second,
     independent training of the back end. `task_options`: see `train_stage`. `restart`: see
-    `record.begin_stage`.
+    `record.begin_stage`. `learning_rate`: AdamW learning rates replacing the model's own
+    (keys "wavlm", "backend"; those not given keep the model's).
     """
     budget = budget or Budget()
     record = {"protocol": protocol.name, "model": describe_input(model),
               "fresh_back_end": fresh_back_end, "budget": budget.record(),
               "task_options": dict(task_options or {})}
+    if learning_rate:  # only when given: earlier records stay valid
+        record["learning_rate"] = dict(learning_rate)
     directory = Path(directory)
     output = directory / "model.ckpt"
     if begin_stage(directory, "finetune", record, output, restart, inputs=[model]):
@@ -320,6 +325,9 @@ def finetune_stage(
         model = copy.deepcopy(load_model(model, "model", expected=WavLMSegmentation, strict=False))
         for parameter in model.parameters():
             parameter.requires_grad = True
+    # hparams: what configure_optimizers reads and the checkpoint keeps
+    model.hparams.learning_rate = merge_options("learning_rate", model.hparams.learning_rate,
+                                                learning_rate)
     return _train(protocol, directory, model, None, budget, progress, task_options)
 
 
