@@ -6,8 +6,12 @@ back end's projection, Conformer FFNs and classifier. Convolutions stay fp32. Ou
 `PrunedWavLMAttention` reads its projections through their modules, so it keeps working;
 stock transformers `WavLMAttention` reads `q_proj.bias` directly and breaks once quantised,
 so an unpruned model built of stock modules is first rebuilt with its full structure (our
-SDPA attention, same weights, same state dict). The quantised copy is for inference only: its state dict is not a pyannote
-checkpoint, save the fp32 model instead.
+SDPA attention, same weights, same state dict). The quantised copy is for inference only: its
+state dict is not a pyannote checkpoint, save the fp32 model instead.
+
+torch's dynamic int8 kernels exist on CPU only: the copy stays on CPU when moved (a pipeline
+moved to a GPU, say; a warning says so) and takes inputs on any device, returning its output
+on the input's device.
 
 For ONNX Runtime's int8 graphs see `onnx.quantize_int8`.
 """
@@ -15,6 +19,7 @@ For ONNX Runtime's int8 graphs see `onnx.quantize_int8`.
 from __future__ import annotations
 
 import copy
+import logging
 
 import torch
 from torch import nn
@@ -23,6 +28,24 @@ from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..wavlm.structure import Structure
 from .inference import optimize_for_inference
+
+log = logging.getLogger(__name__)
+
+
+class _StaysOnCPU:
+    """Mixin of the int8 copy's class: moves are ignored, inputs go to CPU, outputs come back"""
+
+    def _apply(self, fn, recurse=True):  # what .to(), .cuda(), .half() ... go through
+        probe = fn(torch.zeros(()))
+        if probe.device.type != "cpu" or probe.dtype != torch.float32:
+            log.warning("The torch-int8 segmentation model stays on CPU in float32 (torch's "
+                        "dynamic int8 kernels are CPU-only); on a GPU, use the 'torch' or "
+                        "'onnxruntime' runtime.")
+        return self
+
+    def __call__(self, waveforms: torch.Tensor, *args, **kwargs):
+        output = super().__call__(waveforms.to("cpu"), *args, **kwargs)
+        return output.to(waveforms.device)
 
 
 def _stock_attention(model: nn.Module) -> list[str]:
@@ -62,12 +85,16 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     -------
     quantized : nn.Module
         A copy, in eval mode on CPU, weight norm folded, whose `nn.Linear` layers are
-        `torch.ao.nn.quantized.dynamic.Linear` (int8 weights, per-tensor).
+        `torch.ao.nn.quantized.dynamic.Linear` (int8 weights, per-tensor). It stays on CPU
+        (see the module docstring), an instance of a subclass of `type(model)`.
     """
     rebuilt = with_pruned_attention(model)
     if rebuilt is model:
         rebuilt = copy.deepcopy(model)
     reference = optimize_for_inference(rebuilt.to("cpu", torch.float32))
-    return torch.ao.quantization.quantize_dynamic(
+    quantized = torch.ao.quantization.quantize_dynamic(
         reference, {nn.Linear}, dtype=torch.qint8, inplace=True
     )
+    cls = type(quantized)
+    quantized.__class__ = type(cls.__name__, (_StaysOnCPU, cls), {"__module__": cls.__module__})
+    return quantized
