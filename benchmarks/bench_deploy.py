@@ -40,6 +40,7 @@ from bench_pruned_wavlm import _segmentation  # noqa: E402
 
 from pyannote_wavlm_prune.deploy.inference import optimize_for_inference  # noqa: E402
 from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
+    DEFAULT_OPSET,
     export_onnx,
     inference_session,
     quantize_int8,
@@ -56,9 +57,12 @@ SAMPLE_RATE = 16000
 def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[bytes, str]:
     """The model's ONNX graph (read from `directory` when there, else exported and checked)."""
     path = directory / f"{name}{'-int8' if int8 else ''}.onnx"
+    fp32 = directory / f"{name}.onnx"
+    for cached in (path, fp32):  # graphs of an earlier default opset are exported again
+        if cached.is_file() and _opset(cached) != DEFAULT_OPSET:
+            cached.unlink()
     if path.is_file():
         return path.read_bytes(), "cached"
-    fp32 = directory / f"{name}.onnx"
     if int8 and fp32.is_file():
         graph = quantize_int8(fp32.read_bytes())
         path.write_bytes(graph)
@@ -66,6 +70,13 @@ def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[b
     start = time.perf_counter()
     export = export_onnx(model, path, int8=int8)
     return export.onnx, f"exported in {time.perf_counter() - start:.0f} s; {export.summary()}"
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
 
 
 def probability_difference(variant: Callable, reference: Callable, example: torch.Tensor) -> float:
