@@ -102,6 +102,28 @@ def test_recipe_without_protocol_is_refused(tmp_path):
         Recipe.from_yaml(tmp_path / "recipe.yml")
 
 
+
+def test_recipe_passes_finetune_learning_rates_to_its_stage(tmp_path, monkeypatch):
+    from pyannote_wavlm_prune.recipe import run
+
+    (tmp_path / "recipe.yml").write_text(
+        "protocol: P\nexperiment: out\nteacher: {checkpoint: teacher.ckpt}\n"
+        "finetune: {learning_rate: {wavlm: 2.0e-5}, fresh_back_end: false}\n")
+    calls = {}
+
+    def stage(name):
+        def fake(*args, **kwargs):
+            calls[name] = kwargs
+            return tmp_path / name
+        return fake
+
+    monkeypatch.setattr(Recipe, "get_protocol", lambda self: None)
+    for name in ("prune_stage", "distill_stage", "finetune_stage"):
+        monkeypatch.setattr(run, name, stage(name))
+    Recipe.from_yaml(tmp_path / "recipe.yml").run(progress=False)
+    assert calls["finetune_stage"]["learning_rate"] == {"wavlm": 2e-5}
+    assert calls["finetune_stage"]["fresh_back_end"] is False
+
 def test_averaging_takes_the_largest_batchnorm_counter(tmp_path):
     from helpers import tiny_model
 

@@ -44,7 +44,8 @@ class Recipe:
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
                 exact: true, budget: {...}, task: {...}}   # see prune_stage
         distill: {budget: {...}, task: {...}}
-        finetune: {budget: {...}, fresh_back_end: true, task: {...}}
+        finetune: {budget: {...}, fresh_back_end: true, task: {...},
+                   learning_rate: {wavlm: 2e-5}}      # default: the model's own
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
@@ -107,7 +108,8 @@ class Recipe:
                                           budget=Budget.from_dict(self.finetune.get("budget")),
                                           fresh_back_end=self.finetune.get("fresh_back_end", True),
                                           progress=progress, task_options=self.finetune.get("task"),
-                                          restart=restart)
+                                          restart=restart,
+                                          learning_rate=self.finetune.get("learning_rate"))
         return results
 
 
