@@ -43,6 +43,7 @@ from bench_pruned_wavlm import _segmentation  # noqa: E402
 
 from pyannote_wavlm_prune.deploy import OnnxSegmentation  # noqa: E402
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, estimate_plda  # noqa: E402
+from pyannote_wavlm_prune.pipelines.bench import pyannote_sample  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
 SAMPLE_RATE = 16000
@@ -78,18 +79,7 @@ def random_plda(dimension: int):
 
 def audio(minutes: float) -> dict:
     """pyannote's sample file repeated (and cut) to `minutes` minutes, in memory."""
-    import wave
-
-    import pyannote.audio
-
-    # read with the standard library (16 kHz mono 16-bit PCM): no audio decoder needed (and
-    # not through pyannote.audio.sample, which decodes it on import)
-    sample = Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
-    with wave.open(str(sample), "rb") as reader:
-        assert (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) == (
-            SAMPLE_RATE, 1, 2), f"{sample} is not 16 kHz mono 16-bit PCM"
-        pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-    waveform = torch.from_numpy(pcm.astype(np.float32) / 32768.0)[None]
+    waveform = pyannote_sample()["waveform"]
     num_samples = int(minutes * 60 * SAMPLE_RATE)
     repeats = -(-num_samples // waveform.shape[1])
     waveform = waveform.repeat(1, repeats)[:, :num_samples]

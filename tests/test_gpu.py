@@ -4,11 +4,6 @@ CI has no GPU: these run where one is lent (see README, "Deployment"), e.g.
 `python -m pytest tests/test_gpu.py`.
 """
 
-import wave
-from pathlib import Path
-
-import numpy as np
-import pyannote.audio
 import pytest
 import torch
 from helpers import FAST_PIPELINE as FAST
@@ -18,6 +13,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from pyannote_wavlm_prune.deploy import OnnxSegmentation
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+from pyannote_wavlm_prune.pipelines.bench import pyannote_sample
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -30,12 +26,7 @@ AGGLOMERATIVE = {
 
 @pytest.fixture(scope="module")
 def sample():
-    """pyannote's sample recording, read without an audio decoder (16 kHz mono PCM)."""
-    path = Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
-    with wave.open(str(path), "rb") as reader:
-        pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
-    return {"waveform": torch.from_numpy(pcm / 32768.0).float()[None], "sample_rate": 16000,
-            "uri": "sample"}
+    return pyannote_sample()  # read without an audio decoder
 
 
 @pytest.fixture(scope="module")

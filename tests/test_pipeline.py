@@ -33,3 +33,14 @@ def test_pipeline_diarizes_pyannote_sample_file_offline():
 def test_vbx_clustering_without_plda_is_refused():
     with pytest.raises(ValueError, match="VBxClustering' needs plda"):
         SpeakerDiarization(segmentation=tiny_model(), embedding=XVectorMFCC(), clustering="VBxClustering")
+
+
+def test_pyannote_sample_read_without_a_decoder_equals_pyannote_s_own():
+    import torch
+
+    from pyannote_wavlm_prune.pipelines.bench import pyannote_sample
+
+    sample = pyannote_sample()
+    assert sample["sample_rate"] == SAMPLE_FILE["sample_rate"] == 16000
+    assert sample["waveform"].shape == SAMPLE_FILE["waveform"].shape == (1, 480000)
+    assert torch.allclose(sample["waveform"], SAMPLE_FILE["waveform"], atol=1e-6)

@@ -19,6 +19,26 @@ from ..models.loading import load_model
 from ..wavlm.cost import expected_macs
 
 
+def pyannote_sample() -> dict:
+    """pyannote's 30 s sample recording as an in-memory file (waveform, sample_rate, uri)
+
+    Read with the standard library (it is 16 kHz mono 16-bit PCM), so that it needs no audio
+    decoder, unlike `pyannote.audio.sample`, which decodes it with torchcodec on import.
+    """
+    import wave
+
+    import numpy as np
+    import pyannote.audio
+
+    path = Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
+    with wave.open(str(path), "rb") as reader:
+        if (reader.getframerate(), reader.getnchannels(), reader.getsampwidth()) != (16000, 1, 2):
+            raise ValueError(f"{path} is not 16 kHz mono 16-bit PCM: expected pyannote's sample.")
+        pcm = np.frombuffer(reader.readframes(reader.getnframes()), dtype="<i2")
+    waveform = torch.from_numpy(pcm.astype(np.float32) / 32768.0)[None]
+    return {"waveform": waveform, "sample_rate": 16000, "uri": "sample"}
+
+
 @dataclass
 class BenchResult:
     """One model's size, cost and speed on batches of chunks (ratios: to the first model)."""
