@@ -57,14 +57,12 @@ SAMPLE_RATE = 16000
 def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[bytes, str]:
     """The model's ONNX graph (read from `directory` when there, else exported and checked)."""
     path = directory / f"{name}{'-int8' if int8 else ''}.onnx"
-    fp32 = directory / f"{name}.onnx"
-    for cached in (path, fp32):  # graphs of an earlier default opset are exported again
-        if cached.is_file() and _opset(cached) != DEFAULT_OPSET:
-            cached.unlink()
-    if path.is_file():
-        return path.read_bytes(), "cached"
-    if int8 and fp32.is_file():
-        graph = quantize_int8(fp32.read_bytes())
+    graph = _cached(path)
+    if graph is not None:
+        return graph, "cached"
+    fp32 = _cached(directory / f"{name}.onnx") if int8 else None
+    if fp32 is not None:
+        graph = quantize_int8(fp32)
         path.write_bytes(graph)
         return graph, "quantised from cached fp32"
     start = time.perf_counter()
@@ -72,11 +70,20 @@ def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[b
     return export.onnx, f"exported in {time.perf_counter() - start:.0f} s; {export.summary()}"
 
 
-def _opset(path: Path) -> int:
+def _cached(path: Path) -> bytes | None:
+    """The graph stored at `path`, or None: absent, or of an earlier default opset (removed,
+    to be exported again)."""
     import onnx
 
-    graph = onnx.load(str(path), load_external_data=False)
-    return next(o.version for o in graph.opset_import if o.domain in ("", "ai.onnx"))
+    if not path.is_file():
+        return None
+    graph = path.read_bytes()
+    opset = next(o.version for o in onnx.load_from_string(graph).opset_import
+                 if o.domain in ("", "ai.onnx"))
+    if opset == DEFAULT_OPSET:
+        return graph
+    path.unlink()
+    return None
 
 
 def probability_difference(variant: Callable, reference: Callable, example: torch.Tensor) -> float:
