@@ -141,51 +141,56 @@ def test_averaging_takes_the_largest_batchnorm_counter(tmp_path):
     assert state[counters[0]].item() == 7
 
 
-@pytest.mark.parametrize("fresh", [True, False])
-def test_finetuning_keeps_the_distilled_back_end_only_when_asked(tiny_protocol, tmp_path, fresh):
+# one optimizer step per stage
+ONE_STEP = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=4, duration=2.0,
+                  k=1, trainer={"accelerator": "cpu"})
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_protocol, tmp_path_factory):
+    """A model trained on this protocol (its classifier fits the protocol's powerset), shared
+    by the fine-tuning tests, each of which checks that it leaves it untouched."""
     from helpers import TINY_BACKEND
 
-    from pyannote_wavlm_prune.recipe import finetune_stage, train_stage
+    from pyannote_wavlm_prune.recipe import train_stage
     from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
-    budget = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=4, duration=2.0,
-                    k=1, trainer={"accelerator": "cpu"})
-    # a model trained on this protocol (its classifier fits the protocol's powerset)
-    distilled = train_stage(tiny_protocol, tmp_path / "distilled", budget=budget, progress=False,
-                            model_options={"wavlm": tiny_config(), **TINY_BACKEND})
-    model = Model.from_pretrained(distilled)
-    tuned = Model.from_pretrained(finetune_stage(tiny_protocol, tmp_path / "finetune", distilled,
-                                                 budget=budget, fresh_back_end=fresh, progress=False))
+    return train_stage(tiny_protocol, tmp_path_factory.mktemp("trained"), budget=ONE_STEP,
+                       progress=False, model_options={"wavlm": tiny_config(), **TINY_BACKEND})
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_finetuning_keeps_the_distilled_back_end_only_when_asked(tiny_protocol, tmp_path, fresh,
+                                                                 trained):
+    from pyannote_wavlm_prune.recipe import finetune_stage
+
+    model = Model.from_pretrained(trained)
+    tuned = Model.from_pretrained(finetune_stage(tiny_protocol, tmp_path / "finetune", trained,
+                                                 budget=ONE_STEP, fresh_back_end=fresh,
+                                                 progress=False))
     # one AdamW step moves a weight by about the learning rate (1e-3); a fresh one is elsewhere
     change = (tuned.classifier.weight - model.classifier.weight).abs().max().item()
     assert (change > 0.05) if fresh else (change < 0.005), change
     # the input checkpoint is untouched
-    reloaded = Model.from_pretrained(distilled)
+    reloaded = Model.from_pretrained(trained)
     assert torch.equal(reloaded.classifier.weight, model.classifier.weight)
 
 
+def test_finetuning_learning_rates_replace_the_model_s_own(tiny_protocol, tmp_path, trained):
+    from pyannote_wavlm_prune.recipe import finetune_stage
 
-def test_finetuning_learning_rates_replace_the_model_s_own(tiny_protocol, tmp_path):
-    from helpers import TINY_BACKEND
-
-    from pyannote_wavlm_prune.recipe import finetune_stage, train_stage
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
-
-    budget = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=4, duration=2.0,
-                    k=1, trainer={"accelerator": "cpu"})
-    trained = train_stage(tiny_protocol, tmp_path / "trained", budget=budget, progress=False,
-                          model_options={"wavlm": tiny_config(), **TINY_BACKEND})
     model = Model.from_pretrained(trained)
     # backend 0: the back end does not move (the model's own 1e-3 moved it, test above);
     # wavlm keeps the model's own
     tuned = Model.from_pretrained(finetune_stage(
-        tiny_protocol, tmp_path / "finetune", trained, budget=budget, fresh_back_end=False,
+        tiny_protocol, tmp_path / "finetune", trained, budget=ONE_STEP, fresh_back_end=False,
         progress=False, learning_rate={"backend": 0.0}))
     assert torch.equal(tuned.classifier.weight, model.classifier.weight)
     assert tuned.hparams.learning_rate == {**model.hparams.learning_rate, "backend": 0.0}
     with pytest.raises(ValueError, match=r"learning_rate has unknown keys \['student'\]"):
-        finetune_stage(tiny_protocol, tmp_path / "other", trained, budget=budget,
+        finetune_stage(tiny_protocol, tmp_path / "other", trained, budget=ONE_STEP,
                        progress=False, learning_rate={"student": 1e-3})
+
 
 PRUNE_SCRIPT = """
 import os, signal, sys
