@@ -203,8 +203,8 @@ def run_quickstart(
             if not (directory / "config.yaml").exists():
                 untuned = output / f".untuned-{name}"
                 # embeddings from each speaker's non-overlapped frames, as pyannote's released
-                # pipelines do: 46.2 % pipeline DER instead of 50.5 % on the quickstart's
-                # pruned model (same threshold), since this embedding mixes overlapped voices
+                # pipelines do (README: 46.2 % pipeline DER instead of 50.5 % on one run's
+                # pipeline at its threshold, 46.7 % against 46.8 % once tuned with them)
                 export_pipeline(untuned, segmentation, embedding, overwrite=True,
                                 segmentation_step=settings.evaluate_step, embedding_batch_size=16,
                                 embedding_exclude_overlap=True)
