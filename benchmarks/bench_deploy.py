@@ -10,8 +10,8 @@ all), after warm-up calls; the median is reported, with speed-ups relative to th
 all measured in this one run. Calls are 0.2 s apart (`--pause`): after a call, ONNX
 Runtime's worker threads spin for a while, and without the pause they took the 2 cores from
 whichever variant came next (an ONNX Runtime int8 session measured 275 ms after an fp32
-session, 216 to 242 ms alone). ONNX graphs are exported (and checked against torch) first;
-`--onnx-dir` keeps them between runs (the export of the unpruned model takes minutes).
+session without pauses, 239 ms with them). ONNX graphs are exported (and checked against
+torch) first; `--onnx-dir` keeps them between runs (the unpruned model's export took 109 s).
 
 `--device cuda` measures the GPU variants instead: fp32 eager, weight norm folded, and fp16
 autocast (torch's dynamic int8 is CPU-only; ONNX Runtime runs there only with its CUDA

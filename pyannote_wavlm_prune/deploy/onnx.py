@@ -21,9 +21,10 @@ How it is exported (torch 2.11, each choice forced by a trap):
   the CNN's GELUs run on the longest tensors of the model.
 
 How it runs (`inference_session`, measured with benchmarks/bench_deploy.py): on CPU, ONNX
-Runtime's SkipLayerNormalization fusion is turned off. Its CPU kernel took 1.05 ms where
-the Add and LayerNormalization it replaces took 0.28 ms ((1, 399, 768) tensors, 2 threads,
-onnxruntime 1.32), and ONNX Runtime fused 29 of them in the s80 graph.
+Runtime's SkipLayerNormalization fusion is turned off. Its CPU kernel took 1.10 ms where
+the Add and LayerNormalization it replaces took 0.30 ms ((1, 399, 768) tensors, 2 threads,
+onnxruntime 1.32, benchmarks/bench_ort_kernels.py), and ONNX Runtime makes 29 such fusions
+in the s80 graph.
 
 onnx, onnxscript and onnxruntime are optional dependencies (`pip install
 pyannote-wavlm-prune[onnx]`): they are imported inside the functions that need them.
@@ -171,10 +172,11 @@ def quantize_int8(onnx_model: bytes) -> bytes:
     """The graph with its MatMul/Gemm weights quantised to int8 (ONNX Runtime's dynamic
     quantisation: activations are quantised on the fly, per tensor)
 
-    Convolutions stay fp32, as torch's `quantize_dynamic` leaves them: ONNX Runtime's
-    ConvInteger kernels are slower than its fp32 convolutions on CPU. Products of two
-    activations (attention scores and their weighted sums) stay fp32 too
-    (`MatMulConstBOnly`): quantising them bought no speed and costs accuracy.
+    Convolutions stay fp32, as torch's `quantize_dynamic` leaves them: on WavLM's positional
+    convolution, ONNX Runtime's ConvInteger with int8 weights was 4x slower than fp32 (with
+    uint8 weights 1.3x faster, its accuracy unmeasured; benchmarks/bench_ort_kernels.py).
+    Products of two activations (attention scores and their weighted sums) stay fp32 too
+    (`MatMulConstBOnly`): quantising them bought no speed.
     """
     require("onnx")
     quantization = require("onnxruntime.quantization")
