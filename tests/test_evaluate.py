@@ -3,9 +3,11 @@
 import argparse
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import tiny_model
+from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeature
 from pyannote.database.util import load_rttm
 from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -14,7 +16,11 @@ from pyannote_wavlm_prune.commands import bench as bench_command
 from pyannote_wavlm_prune.commands import evaluate as evaluate_command
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.bench import bench_segmentation, count_macs
-from pyannote_wavlm_prune.pipelines.evaluate import evaluate_pipeline, get_files
+from pyannote_wavlm_prune.pipelines.evaluate import (
+    evaluate_pipeline,
+    get_files,
+    local_speaker_purity,
+)
 from pyannote_wavlm_prune.wavlm.cost import expected_macs
 
 PRUNED = {
@@ -61,6 +67,63 @@ def test_der_components_add_up_to_the_total_per_file_and_overall(report, test_fi
         (report.missed + report.false_alarm + report.confusion) / report.reference, abs=1e-12
     )
     assert report.der > 0  # a random tiny model cannot be perfect
+
+
+# one 4 s chunk of 40 frames: A speaks 0-2 s, B 1-4 s
+PURITY_FILE = {"uri": "purity", "duration": 4.0}
+PURITY_FRAMES = SlidingWindow(start=0.0, duration=0.1, step=0.1)
+
+
+@pytest.fixture(scope="module")
+def purity_file():
+    annotation = Annotation(uri="purity")
+    annotation[Segment(0.0, 2.0)] = "A"
+    annotation[Segment(1.0, 4.0)] = "B"
+    return {**PURITY_FILE, "annotation": annotation}
+
+
+def _local_speakers(*turns):
+    """(1 chunk, 40 frames, len(turns)) binary segmentation, one local speaker per (start, end)."""
+    data = np.zeros((1, 40, len(turns)))
+    for speaker, (start, end) in enumerate(turns):
+        data[0, round(10 * start):round(10 * end), speaker] = 1.0
+    return SlidingWindowFeature(data, SlidingWindow(start=0.0, duration=4.0, step=4.0))
+
+
+@pytest.mark.parametrize(
+    "turns, speech, pure",
+    [
+        # the reference itself: every local speaker is one person
+        ([(0.0, 2.0), (1.0, 4.0)], 5.0, 5.0),
+        # all speech in one local speaker: B, the main one, spoke 3 of its 4 s
+        ([(0.0, 4.0)], 4.0, 3.0),
+        # a turn change missed by 1 s: the first local speaker holds 2 s of A and 2 s of B
+        ([(0.0, 3.0), (3.0, 4.0)], 4.0, 3.0),
+        # a change found inside the overlap: both local speakers are pure
+        ([(0.0, 1.5), (1.5, 4.0)], 4.0, 4.0),
+    ],
+)
+def test_local_speaker_purity_is_the_share_of_speech_of_each_local_speaker_main_speaker(
+    purity_file, turns, speech, pure
+):
+    measured = local_speaker_purity(_local_speakers(*turns), purity_file, PURITY_FRAMES)
+    # within one frame: pyannote's discretisation of the reference may add a boundary frame
+    assert measured[0] == pytest.approx(speech, abs=1e-9)
+    assert measured[1] == pytest.approx(pure, abs=0.11)
+    # the floor: one local speaker active wherever someone speaks (4 s, of which B spoke 3)
+    assert measured[2:] == pytest.approx((4.0, 3.0), abs=0.11)
+
+
+def test_evaluation_reports_the_local_speakers_purity_pooled_over_files(report):
+    for score in report.files:
+        assert score.local_speech > 0 and 0 <= score.local_pure <= score.local_speech
+        assert 0.5 <= score.single_speaker_purity <= 1.0
+    pure = sum(score.local_pure for score in report.files)
+    assert report.local_purity == pytest.approx(pure / sum(s.local_speech for s in report.files))
+    header, *_, total, _, purity = report.table().splitlines()
+    assert header.endswith("purity%") and total.endswith(f"{100 * report.local_purity:8.1f}")
+    assert f"would give {100 * report.single_speaker_purity:.1f} %" in purity
+    assert report.to_dict()["total"]["local_purity"] == report.local_purity
 
 
 def test_rttm_rescored_with_pyannote_metrics_gives_the_same_der(report, test_files):

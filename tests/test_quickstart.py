@@ -13,6 +13,7 @@ from pyannote_wavlm_prune.recipe.quickstart import (
     EMBEDDING_CORPUS_SEED,
     STAGES,
     QuickstartSettings,
+    purity_floor_line,
     results_table,
     run_quickstart,
     stage_times_table,
@@ -71,6 +72,11 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
     assert rows["teacher"]["speedup"] == 1.0
     for row in rows.values():
         assert 0.0 <= row["der_oracle"] <= 100.0 and 0.0 <= row["der_pipeline"] <= 200.0
+        assert 0.0 <= row["der_pipeline_known_count"] <= 200.0
+        # purity of a segmentation that detects speech is at least that of one local speaker
+        # per chunk, up to the local speakers' false alarms
+        assert 50.0 <= row["single_speaker_purity"] <= 100.0 and 0.0 < row["local_purity"] <= 100.0
+    assert rows["teacher"]["single_speaker_purity"] == rows["pruned"]["single_speaker_purity"]
     # the student that was pruned had reached the target at validation
     history = json.loads((output / "2-prune" / "checkpoints" / "history.json").read_text())
     selected = [e for e in history["history"] if e["path"] in history["selected"]]
@@ -85,11 +91,15 @@ def test_quickstart_table_lists_sizes_relative_to_the_teacher(quickstart):
     assert lines[2].startswith("| teacher |") and "(100 %)" in lines[2]
     share = round(100 * results["rows"]["pruned"]["wavlm_params"] / results["rows"]["teacher"]["wavlm_params"])
     assert lines[3].startswith("| pruned |") and f"({share} %)" in lines[3]
+    assert lines[0].count("|") == lines[1].count("|") == lines[2].count("|") == 9
     real = results["real_recording"]
     assert lines[4] == (
         "| pruned, on a real recording (pyannote sample, 30 s) | | | | "
-        f"{real['der_oracle']:.1f} | {real['der_pipeline']:.1f} |"
+        f"{real['der_oracle']:.1f} | {real['der_pipeline']:.1f} | "
+        f"{real['der_pipeline_known_count']:.1f} | {real['local_purity']:.1f} |"
     )
+    floor = purity_floor_line(results)
+    assert f"{results['rows']['teacher']['single_speaker_purity']:.1f} % on the test set" in floor
 
 
 def test_quickstart_scores_the_pruned_pipeline_on_pyannote_real_recording(quickstart):

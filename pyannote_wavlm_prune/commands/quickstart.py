@@ -19,6 +19,7 @@ def run(args) -> int:
 
     from ..recipe.quickstart import (
         QuickstartSettings,
+        purity_floor_line,
         results_table,
         run_quickstart,
         stage_times_table,
@@ -34,6 +35,7 @@ def run(args) -> int:
         results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
                                  progress=not args.no_progress)
     print(results_table(results))
+    print(purity_floor_line(results))
     print()
     print(stage_times_table(results))
     print(f"\nWhat survived pruning, per layer: {results['plot']}")

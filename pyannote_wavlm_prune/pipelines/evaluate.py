@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from pyannote.audio import Audio
-from pyannote.core import Annotation, Segment
+from pyannote.audio.pipelines.utils.oracle import oracle_segmentation
+from pyannote.core import Annotation, Segment, SlidingWindow, SlidingWindowFeature
 from pyannote.database import FileFinder, Protocol
 from pyannote.metrics.diarization import DiarizationErrorRate
 from tqdm.auto import tqdm
@@ -65,12 +67,37 @@ class FileScore:
     confusion: float
     processing_time: float
     segmentation_time: float
+    # speech of the segmentation's local speakers, summed over chunks, and the part of it
+    # spoken by each local speaker's main reference speaker (see `local_speaker_purity`);
+    # None when not measured
+    local_speech: float | None = None
+    local_pure: float | None = None
+    # the same for a segmentation that gives all speech of a chunk to one local speaker
+    single_speech: float | None = None
+    single_pure: float | None = None
 
     @property
     def der(self) -> float:
         """Diarization error rate: (missed + false alarm + confusion) / reference."""
         error = self.missed + self.false_alarm + self.confusion
         return error / self.reference if self.reference > 0 else float(error > 0)
+
+    @property
+    def local_purity(self) -> float | None:
+        """Share of the local speakers' speech spoken by their main reference speaker."""
+        return _share(self.local_pure, self.local_speech)
+
+    @property
+    def single_speaker_purity(self) -> float | None:
+        """Local-speaker purity of a segmentation that gives all speech of a chunk to one local
+        speaker (the floor any segmentation that detects speech reaches)."""
+        return _share(self.single_pure, self.single_speech)
+
+
+def _share(part: float | None, whole: float | None) -> float | None:
+    if part is None or whole is None:
+        return None
+    return part / whole if whole > 0 else 1.0
 
 
 @dataclass
@@ -111,6 +138,21 @@ class EvaluationReport:
         return self._sum("duration")
 
     @property
+    def local_purity(self) -> float | None:
+        """Local-speaker purity pooled over files (see `local_speaker_purity`); None when
+        some file was not measured."""
+        if any(score.local_purity is None for score in self.files):
+            return None
+        return _share(self._sum("local_pure"), self._sum("local_speech"))
+
+    @property
+    def single_speaker_purity(self) -> float | None:
+        """`FileScore.single_speaker_purity` pooled over files."""
+        if any(score.single_speaker_purity is None for score in self.files):
+            return None
+        return _share(self._sum("single_pure"), self._sum("single_speech"))
+
+    @property
     def real_time_factor(self) -> float:
         """Processing time of the whole pipeline / audio duration."""
         return self._sum("processing_time") / self.duration
@@ -125,13 +167,16 @@ class EvaluationReport:
         totals = {
             name: getattr(self, name)
             for name in ("der", "missed", "false_alarm", "confusion", "reference", "duration",
-                         "real_time_factor", "segmentation_real_time_factor")
+                         "real_time_factor", "segmentation_real_time_factor", "local_purity",
+                         "single_speaker_purity")
         }
         return {
             "collar": self.collar,
             "skip_overlap": self.skip_overlap,
             "total": totals,
-            "files": [{**asdict(score), "der": score.der} for score in self.files],
+            "files": [{**asdict(score), "der": score.der, "local_purity": score.local_purity,
+                       "single_speaker_purity": score.single_speaker_purity}
+                      for score in self.files],
             "rttm": [str(path) for path in self.rttm],
         }
 
@@ -140,13 +185,16 @@ class EvaluationReport:
 
         def row(name: str, score) -> str:
             reference = score.reference or float("nan")
+            purity = score.local_purity
             return (
                 f"{name:<24} {100 * score.der:7.2f} {100 * score.missed / reference:7.2f} "
                 f"{100 * score.false_alarm / reference:7.2f} "
-                f"{100 * score.confusion / reference:7.2f} {score.reference:9.1f}"
+                f"{100 * score.confusion / reference:7.2f} {score.reference:9.1f} "
+                + (f"{100 * purity:8.1f}" if purity is not None else f"{'-':>8}")
             )
 
-        header = f"{'file':<24} {'DER%':>7} {'miss%':>7} {'FA%':>7} {'conf%':>7} {'speech s':>9}"
+        header = (f"{'file':<24} {'DER%':>7} {'miss%':>7} {'FA%':>7} {'conf%':>7} {'speech s':>9} "
+                  f"{'purity%':>8}")
         lines = [header, "-" * len(header)]
         lines += [row(score.uri[:24], score) for score in self.files]
         lines += ["-" * len(header), row("TOTAL", self)]
@@ -155,6 +203,12 @@ class EvaluationReport:
             f"pipeline {self.real_time_factor:.4f}, segmentation "
             f"{self.segmentation_real_time_factor:.4f}"
         )
+        if self.local_purity is not None:
+            lines.append(
+                "purity: share of each local speaker's speech (per chunk of the segmentation) "
+                "spoken by its main reference speaker; all speech of a chunk in one local "
+                f"speaker would give {100 * self.single_speaker_purity:.1f} %, the reference 100 %"
+            )
         return "\n".join(lines)
 
 
@@ -168,16 +222,65 @@ def as_written_in_rttm(annotation: Annotation) -> Annotation:
     return rounded
 
 
+def local_speaker_purity(
+    segmentations: SlidingWindowFeature, file: Mapping, frames: SlidingWindow
+) -> tuple[float, float, float, float]:
+    """How much of each local speaker's speech its main reference speaker spoke
+
+    A segmentation model labels speakers within each chunk ("local speakers"); the pipeline
+    embeds each local speaker and clusters the embeddings. A local speaker whose speech
+    mixes two people gives an embedding of neither, which no clustering can place, while
+    `OracleClustering` still maps it to the one who spoke most: the oracle DER charges only
+    the minority part, the pipeline can lose all of it.
+
+    Parameters
+    ----------
+    segmentations : (num_chunks, num_frames, num_speakers) SlidingWindowFeature
+        Binary segmentation of `file`, as the pipeline's "segmentation" step gives it.
+    file : dict
+        The file, with its reference "annotation".
+    frames : SlidingWindow
+        Frames of the segmentation model (`model.receptive_field`).
+
+    Returns
+    -------
+    speech, pure : float
+        Active frames of local speakers summed over chunks, and those on which the local
+        speaker's main reference speaker (the one speaking on most of them) speaks, both in
+        seconds of frames. purity = pure / speech.
+    single_speech, single_pure : float
+        The same for a segmentation that gives all speech of each chunk to one local
+        speaker: the floor of any segmentation that detects speech.
+    """
+    reference = oracle_segmentation(file, segmentations.sliding_window, frames=frames).data
+    local = np.nan_to_num(segmentations.data, nan=0.0) > 0.5
+    num_chunks = min(len(local), len(reference))
+    num_frames = min(local.shape[1], reference.shape[1])
+    local = local[:num_chunks, :num_frames].astype(np.float64)
+    reference = reference[:num_chunks, :num_frames].astype(np.float64)
+    # frames on which local speaker s and reference speaker k both speak, per chunk
+    together = np.einsum("cts,ctk->csk", local, reference)
+    pure = together.max(axis=2).sum() if together.size else 0.0
+    # one local speaker active wherever someone speaks: it shares with speaker k k's frames
+    single_speech = (reference.sum(axis=2) > 0).sum()
+    single_pure = reference.sum(axis=1).max(axis=1).sum() if reference.size else 0.0
+    step = frames.step
+    return (float(local.sum() * step), float(pure * step),
+            float(single_speech * step), float(single_pure * step))
+
+
 class _StepClock:
-    """Pipeline hook that records when the segmentation step ends."""
+    """Pipeline hook that records when the segmentation step ends, and the segmentation."""
 
     def __init__(self):
         self.segmentation_end: float | None = None
+        self.segmentation: SlidingWindowFeature | None = None
 
     def __call__(self, step_name: str, step_artifact: Any, file=None, total=None, completed=None):
         # per-batch progress calls carry no artifact; the final one carries the segmentation
         if step_name == "segmentation" and step_artifact is not None:
             self.segmentation_end = time.perf_counter()
+            self.segmentation = step_artifact
 
 
 def evaluate_pipeline(
@@ -216,6 +319,8 @@ def evaluate_pipeline(
     Returns
     -------
     report : EvaluationReport
+        With each file's local-speaker purity (see `local_speaker_purity`) when the pipeline
+        reports its segmentation to hooks, as pyannote's SpeakerDiarization does.
     """
     if collar < 0:
         raise ValueError(f"collar={collar}: expected a duration >= 0 s.")
@@ -228,6 +333,9 @@ def evaluate_pipeline(
 
     metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
     audio = Audio(mono="downmix")
+    # frames of the segmentation model, to measure the local speakers' purity
+    frames = getattr(getattr(getattr(pipeline, "_segmentation", None), "model", None),
+                     "receptive_field", None)
     scores, rttms = [], []
     bar = tqdm(files, desc=description, unit="file", disable=not progress)
     for file in bar:
@@ -243,6 +351,9 @@ def evaluate_pipeline(
         hypothesis = as_written_in_rttm(hypothesis)
 
         components = metric(reference, hypothesis, uem=file.get("annotated"), detailed=True)
+        purity = (None,) * 4
+        if clock.segmentation is not None and frames is not None:
+            purity = local_speaker_purity(clock.segmentation, file, frames)
         scores.append(
             FileScore(
                 uri=file["uri"],
@@ -253,6 +364,10 @@ def evaluate_pipeline(
                 confusion=components["confusion"],
                 processing_time=end - start,
                 segmentation_time=(clock.segmentation_end or end) - start,
+                local_speech=purity[0],
+                local_pure=purity[1],
+                single_speech=purity[2],
+                single_pure=purity[3],
             )
         )
         if rttm_dir is not None:
