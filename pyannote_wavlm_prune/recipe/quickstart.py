@@ -63,7 +63,7 @@ QUICKSTART_BACKEND = {
 
 @dataclass
 class QuickstartSettings:
-    """Budgets of the quickstart (the defaults fit in 10 minutes on 2 CPU cores)
+    """Budgets of the quickstart (the defaults take about 12 minutes on 2 idle CPU cores)
 
     `model`: WavLMSegmentation options of the teacher (defaults to the quickstart's small
     WavLM and back end); `preset`: the simulated corpus (see `data.presets`).
