@@ -236,9 +236,11 @@ def local_speaker_purity(
     Parameters
     ----------
     segmentations : (num_chunks, num_frames, num_speakers) SlidingWindowFeature
-        Binary segmentation of `file`, as the pipeline's "segmentation" step gives it.
+        Segmentation of `file`, as the pipeline's "segmentation" step gives it: binary for
+        powerset models; scores of other models count as speech above 0.5.
     file : dict
-        The file, with its reference "annotation".
+        The file, with its reference "annotation" (over the whole file: frames where nobody
+        speaks, the local speakers' false alarms, count as impure; "annotated" is ignored).
     frames : SlidingWindow
         Frames of the segmentation model (`model.receptive_field`).
 
