@@ -24,6 +24,10 @@ test: .venv/.installed
 # (scripts/shared_venv.py): the tests of the parts that touch torch most (model, pruning
 # equivalence, export, ONNX deployment, pipeline). `make test` runs the whole suite on the
 # newest torch the range admits; CI (.ci/run) runs both.
+# Only torch and torchaudio are installed (--no-deps, no pip cache): the CUDA libraries of .venv
+# are shared (on a CPU machine they are only loaded, never run) and triton is left out (CPU
+# inference never imports it). A full install would add about 4 GB of CUDA wheels and their
+# cached download, and a CI run once ran out of disk.
 OLDEST_TORCH := torch==2.11.0 torchaudio==2.11.0
 OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model_pruning.py \
 	tests/test_export.py tests/test_deploy.py tests/test_pipeline.py
@@ -31,9 +35,9 @@ OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model
 .venv-oldest-torch/.installed: .venv/.installed
 	rm -rf .venv-oldest-torch
 	.venv/bin/python scripts/shared_venv.py .venv-oldest-torch \
-		--without torch torchaudio triton 'nvidia-*' 'cuda-*' pyannote-wavlm-prune
-	.venv-oldest-torch/bin/python -m pip install --quiet --disable-pip-version-check $(OLDEST_TORCH) 2>&1 \
-		| { grep -v "is ignored: it is neither a file nor a directory" || true; }
+		--without torch torchaudio triton pyannote-wavlm-prune
+	.venv-oldest-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-cache-dir \
+		--no-deps $(OLDEST_TORCH) 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	.venv-oldest-torch/bin/python -m pip install --quiet --disable-pip-version-check --no-deps \
 		--no-build-isolation -e . 2>&1 | { grep -v "is ignored: it is neither a file nor a directory" || true; }
 	touch $@
