@@ -102,7 +102,6 @@ def test_recipe_without_protocol_is_refused(tmp_path):
         Recipe.from_yaml(tmp_path / "recipe.yml")
 
 
-
 def test_recipe_passes_finetune_learning_rates_to_its_stage(tmp_path, monkeypatch):
     from pyannote_wavlm_prune.recipe import run
 
@@ -123,6 +122,7 @@ def test_recipe_passes_finetune_learning_rates_to_its_stage(tmp_path, monkeypatc
     Recipe.from_yaml(tmp_path / "recipe.yml").run(progress=False)
     assert calls["finetune_stage"]["learning_rate"] == {"wavlm": 2e-5}
     assert calls["finetune_stage"]["fresh_back_end"] is False
+
 
 def test_averaging_takes_the_largest_batchnorm_counter(tmp_path):
     from helpers import tiny_model

@@ -137,20 +137,22 @@ class EvaluationReport:
     def duration(self) -> float:
         return self._sum("duration")
 
+    def _pooled_share(self, part: str, whole: str) -> float | None:
+        """sum of `part` / sum of `whole` over files; None when some file did not measure them."""
+        if any(getattr(score, name) is None for score in self.files for name in (part, whole)):
+            return None
+        return _share(self._sum(part), self._sum(whole))
+
     @property
     def local_purity(self) -> float | None:
         """Local-speaker purity pooled over files (see `local_speaker_purity`); None when
         some file was not measured."""
-        if any(score.local_purity is None for score in self.files):
-            return None
-        return _share(self._sum("local_pure"), self._sum("local_speech"))
+        return self._pooled_share("local_pure", "local_speech")
 
     @property
     def single_speaker_purity(self) -> float | None:
         """`FileScore.single_speaker_purity` pooled over files."""
-        if any(score.single_speaker_purity is None for score in self.files):
-            return None
-        return _share(self._sum("single_pure"), self._sum("single_speech"))
+        return self._pooled_share("single_pure", "single_speech")
 
     @property
     def real_time_factor(self) -> float:
