@@ -23,12 +23,14 @@ test: .venv/.installed
 # The lowest torch pyproject.toml claims, in an environment that shares .venv's other packages
 # (scripts/shared_venv.py): the tests of the parts that touch torch most (model, pruning
 # equivalence, export, ONNX deployment, pipeline). `make test` runs the whole suite on the
-# newest torch the range admits; CI (.ci/run) runs both.
+# torch pip resolves (the newest release, unless a pip configuration caps it); CI (.ci/run)
+# lifts any such cap, so it runs the suite on the newest torch the registry serves, and this.
 # Only torch and torchaudio are installed (--no-deps, no pip cache): the CUDA libraries of .venv
 # are shared (on a CPU machine they are only loaded, never run) and triton is left out (CPU
 # inference never imports it). A full install would add about 4 GB of CUDA wheels and their
-# cached download, and a CI run once ran out of disk.
-OLDEST_TORCH := torch==2.11.0 torchaudio==2.11.0
+# cached download, and a CI run once ran out of disk. torch 2.11 also loads cuRAND at import,
+# which torch 2.15's CUDA dependencies no longer include: its own (60 MB) is added.
+OLDEST_TORCH := torch==2.11.0 torchaudio==2.11.0 nvidia-curand==10.4.0.35
 OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model_pruning.py \
 	tests/test_export.py tests/test_deploy.py tests/test_pipeline.py
 
