@@ -6,6 +6,8 @@ is imported, so that `--help` and light commands start fast.
 
 A user's mistake (a bad value, a missing or existing file) is printed as one line naming it,
 with exit code 2; `--debug` (or PYANNOTE_WAVLM_PRUNE_DEBUG=1) shows the traceback instead.
+The libraries' warnings and INFO messages, and the metrics' components on the progress bars,
+are hidden (`console.quiet`) unless `--debug` is given.
 Paths and protocol names are checked before any command module (and torch, pyannote) is
 imported, so that such mistakes are reported at once.
 """
@@ -13,10 +15,12 @@ imported, so that such mistakes are reported at once.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import sys
 
+from . import console
 from .commands.arguments import HelpFormatter
 
 # sub-command: (module of pyannote_wavlm_prune.commands, one-line help)
@@ -104,10 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     # anywhere on the line, not only before the sub-command
     debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     argv = [token for token in argv if token != "--debug"]
+    loud = debug or (_selected(argv) == "quickstart" and "--verbose" in argv)
     try:
-        check_inputs(argv)
-        args = build_parser(argv).parse_args(argv)
-        return args.run(args)
+        with contextlib.nullcontext() if loud else console.quiet():
+            check_inputs(argv)
+            args = build_parser(argv).parse_args(argv)
+            return args.run(args)
     except USER_ERRORS as error:
         if debug:
             raise

@@ -17,6 +17,8 @@ from lightning.pytorch.loggers import CSVLogger
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 
+from .. import console
+
 
 def task_cache_path(protocol: Protocol, duration: float, cache_dir: str | os.PathLike | None) -> Path:
     """Where the task caches the protocol's metadata, one file per protocol AND chunk duration.
@@ -96,7 +98,14 @@ class StageProgressBar(TQDMProgressBar):
         return f"epoch {epoch}/{trainer.max_epochs}" if bounded else f"epoch {epoch}"
 
     def metrics_text(self, metrics: dict[str, Any]) -> str:
-        """`name=value` pairs, whole, as many as fit on the line (in logging order)."""
+        """`name=value` pairs, whole, as many as fit on the line (in logging order).
+
+        Components of a metric that is shown whole ("DiarizationErrorRate/Miss" beside
+        "DiarizationErrorRate") are left out on a quiet command line (`console.quiet`).
+        """
+        if not console.details():
+            metrics = {name: value for name, value in metrics.items()
+                       if "/" not in name or name.split("/")[0] not in metrics}
         columns = self.columns
         if columns is None and sys.stdout.isatty():
             columns = shutil.get_terminal_size().columns
