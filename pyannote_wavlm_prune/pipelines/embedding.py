@@ -7,6 +7,9 @@ hub. Where the hub is out of reach:
 - `train_embedding(protocol, path)` trains pyannote's x-vector (XVectorMFCC) with pyannote's
   own SpeakerEmbedding task (ArcFace loss) on a protocol's training speakers, e.g. the
   project's simulated corpus, and saves it as a pyannote checkpoint;
+- `XVectorMFCC` is pyannote's, with the frame-wise split of pyannote's WeSpeaker models
+  (`forward_frames`, `forward_embedding`), so that a pipeline embeds every speaker of a chunk
+  from one pass (see `SpeakerDiarization.get_embeddings`);
 - `untrained_embedding()` gives the same architecture with random weights, ready to be
   saved and exported: enough to test the plumbing, useless for clustering quality.
 
@@ -23,11 +26,35 @@ import lightning
 import torch
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
-from pyannote.audio.models.embedding import XVectorMFCC
+from pyannote.audio.models.embedding import XVectorMFCC as PyannoteXVectorMFCC
 from pyannote.audio.tasks import SpeakerEmbedding
 from pyannote.database import Protocol
 
 from ..models.checkpoint import save_checkpoint
+
+
+class XVectorMFCC(PyannoteXVectorMFCC):
+    """pyannote's XVectorMFCC (MFCC > TDNN > statistics pooling > Linear), in two parts
+
+    The speaker masks of pyannote's embedding models only weigh the statistics pooling: the
+    frame-wise part (MFCC and TDNNs) does not depend on them, and can serve every speaker of a
+    chunk at once, as `forward_frames` / `forward_embedding` do for pyannote's WeSpeaker
+    models. Weights and outputs are those of pyannote's class; this module path is what
+    checkpoints of `train_embedding` and `untrained_embedding` name.
+    """
+
+    def forward_frames(self, waveforms: torch.Tensor) -> torch.Tensor:
+        """Frame-wise features, (batch, features, frames), of waveforms (batch, channel, sample)."""
+        outputs = self.mfcc(waveforms).squeeze(dim=1)
+        for block in self.tdnns:
+            outputs = block(outputs)
+        return outputs
+
+    def forward_embedding(self, frames: torch.Tensor, weights: torch.Tensor | None = None
+                          ) -> torch.Tensor:
+        """Embeddings (batch, dimension), or (batch, speakers, dimension) for weights of shape
+        (batch, speakers, frames), of `forward_frames`' output (batch, features, frames)."""
+        return self.embedding(self.stats_pool(frames, weights=weights))
 
 
 class EqualLengthSpeakerEmbedding(SpeakerEmbedding):
