@@ -32,8 +32,6 @@ CLUSTERINGS = tuple(Clustering.__members__)
 SEGMENTATION_BATCH_SIZE = 32
 EMBEDDING_BATCH_SIZE = 32
 
-# Clusterings that group speakers with a speaker embedding model.
-
 # Hyper-parameters a pipeline starts from when none are given. Agglomerative values are those
 # of pyannote/speaker-diarization-3.1, VBx values those of pyannote 4.0.7's own defaults.
 DEFAULT_PARAMETERS = {

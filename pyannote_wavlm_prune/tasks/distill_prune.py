@@ -551,7 +551,7 @@ class DistillPrune(Distill):
         """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
         controller; 0 with "projection"), logged with the sparsities and the controller's state
 
-        `self.trajectory_point` keeps this step's values (see `recipe.SparsityTrajectory`).
+        `self.trajectory_point` keeps this step's values (see `recipe.callbacks.SparsityTrajectory`).
         """
         sparsity = self.expected_sparsity()
         target = self.target_sparsity(self.model.global_step)
