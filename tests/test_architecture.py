@@ -1,5 +1,5 @@
 """The shape of the package as docs/architecture.md states it (every module named, imports
-flowing down its layers, no cycle), and old checkpoints that still load."""
+flowing down its layers, no cycle), documents that exist, and old checkpoints that still load."""
 
 import ast
 import re
@@ -167,3 +167,58 @@ def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():
     recorded = torch.load(DATA / "old-format-large-pruned.outputs.pt")
     assert recorded["outputs"].shape == (2, 49, 7)
     assert torch.allclose(recorded["outputs"].exp().sum(-1), torch.ones(2, 49), atol=1e-5)
+
+
+# the notes the project was designed from live outside it: nothing may cite or need them
+OUTSIDE_DOCUMENTS = re.compile(r"\bMETHOD\b|\b(?:ARCHITECTURE|STYLE)\.md\b|\.\./shared\b|shared/design")
+DOCS_REFERENCE = re.compile(r"(docs/[\w./-]+?\.md)(?:#([\w-]+))?")
+MARKDOWN_LINK = re.compile(r"\]\(([\w./-]*?\.md)?(?:#([\w-]+))?\)")
+
+
+def _tracked_text_files() -> dict[str, str]:
+    """{path relative to the repository: text} of every tracked file that is text."""
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+    files = {}
+    for name in filter(None, listing.split("\0")):
+        try:
+            files[name] = (ROOT / name).read_text()
+        except (UnicodeDecodeError, FileNotFoundError):  # binary, or deleted in the work tree
+            continue
+    return files
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown text (code blocks skipped)."""
+    anchors, in_code = set(), False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif line.startswith("#") and not in_code:
+            heading = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", heading).replace(" ", "-"))
+    return anchors
+
+
+def test_no_file_cites_a_document_outside_the_project():
+    files = _tracked_text_files()
+    assert "docs/method.md" in files and "README.md" in files  # the listing was read
+    citing = [f"{name}:{number}: {line.strip()}"
+              for name, text in files.items() if name != "tests/test_architecture.py"
+              for number, line in enumerate(text.splitlines(), 1)
+              if OUTSIDE_DOCUMENTS.search(line)]
+    assert not citing, "citations of documents outside the project:\n" + "\n".join(citing)
+
+
+def test_every_reference_to_a_document_names_an_existing_file_and_section():
+    references = []  # (citing file, document, anchor or None)
+    for name, text in _tracked_text_files().items():
+        references += [(name, ROOT / path, anchor) for path, anchor in DOCS_REFERENCE.findall(text)]
+        if name.endswith(".md"):  # links relative to the document itself
+            references += [(name, (ROOT / name).parent / path if path else ROOT / name, anchor)
+                           for path, anchor in MARKDOWN_LINK.findall(text)]
+    assert len(references) > 10  # the references were read
+    broken = [f"{name} -> {document.relative_to(ROOT)}{'#' + anchor if anchor else ''}"
+              for name, document, anchor in references
+              if not document.is_file() or anchor and anchor not in _anchors(document.read_text())]
+    assert not broken, "references to no document or section:\n" + "\n".join(broken)
