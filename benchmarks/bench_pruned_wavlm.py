@@ -4,7 +4,7 @@ Random weights (speed does not depend on them). Three front ends:
 
 - unpruned, stock transformers modules (what a user has without pruning);
 - unpruned, built as the full structure (our SDPA attention: the pruned model's code path);
-- pruned, REFERENCE_BASE_PLUS_S80 (METHOD.md section 6).
+- pruned, REFERENCE_BASE_PLUS_S80 (docs/method.md#published-numbers).
 
 Latency: one chunk (8 s by default), batch 1, fp32, inference mode, warm-up, then
 interleaved repetitions (a, b, a, b, ...) so that a slow phase of the machine hits both;

@@ -3,9 +3,10 @@
     python benchmarks/controller_trajectory.py [--steps 300] [--sparsity 0.5] [--output docs/images]
 
 The tiny simulated corpus (built in a temporary directory), the tiny random WavLM of the
-tests, DistillPrune's default settings (METHOD's learning rates, batch 2, 0.5 s chunks), a
-warm-up of a third of the run. Writes controller-<name>.png and prints, per controller, the
-sparsity of the structure `prune()` makes at the end, before and after exact finalisation.
+tests, DistillPrune's default settings (the papers' learning rates, see
+docs/method.md#the-objective; batch 2, 0.5 s chunks), a warm-up of a third of the run.
+Writes controller-<name>.png and prints, per controller, the sparsity of the structure
+`prune()` makes at the end, before and after exact finalisation.
 """
 
 from __future__ import annotations

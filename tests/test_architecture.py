@@ -1,6 +1,8 @@
-"""The shape of the package: no import cycle, and checkpoints of earlier versions still load."""
+"""The shape of the package as docs/architecture.md states it (every module named, imports
+flowing down its layers, no cycle), documents that exist, and old checkpoints that still load."""
 
 import ast
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +12,8 @@ import torch
 import pyannote_wavlm_prune
 
 PACKAGE = Path(pyannote_wavlm_prune.__file__).parent
+ROOT = PACKAGE.parent
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
 DATA = Path(__file__).parent / "data"
 
 
@@ -22,13 +26,15 @@ def _is_type_checking(node: ast.If) -> bool:
     return isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
 
 
-def _imports(path: Path, modules: set[str]) -> set[str]:
-    """Modules of the package that `path` imports at run time (anywhere in the file)."""
+def _imports(path: Path, modules: set[str], type_checking: bool = False) -> set[str]:
+    """Modules of the package that `path` imports at run time (anywhere in the file, functions
+    included); with `type_checking`, those imported for type checkers only as well."""
     name = _module_name(path)
     package = name if path.name == "__init__.py" else name.rpartition(".")[0]
     tree = ast.parse(path.read_text())
-    skipped = {id(child) for node in ast.walk(tree) if isinstance(node, ast.If)
-               and _is_type_checking(node) for child in ast.walk(node)}
+    skipped = set() if type_checking else {
+        id(child) for node in ast.walk(tree) if isinstance(node, ast.If)
+        and _is_type_checking(node) for child in ast.walk(node)}
     found = set()
     for node in ast.walk(tree):
         if id(node) in skipped:
@@ -47,6 +53,69 @@ def _imports(path: Path, modules: set[str]) -> set[str]:
             continue
         found.update(target for target in targets if target in modules and target != name)
     return found
+
+
+def _code_block(markdown: str, heading: str) -> list[str]:
+    """The lines of the first fenced code block after the line `heading`."""
+    after = markdown.split(f"\n{heading}\n", 1)[1]
+    return after.split("```")[1].splitlines()[1:]  # [0]: the rest of the opening fence
+
+
+def _unit(module: str) -> str:
+    """What docs/architecture.md's layers name a module by: its subpackage ("wavlm/"), or
+    its own file at the top of the package ("cli.py", "__init__.py")."""
+    parts = module.split(".")[1:]
+    if not parts:
+        return "__init__.py"
+    return f"{parts[0]}/" if (PACKAGE / parts[0]).is_dir() else f"{parts[0]}.py"
+
+
+def test_the_architecture_names_every_module_of_the_package_and_no_other():
+    listed, directories = set(), []
+    for line in _code_block(ARCHITECTURE.read_text(), "## Modules"):
+        depth = (len(line) - len(line.lstrip(" "))) // 2
+        names = re.split(r" {2,}", line.strip())[0]  # then the description
+        del directories[depth:]
+        for name in names.split(", "):
+            if name.endswith("/"):
+                directories.append(name)
+            else:
+                listed.add("".join(directories[1:]) + name)  # [0]: pyannote_wavlm_prune/
+    modules = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")}
+    assert len(modules) > 70 and "wavlm/units/conv.py" in listed  # the map was read
+    assert {name for name in listed if name.endswith(".py")} == modules
+
+
+def test_no_module_imports_from_a_layer_above_its_own():
+    """Each line of the layers is one layer, the highest first; units of one line are
+    independent of each other. Imports for type checkers count too."""
+    lines = _code_block(ARCHITECTURE.read_text(), "## Layers")
+    layers = [line.split() for line in reversed(lines) if line.strip()]
+    layer_of = {unit: index for index, units in enumerate(layers) for unit in units}
+    paths = sorted(PACKAGE.rglob("*.py"))
+    modules = {_module_name(path) for path in paths}
+    assert {_unit(module) for module in modules} == set(layer_of)  # each module in a layer
+
+    upward = []
+    for path in paths:
+        module = _module_name(path)
+        for imported in sorted(_imports(path, modules, type_checking=True)):
+            here, there = _unit(module), _unit(imported)
+            if here != there and layer_of[there] >= layer_of[here]:
+                upward.append(f"{module} imports {imported}: {there} is not below {here}")
+    assert not upward, "imports that go up the layers:\n" + "\n".join(upward)
+
+
+def test_wavlm_imports_nothing_of_pyannote():
+    found = []
+    for path in sorted((PACKAGE / "wavlm").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
+                     else [])
+            found += [f"{path.relative_to(PACKAGE)}: {name}" for name in names
+                      if name.split(".")[0] == "pyannote"]
+    assert found == []
 
 
 def test_the_package_has_no_import_cycle():
@@ -98,3 +167,58 @@ def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():
     recorded = torch.load(DATA / "old-format-large-pruned.outputs.pt")
     assert recorded["outputs"].shape == (2, 49, 7)
     assert torch.allclose(recorded["outputs"].exp().sum(-1), torch.ones(2, 49), atol=1e-5)
+
+
+# the notes the project was designed from live outside it: nothing may cite or need them
+OUTSIDE_DOCUMENTS = re.compile(r"\bMETHOD\b|\b(?:ARCHITECTURE|STYLE)\.md\b|\.\./shared\b|shared/design")
+DOCS_REFERENCE = re.compile(r"(docs/[\w./-]+?\.md)(?:#([\w-]+))?")
+MARKDOWN_LINK = re.compile(r"\]\(([\w./-]*?\.md)?(?:#([\w-]+))?\)")
+
+
+def _tracked_text_files() -> dict[str, str]:
+    """{path relative to the repository: text} of every tracked file that is text."""
+    listing = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout
+    files = {}
+    for name in filter(None, listing.split("\0")):
+        try:
+            files[name] = (ROOT / name).read_text()
+        except (UnicodeDecodeError, FileNotFoundError):  # binary, or deleted in the work tree
+            continue
+    return files
+
+
+def _anchors(markdown: str) -> set[str]:
+    """The anchors GitHub gives the headings of a markdown text (code blocks skipped)."""
+    anchors, in_code = set(), False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_code = not in_code
+        elif line.startswith("#") and not in_code:
+            heading = line.lstrip("#").strip().lower()
+            anchors.add(re.sub(r"[^\w\- ]", "", heading).replace(" ", "-"))
+    return anchors
+
+
+def test_no_file_cites_a_document_outside_the_project():
+    files = _tracked_text_files()
+    assert "docs/method.md" in files and "README.md" in files  # the listing was read
+    citing = [f"{name}:{number}: {line.strip()}"
+              for name, text in files.items() if name != "tests/test_architecture.py"
+              for number, line in enumerate(text.splitlines(), 1)
+              if OUTSIDE_DOCUMENTS.search(line)]
+    assert not citing, "citations of documents outside the project:\n" + "\n".join(citing)
+
+
+def test_every_reference_to_a_document_names_an_existing_file_and_section():
+    references = []  # (citing file, document, anchor or None)
+    for name, text in _tracked_text_files().items():
+        references += [(name, ROOT / path, anchor) for path, anchor in DOCS_REFERENCE.findall(text)]
+        if name.endswith(".md"):  # links relative to the document itself
+            references += [(name, (ROOT / name).parent / path if path else ROOT / name, anchor)
+                           for path, anchor in MARKDOWN_LINK.findall(text)]
+    assert len(references) > 10  # the references were read
+    broken = [f"{name} -> {document.relative_to(ROOT)}{'#' + anchor if anchor else ''}"
+              for name, document, anchor in references
+              if not document.is_file() or anchor and anchor not in _anchors(document.read_text())]
+    assert not broken, "references to no document or section:\n" + "\n".join(broken)

@@ -23,7 +23,8 @@ from pyannote_wavlm_prune.wavlm import (
 from pyannote_wavlm_prune.wavlm.budget import masks_at_budget
 from pyannote_wavlm_prune.wavlm.cost import shift_gates_to_sparsity
 
-# DistillPrune's defaults (METHOD's learning rates, projection controller); a short warm-up
+# DistillPrune's defaults (the papers' learning rates, docs/method.md#the-objective, and the
+# projection controller); a short warm-up
 WARMUP, STEPS = 20, 40
 
 

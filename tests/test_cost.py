@@ -1,4 +1,5 @@
-"""Cost model (METHOD.md section 3): expected parameters and MACs, exact where nothing is random."""
+"""Cost model (docs/method.md#the-cost-model): expected parameters and MACs, exact where nothing
+is random."""
 
 import pytest
 import torch

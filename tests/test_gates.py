@@ -1,4 +1,5 @@
-"""Hard-concrete gates (METHOD.md section 2), and how they attach to a WavLM front end."""
+"""Hard-concrete gates (docs/method.md#hard-concrete-gates), and how they attach to a WavLM
+front end."""
 
 import copy
 import math

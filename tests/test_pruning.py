@@ -1,4 +1,4 @@
-"""Structures, pruned modules and pruning (METHOD.md section 5): a pruned front end computes
+"""Structures, pruned modules and pruning (docs/method.md#pruning): a pruned front end computes
 what the eval-mode gated one computes."""
 
 import copy

@@ -66,7 +66,7 @@ class QuickstartSettings:
     """Budgets of the quickstart (the defaults take about 12 minutes on 2 idle CPU cores)
 
     `model`: WavLMSegmentation options of the teacher (defaults to the quickstart's small
-    WavLM and back end); `preset`: the simulated corpus (see `data.presets`).
+    WavLM and back end); `preset`: the simulated corpus (see `data.config.PRESETS`).
     """
 
     preset: str = "quickstart"

@@ -42,7 +42,9 @@ def diarization_task(
     num_workers: int = 0,
     **kwargs: Any,
 ) -> SpeakerDiarization:
-    """pyannote's powerset SpeakerDiarization task with METHOD's defaults (8 s, <= 4 speakers).
+    """pyannote's powerset SpeakerDiarization task with the method's defaults (8 s, <= 4 speakers)
+
+    The defaults: docs/method.md#the-segmentation-model.
 
     Parameters
     ----------

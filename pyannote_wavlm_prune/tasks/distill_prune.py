@@ -46,7 +46,7 @@ class Lagrangian(nn.Module):
 def default_distilled_layers(num_layers: int) -> list[int]:
     """Hidden states distilled by default: the input of layer 1 and every third of the stack.
 
-    {0, 4, 8, 12} for WavLM Base+, {0, 8, 16, 24} for Large (METHOD section 4).
+    {0, 4, 8, 12} for WavLM Base+, {0, 8, 16, 24} for Large (docs/method.md#the-objective).
     """
     return sorted({round(i * num_layers / 3) for i in range(4)})
 
@@ -359,9 +359,10 @@ class DistillPrune(Distill):
         How the expected sparsity follows the target. "projection" (default): before each
         step, one offset added to every gate's log_alpha puts the expected sparsity exactly
         on the target (`wavlm.cost.shift_gates_to_sparsity`); the distillation decides which
-        units stay. "lagrangian": METHOD's L = L_distill + lambda1 (s - t) + lambda2 (s - t)^2,
+        units stay. "lagrangian": the papers' L = L_distill + lambda1 (s - t) + lambda2 (s - t)^2,
         the multipliers trained by Adam ascent: an integral controller acting on gates that
-        move in lockstep, which swings the sparsity past the target in short runs.
+        move in lockstep, which swings the sparsity past the target in short runs
+        (docs/method.md#controllers).
     decay : bool, optional
         After the warm-up, decay every learning rate linearly to 0 at the last step of the
         run (Trainer's max_steps, or max_epochs x batches). It damps the "lagrangian"
@@ -550,7 +551,7 @@ class DistillPrune(Distill):
         """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
         controller; 0 with "projection"), logged with the sparsities and the controller's state
 
-        `self.trajectory_point` keeps this step's values (see `recipe.SparsityTrajectory`).
+        `self.trajectory_point` keeps this step's values (see `recipe.callbacks.SparsityTrajectory`).
         """
         sparsity = self.expected_sparsity()
         target = self.target_sparsity(self.model.global_step)

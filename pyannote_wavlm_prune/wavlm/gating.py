@@ -83,7 +83,8 @@ def attach_frontend_gates(
         Defaults to ("conv", "head", "ffn").
     init_drop_rates : dict, optional
         Per unit, p of the gates' initialisation (see HardConcreteGate). Defaults to each
-        unit kind's (METHOD.md's: 0.5 for "ffn", 0.01 for the others).
+        unit kind's (the papers': 0.5 for "ffn", 0.01 for the others; see
+        docs/method.md#hard-concrete-gates).
 
     Raises
     ------

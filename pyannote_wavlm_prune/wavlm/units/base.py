@@ -57,7 +57,8 @@ class UnitKind:
     """One kind of prunable unit (see the module docstring for what each method means)."""
 
     name: str = ""
-    # p of the gates' initialisation, log_alpha ~ N(log((1 - p) / p), 0.01^2) (METHOD.md)
+    # p of the gates' initialisation, log_alpha ~ N(log((1 - p) / p), 0.01^2)
+    # (docs/method.md#hard-concrete-gates)
     init_drop_rate: float = 0.01
 
     def group_sizes(self, structure: Structure) -> list[int]:

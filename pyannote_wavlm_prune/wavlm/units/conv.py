@@ -2,8 +2,8 @@
 
 Where the gate z of a channel acts
 ----------------------------------
-METHOD.md places z after conv > norm > GELU. We place it so that pruning is exact and each
-folding stays inside the layer that owns the channel:
+The papers place z after conv > norm > GELU (docs/method.md#where-the-gates-act). We place
+it so that pruning is exact and each folding stays inside the layer that owns the channel:
 
 - no-norm layer (Base, layers 1-6):  conv > z > GELU. z scales the conv's output rows;
   a closed channel is GELU(0) = 0.
@@ -14,7 +14,7 @@ folding stays inside the layer that owns the channel:
   with the original channel count and matches; the hard mask after the norm makes the
   closed channel's output exactly 0 (its LN output, b - mean / std * w, would not be).
 
-After GELU (METHOD's place), a soft z of the last CNN layer could not be folded into the
+After GELU (the papers' place), a soft z of the last CNN layer could not be folded into the
 feature projection's LayerNorm, and pruned channels of a LayerNorm layer would still count
 in that layer's statistics.
 
