@@ -1,29 +1,37 @@
 """Real-time factor of the whole SpeakerDiarization pipeline as files grow, part by part.
 
-pyannote's SpeakerDiarization pipeline (our offline subclass), VBx clustering, with:
+pyannote's SpeakerDiarization pipeline, VBx clustering, rows of one table in one run:
 
-- segmentation: WavLMSegmentation (Base+ config, Conformer back end, powerset over 4
-  speakers), unpruned (stock transformers) or pruned to REFERENCE_BASE_PLUS_S80, run in
-  fp32 eager mode or with a deployment runtime (`segmentation_runtime`);
-- embedding: pyannote's WeSpeaker ResNet34 architecture (what pyannote's community-1
-  pipeline uses);
-- PLDA: estimated from random vectors (VBx needs one).
+- "pyannote-unpruned": pyannote 4.0.7's own class with the unpruned model (what a user has
+  today): one pass of the whole embedding model per (chunk, local speaker) pair;
+- ours (`pyannote_wavlm_prune.pipelines.SpeakerDiarization`), with the unpruned model or the
+  one pruned to REFERENCE_BASE_PLUS_S80 ("s80"), embeddings per (chunk, speaker) pair
+  ("-per-pair", pyannote's path) or per chunk (the default), with a segmentation runtime
+  ("-ort-int8": ONNX Runtime int8) and an embedding runtime ("+emb-ort", "+emb-ort-int8").
 
-Every model has random weights (the hub is out of reach; speed does not depend on weights,
-and embeddings are computed for every (chunk, local speaker) pair whatever the
-segmentation says). Audio: pyannote's 30 s sample file repeated to 1, 10 and 30 minutes.
+Models: segmentation WavLMSegmentation (Base+ config, Conformer back end, powerset over 4
+speakers), random weights whose classifier favours (bias + 2) silence, local speakers 1 and 2
+and their overlap: decisions change from frame to frame, two local speakers per chunk are
+active, with overlap, and two are silent, as in a two-speaker conversation (the plain random
+model activates all four in every chunk); the binarised segmentation's activity is printed
+(active pairs, chunks with an active speaker). Embedding:
+pyannote's WeSpeaker ResNet34 architecture (pyannote's community-1 embedding), random
+weights. PLDA: estimated from random vectors (VBx needs one). The hub is out of reach; speed
+does not depend on the weights, the number of embedding passes does depend on activity.
+Audio: pyannote's 30 s sample file repeated to 1, 10 and 30 minutes (60 with --minutes).
 
 Time is split with the pipeline's hook: segmentation (sliding window, 8 s chunks, step
 10 %), embeddings, clustering (VBx and reconstruction, from the embeddings' end to the
 output), and other (binarisation, speaker counting). Peak memory: the process's resident
 memory sampled every 20 ms during the call (its peak, and its growth over the resident
-memory before the call); with `--device cuda`, the GPU's peak allocated memory too. Each
-(variant, duration) is run once, variants of one duration in turn.
+memory before the call); with `--device cuda`, the GPU's peak allocated memory too.
+Embedding passes: waveforms sent through the embedding model's first layer. Each
+(variant, duration) is run once, variants of one duration in turn, with the same batch sizes.
 
-    python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants unpruned s80 s80-ort-int8]
-        [--skip unpruned:30] [--onnx-dir DIR]
-    python benchmarks/bench_pipeline.py --device cuda --variants unpruned s80 \
-        --segmentation-batch-size 32 --embedding-batch-size 32
+    python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants pyannote-unpruned s80 ...]
+        [--skip pyannote-unpruned:30] [--onnx-dir DIR]
+    python benchmarks/bench_pipeline.py --device cuda --segmentation-batch-size 32 \
+        --embedding-batch-size 32
 """
 
 from __future__ import annotations
@@ -47,14 +55,27 @@ from pyannote_wavlm_prune.pipelines.bench import pyannote_sample  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
 SAMPLE_RATE = 16000
-# variant -> (structure, segmentation_runtime)
+# variant -> (structure, segmentation_runtime, pipeline class, embeddings per chunk,
+# embedding_runtime)
 VARIANTS = {
-    "unpruned": (None, None),
-    "s80": (REFERENCE_BASE_PLUS_S80, None),
-    "s80-torch-int8": (REFERENCE_BASE_PLUS_S80, "torch-int8"),
-    "s80-ort": (REFERENCE_BASE_PLUS_S80, "onnxruntime"),
-    "s80-ort-int8": (REFERENCE_BASE_PLUS_S80, "onnxruntime-int8"),
+    "pyannote-unpruned": (None, None, "pyannote", False, None),
+    "unpruned-per-pair": (None, None, "ours", False, None),
+    "unpruned": (None, None, "ours", True, None),
+    "s80-per-pair": (REFERENCE_BASE_PLUS_S80, None, "ours", False, None),
+    "s80": (REFERENCE_BASE_PLUS_S80, None, "ours", True, None),
+    "s80-torch-int8": (REFERENCE_BASE_PLUS_S80, "torch-int8", "ours", True, None),
+    "s80-ort": (REFERENCE_BASE_PLUS_S80, "onnxruntime", "ours", True, None),
+    "s80-ort-int8": (REFERENCE_BASE_PLUS_S80, "onnxruntime-int8", "ours", True, None),
+    "s80-ort-int8+emb-ort": (REFERENCE_BASE_PLUS_S80, "onnxruntime-int8", "ours", True,
+                             "onnxruntime"),
+    "s80-ort-int8+emb-ort-int8": (REFERENCE_BASE_PLUS_S80, "onnxruntime-int8", "ours", True,
+                                  "onnxruntime-int8"),
 }
+DEFAULT_VARIANTS = ["pyannote-unpruned", "unpruned", "s80-per-pair", "s80", "s80-ort-int8",
+                    "s80-ort-int8+emb-ort", "s80-ort-int8+emb-ort-int8"]
+# powerset classes (silence, speaker 1, speaker 2, speakers 1 + 2) the classifier favours, and
+# by how much (logits): two active local speakers per chunk (see the docstring)
+FAVOURED_CLASSES, FAVOUR = [0, 1, 2, 5], 2.0
 
 
 def wespeaker_resnet34():
@@ -67,6 +88,43 @@ def wespeaker_resnet34():
     model.specifications = Specifications(problem=Problem.REPRESENTATION,
                                           resolution=Resolution.CHUNK, duration=8.0)
     return model.eval()
+
+
+def two_speakers(segmentation):
+    """`segmentation` whose classifier favours FAVOURED_CLASSES by FAVOUR (in place)."""
+    with torch.no_grad():
+        segmentation.classifier.bias[FAVOURED_CLASSES] += FAVOUR
+    return segmentation
+
+
+class PassCounter:
+    """Counts the waveforms sent through `layer` (a forward pre-hook)."""
+
+    def __init__(self, layer: torch.nn.Module):
+        self.count = 0
+        layer.register_forward_pre_hook(self._count)
+
+    def _count(self, module, inputs):
+        self.count += inputs[0].shape[0]
+
+
+class Activity:
+    """Pipeline hook: how many (chunk, speaker) pairs and chunks have an active frame."""
+
+    def __init__(self, pipeline):
+        self.pipeline = pipeline
+        self.pairs = self.chunks = self.total_pairs = 0
+
+    def __call__(self, step_name, step_artifact, file=None, total=None, completed=None):
+        if step_name == "segmentation" and step_artifact is not None:
+            from pyannote.audio.utils.signal import binarize
+
+            binary = step_artifact.data
+            if not self.pipeline._segmentation.model.specifications.powerset:
+                binary = binarize(step_artifact, onset=self.pipeline.segmentation.threshold).data
+            active = np.nansum(binary, axis=1) > 0
+            self.pairs, self.chunks = int(active.sum()), int(active.any(axis=1).sum())
+            self.total_pairs = active.size
 
 
 def random_plda(dimension: int):
@@ -89,12 +147,15 @@ def audio(minutes: float) -> dict:
 class StepClock:
     """Pipeline hook: when each step ended (its final call carries the step's artifact)."""
 
-    def __init__(self):
+    def __init__(self, then=None):
         self.ends: dict[str, float] = {}
+        self.then = then
 
     def __call__(self, step_name, step_artifact, file=None, total=None, completed=None):
-        if step_artifact is not None:
+        if step_artifact is not None and total is None:
             self.ends[step_name] = time.perf_counter()
+        if self.then is not None:
+            self.then(step_name, step_artifact, file=file, total=total, completed=completed)
 
 
 def resident_memory() -> int:
@@ -125,8 +186,10 @@ class PeakMemory:
         self.peak = max(self.peak, resident_memory())
 
 
-def run(pipeline, file: dict, device: torch.device) -> dict:
-    clock = StepClock()
+def run(pipeline, file: dict, device: torch.device, passes: PassCounter) -> dict:
+    activity = Activity(pipeline)
+    clock = StepClock(then=activity)
+    before = passes.count
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     with PeakMemory() as memory:
@@ -141,7 +204,9 @@ def run(pipeline, file: dict, device: torch.device) -> dict:
     gpu = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else 0
     return {"segmentation": segmentation, "embeddings": embeddings, "clustering": clustering,
             "other": counting, "total": end - start, "peak_memory": memory.peak,
-            "memory_growth": memory.peak - memory.before, "gpu_memory": gpu}
+            "memory_growth": memory.peak - memory.before, "gpu_memory": gpu,
+            "passes": passes.count - before, "active_pairs": activity.pairs,
+            "active_chunks": activity.chunks, "pairs": activity.total_pairs}
 
 
 def clustering_seconds(pipeline, minutes: float, num_speakers: int = 10) -> float:
@@ -180,10 +245,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--minutes", type=float, nargs="*", default=[1, 10, 30],
                         help="file durations in minutes (default: 1 10 30)")
-    parser.add_argument("--variants", nargs="+", default=["unpruned", "s80", "s80-ort-int8"],
-                        choices=list(VARIANTS), help="segmentation variants")
+    parser.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS,
+                        choices=list(VARIANTS), help="pipeline variants (rows)")
     parser.add_argument("--skip", nargs="*", default=[], metavar="VARIANT:MINUTES",
-                        help="pairs not to run, e.g. unpruned:30 (too slow on 2 cores)")
+                        help="pairs not to run, e.g. pyannote-unpruned:30 (too slow on 2 cores)")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--segmentation-batch-size", type=int, default=8)
@@ -198,24 +263,34 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     device = torch.device(arguments.device)
 
-    embedding = wespeaker_resnet34()
-    plda = random_plda(embedding.dimension)
-    pipelines = {}
+    plda = random_plda(wespeaker_resnet34().dimension)
+    pipelines, counters = {}, {}
     for name in arguments.variants:
-        structure, runtime = VARIANTS[name]
+        structure, runtime, which, chunkwise, embedding_runtime = VARIANTS[name]
         torch.manual_seed(0)
         start = time.perf_counter()
-        segmentation = _segmentation(structure)
+        segmentation = two_speakers(_segmentation(structure))
         cached = arguments.onnx_dir / "s80.onnx" if arguments.onnx_dir else None
         if runtime and runtime.startswith("onnxruntime") and cached and cached.is_file():
             segmentation = OnnxSegmentation.from_onnx(cached, segmentation)
-        pipeline = SpeakerDiarization(
-            segmentation=segmentation, embedding=embedding, plda=plda,
-            clustering="VBxClustering", segmentation_runtime=runtime,
-            segmentation_step=0.1, segmentation_batch_size=arguments.segmentation_batch_size,
-            embedding_batch_size=arguments.embedding_batch_size,
-        )
-        pipelines[name] = pipeline.instantiate(pipeline.default_parameters()).to(device)
+        # one embedding model per pipeline: its pass counter counts that pipeline's passes
+        embedding = wespeaker_resnet34()
+        counters[name] = PassCounter(embedding.resnet.conv1)
+        options = {"segmentation": segmentation, "embedding": embedding, "plda": plda,
+                   "clustering": "VBxClustering", "segmentation_step": 0.1,
+                   "segmentation_batch_size": arguments.segmentation_batch_size,
+                   "embedding_batch_size": arguments.embedding_batch_size}
+        if which == "pyannote":
+            from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
+
+            pipeline = PyannoteSpeakerDiarization(**options)
+            pipeline = pipeline.instantiate(SpeakerDiarization.default_parameters(pipeline))
+        else:
+            extra = {"embedding_runtime": embedding_runtime} if embedding_runtime else {}
+            pipeline = SpeakerDiarization(segmentation_runtime=runtime,
+                                          chunkwise_embeddings=chunkwise, **extra, **options)
+            pipeline = pipeline.instantiate(pipeline.default_parameters())
+        pipelines[name] = pipeline.to(device)
         print(f"{name}: pipeline ready in {time.perf_counter() - start:.0f} s", file=sys.stderr,
               flush=True)
 
@@ -226,7 +301,7 @@ def main() -> None:
         for name, pipeline in pipelines.items():
             if f"{name}:{minutes:g}" in skipped:
                 continue
-            result = run(pipeline, file, device)
+            result = run(pipeline, file, device, counters[name])
             rows.append((name, minutes, result))
             print(f"{name} {minutes:g} min: {result}", file=sys.stderr, flush=True)
 
@@ -237,12 +312,15 @@ def main() -> None:
     gpu = device.type == "cuda"
     print(f"SpeakerDiarization (VBx, WeSpeaker ResNet34, 8 s chunks, step 0.8 s, batches of "
           f"{arguments.segmentation_batch_size}/{arguments.embedding_batch_size}), "
-          f"{where}, random weights; RTF = compute time / audio duration; share = part of "
-          "the whole pipeline's time\n")
-    print("| segmentation | file | total RTF | segmentation RTF (share) | embeddings RTF (share) "
-          "| clustering RTF (share) | other RTF | peak memory (GB) | growth during call (GB) |"
+          f"{where}, random weights (segmentation: two active local speakers per chunk); RTF = compute time / "
+          "audio duration; share = part of the whole pipeline's time; passes = waveforms "
+          "through the embedding model (active pairs / chunks with an active speaker)\n")
+    print("| pipeline | file | total RTF | segmentation RTF (share) | embeddings RTF (share) "
+          "| clustering RTF (share) | other RTF | embedding passes (active pairs / chunks) "
+          "| peak memory (GB) | growth during call (GB) |"
           + (" peak GPU memory (GB) |" if gpu else ""))
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- |" if gpu else ""))
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+          + (" --- |" if gpu else ""))
     for name, minutes, r in rows:
         duration = minutes * 60
         total = r["total"]
@@ -252,6 +330,7 @@ def main() -> None:
 
         print(f"| {name} | {minutes:g} min | {total / duration:.3f} | {part('segmentation')} | "
               f"{part('embeddings')} | {part('clustering')} | {r['other'] / duration:.4f} | "
+              f"{r['passes']} ({r['active_pairs']}/{r['pairs']} / {r['active_chunks']}) | "
               f"{r['peak_memory'] / 1e9:.2f} | {r['memory_growth'] / 1e9:.2f} |"
               + (f" {r['gpu_memory'] / 1e9:.2f} |" if gpu else ""))
     if arguments.clustering_minutes:
@@ -267,15 +346,16 @@ def main() -> None:
     by_key = {(name, minutes): r for name, minutes, r in rows}
     print()
     for minutes in arguments.minutes:
-        reference = by_key.get(("unpruned", minutes))
+        reference = by_key.get(("pyannote-unpruned", minutes))
         if reference is None:
             continue
         for name in pipelines:
-            if name != "unpruned" and (name, minutes) in by_key:
+            if name != "pyannote-unpruned" and (name, minutes) in by_key:
                 r = by_key[(name, minutes)]
-                print(f"{minutes:g} min, {name} vs unpruned: pipeline "
+                print(f"{minutes:g} min, {name} vs pyannote-unpruned: pipeline "
                       f"{reference['total'] / r['total']:.2f}x faster, segmentation "
-                      f"{reference['segmentation'] / r['segmentation']:.2f}x faster")
+                      f"{reference['segmentation'] / r['segmentation']:.2f}x, embeddings "
+                      f"{reference['embeddings'] / r['embeddings']:.2f}x")
 
 
 if __name__ == "__main__":
