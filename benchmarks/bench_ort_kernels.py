@@ -1,4 +1,4 @@
-"""ONNX Runtime CPU kernels behind two deployment choices (see README, "Deployment").
+"""ONNX Runtime CPU kernels behind two deployment choices (see docs/deployment.md).
 
 1. SkipLayerNormalization (ONNX Runtime's fusion of a residual Add and a LayerNormalization)
    against the two nodes it replaces, on a (1, 399, 768) tensor: the shape of WavLM Base+'s

@@ -1,4 +1,4 @@
-"""Sparsity trajectories of DistillPrune's two controllers, same run otherwise (README figures).
+"""Sparsity trajectories of DistillPrune's two controllers, same run otherwise (docs/results.md).
 
     python benchmarks/controller_trajectory.py [--steps 300] [--sparsity 0.5] [--output docs/images]
 

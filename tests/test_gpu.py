@@ -1,6 +1,6 @@
 """On a GPU: pipelines of every segmentation runtime diarize as on CPU (skipped without one).
 
-CI has no GPU: these run where one is lent (see README, "Deployment"), e.g.
+CI has no GPU: these run where one is lent (see docs/deployment.md), e.g.
 `python -m pytest tests/test_gpu.py`.
 """
 

@@ -51,7 +51,7 @@ DEFAULT_OPSET = 20
 # max |log p_onnx - log p_torch| accepted for fp32 graphs: what separates a correct graph
 # (1e-6 to 1e-5 measured, float rounding) from a wrong one
 FP32_TOLERANCE = 1e-4
-# max |p_int8 - p_torch| (probabilities) accepted for int8 graphs, see README "Deployment"
+# max |p_int8 - p_torch| (probabilities) accepted for int8 graphs, see docs/deployment.md
 INT8_TOLERANCE = 0.1
 INSTALL_HINT = "pip install 'pyannote-wavlm-prune[onnx]' (onnx, onnxscript, onnxruntime)"
 

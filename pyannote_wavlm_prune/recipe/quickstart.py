@@ -90,7 +90,7 @@ class QuickstartSettings:
     fresh_back_end: bool = False
     # the corpus the speaker embedding learns from: None, the quickstart corpus' 24 training
     # speakers; or a preset name (e.g. "voices": 200 other espeak-ng voices, without overlap),
-    # built beside the quickstart corpus. "voices" did not lower the pipeline's DER (README).
+    # built beside the quickstart corpus. "voices" did not lower the pipeline's DER (docs/results.md).
     embedding_corpus: str | None = None
     embedding_epochs: int = 4
     optimize_iterations: int = 10
@@ -203,7 +203,7 @@ def run_quickstart(
             if not (directory / "config.yaml").exists():
                 untuned = output / f".untuned-{name}"
                 # embeddings from each speaker's non-overlapped frames, as pyannote's released
-                # pipelines do (README: no effect on the tuned pipeline, 46.7 % against 46.8 %)
+                # pipelines do (docs/results.md: no effect on the tuned pipeline, 46.7 % against 46.8 %)
                 export_pipeline(untuned, segmentation, embedding, overwrite=True,
                                 segmentation_step=settings.evaluate_step, embedding_batch_size=16,
                                 embedding_exclude_overlap=True)
