@@ -50,6 +50,8 @@ def test_pipeline_on_gpu_diarizes_as_on_cpu(models, sample, runtime):
     expected = pipeline()(sample).speaker_diarization
     on_gpu = pipeline().to(torch.device("cuda"))
     assert on_gpu.device.type == "cuda"
+    # speaker embeddings once per chunk, on the GPU too
+    assert on_gpu.embedding_path == "per-chunk"
     actual = on_gpu(sample).speaker_diarization
     assert len(expected.labels()) >= 1 and expected.get_timeline().duration() > 5.0
     # float rounding differs between devices: at most 1 % of the speech moves
