@@ -238,3 +238,30 @@ def test_building_the_stage_parsers_imports_neither_torch_nor_pyannote_audio():
                                timeout=300)
     assert completed.returncode == 0, completed.stderr
     assert completed.stdout.strip() == "[]"
+
+
+def test_average_runs_from_the_command_line_in_both_its_forms(tmp_path, capsys):
+    import json
+
+    import torch
+    from helpers import tiny_model
+    from pyannote.audio import Model
+
+    from pyannote_wavlm_prune import save_checkpoint
+
+    models = [tiny_model(), tiny_model()]
+    run = tmp_path / "checkpoints"
+    run.mkdir()
+    for name, model in zip(("a.ckpt", "b.ckpt"), models):
+        save_checkpoint(model, run / name)
+    (run / "history.json").write_text(json.dumps({"selected": ["a.ckpt", "b.ckpt"]}))
+    name = "classifier.weight"
+    expected = (models[0].state_dict()[name] + models[1].state_dict()[name]) / 2
+    for form, arguments in (("given", [str(run / "a.ckpt"), str(run / "b.ckpt")]),
+                            ("selected", ["--run", str(run)])):
+        output = tmp_path / f"{form}.ckpt"
+        assert main(["average", *arguments, "--output", str(output)]) == 0
+        assert capsys.readouterr().out.strip() == str(output)
+        # a mean of two float32 values: exact but for the last bit of the halving's rounding
+        torch.testing.assert_close(Model.from_pretrained(output).state_dict()[name], expected)
+    assert "<function" not in subparser("average").format_help()

@@ -7,14 +7,16 @@ from ..recipe.averaging import average_checkpoints, selected_checkpoints
 
 def add_arguments(parser):
     parser.add_argument("checkpoints", nargs="*", help="checkpoints to average")
-    parser.add_argument("--run", help="a stage's checkpoints/ directory: average the epochs it selected")
+    # not dest "run": the command line keeps each sub-command's function there
+    parser.add_argument("--run", dest="run_directory", metavar="DIRECTORY",
+                        help="a stage's checkpoints/ directory: average the epochs it selected")
     parser.add_argument("--output", required=True, help="averaged checkpoint to write")
 
 
 def run(args) -> int:
     paths = list(args.checkpoints)
-    if args.run:
-        paths += selected_checkpoints(args.run)
+    if args.run_directory:
+        paths += selected_checkpoints(args.run_directory)
     if not paths:
         raise SystemExit("average: give checkpoints, or --run DIRECTORY.")
     print(average_checkpoints(paths, args.output))
