@@ -174,6 +174,27 @@ def test_evaluate_command_scores_a_segmentation_checkpoint_with_oracle_clusterin
     assert total["der"] == pytest.approx(errors / total["reference"])
 
 
+def test_files_without_reference_speech_are_scored_as_pyannote_metrics_defines_it():
+    from pyannote_wavlm_prune.pipelines.evaluate import EvaluationReport, FileScore
+
+    def score(uri, reference, false_alarm):
+        return FileScore(uri=uri, duration=10.0, reference=reference, missed=0.0,
+                         false_alarm=false_alarm, confusion=0.0, processing_time=1.0,
+                         segmentation_time=0.5)
+
+    metric = DiarizationErrorRate()
+    silent = Annotation(uri="silent")
+    # what pyannote.metrics gives with no reference speech: 0 without error, 1 with any
+    spoken = Annotation(uri="silent")
+    spoken[Segment(0, 2)] = "A"
+    assert metric(silent, silent) == score("a", 0.0, 0.0).der == 0.0
+    assert metric(silent, spoken) == score("b", 0.0, 2.0).der == 1.0
+    alone = EvaluationReport(files=[score("a", 0.0, 2.0)])
+    assert alone.der == 1.0 and "TOTAL" in alone.table()
+    # pooled with a file that has reference speech: its false alarm counts
+    assert EvaluationReport(files=[score("a", 0.0, 2.0), score("c", 8.0, 0.0)]).der == 0.25
+
+
 # --- speed benchmark ----------------------------------------------------------------------
 
 

@@ -79,8 +79,7 @@ class FileScore:
     @property
     def der(self) -> float:
         """Diarization error rate: (missed + false alarm + confusion) / reference."""
-        error = self.missed + self.false_alarm + self.confusion
-        return error / self.reference if self.reference > 0 else float(error > 0)
+        return error_rate(self.missed + self.false_alarm + self.confusion, self.reference)
 
     @property
     def local_purity(self) -> float | None:
@@ -92,6 +91,12 @@ class FileScore:
         """Local-speaker purity of a segmentation that gives all speech of a chunk to one local
         speaker (the floor any segmentation that detects speech reaches)."""
         return _share(self.single_pure, self.single_speech)
+
+
+def error_rate(error: float, reference: float) -> float:
+    """error / reference, as pyannote.metrics defines it without reference speech: 0 without
+    error, 1 (100 %) with any."""
+    return error / reference if reference > 0 else float(error > 0)
 
 
 def _share(part: float | None, whole: float | None) -> float | None:
@@ -131,7 +136,7 @@ class EvaluationReport:
     @property
     def der(self) -> float:
         """Total DER, pooled over files (not the mean of per-file DERs)."""
-        return (self.missed + self.false_alarm + self.confusion) / self.reference
+        return error_rate(self.missed + self.false_alarm + self.confusion, self.reference)
 
     @property
     def duration(self) -> float:
