@@ -94,20 +94,25 @@ def give_default_modes(root: str | os.PathLike) -> None:
 
 
 def check_output_location(output: str | os.PathLike, inputs: Iterable[tuple[str, object]] = ()) -> None:
-    """Refuse an `output` that is, or contains, the working directory or one of `inputs`
+    """Refuse an `output` that is, or contains, the working directory or one of `inputs`, or
+    lies inside an input directory (writing there would change an input)
 
     inputs: (what, path) pairs, e.g. ("--segmentation", "exp/model.ckpt"); entries that are
     not paths (models in memory, hub names that do not exist locally) are skipped.
     """
     target = Path(output).resolve()
-    protected = [("the working directory", Path.cwd())]
-    protected += [(what, Path(path)) for what, path in inputs
-                  if isinstance(path, (str, os.PathLike)) and os.path.lexists(path)]
-    for what, path in protected:
+    protected = [(what, Path(path)) for what, path in inputs
+                 if isinstance(path, (str, os.PathLike)) and os.path.lexists(path)]
+    for what, path in [("the working directory", Path.cwd()), *protected]:
         path = path.resolve()
         if path == target or target in path.parents:
             raise ValueError(f"output {output} is or contains {what} ({path}): expected a "
-                             "directory of its own, that holds none of the inputs.")
+                             "place of its own, that holds none of the inputs.")
+    for what, path in protected:
+        path = path.resolve()
+        if path.is_dir() and path in target.parents:
+            raise ValueError(f"output {output} lies inside {what} ({path}), an input: expected "
+                             "a place outside the inputs, which are never written into.")
 
 
 def is_empty_directory(path: Path) -> bool:

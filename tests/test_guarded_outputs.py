@@ -369,3 +369,25 @@ def test_a_target_sparsity_of_zero_is_refused_before_anything_is_loaded():
     with pytest.raises(ValueError, match=r"sparsity=0.0: expected a target in \(0, 1\); for no "
                                          r"pruning, use train"):
         DistillPrune(None, teacher=None, sparsity=0.0)
+
+
+def test_export_onnx_never_replaces_its_checkpoint_even_with_overwrite(tmp_path, capsys):
+    from pyannote_wavlm_prune.cli import main
+
+    checkpoint = save_checkpoint(tiny_model(), tmp_path / "v.ckpt")
+    before = sha256(checkpoint)
+    assert main(["export-onnx", str(checkpoint), "--output", str(checkpoint), "--overwrite"]) == 2
+    assert "is or contains the checkpoint" in capsys.readouterr().err
+    assert sha256(checkpoint) == before
+
+
+def test_import_diarizen_never_writes_into_the_repository_it_reads(tmp_path, capsys):
+    from pyannote_wavlm_prune.cli import main
+
+    hub = tmp_path / "diarizen-wavlm-base-s80-md"
+    hub.mkdir()
+    (hub / "config.toml").write_text("[model]\n")
+    listing = sorted(p.name for p in hub.iterdir())
+    assert main(["import-diarizen", str(hub), "--output", str(hub / "pipeline")]) == 2
+    assert "lies inside the DiariZen repository" in capsys.readouterr().err
+    assert sorted(p.name for p in hub.iterdir()) == listing

@@ -24,9 +24,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy.onnx import DEFAULT_OPSET, export_onnx
+    from ..files import check_output_location
     from ..models.loading import load_model
 
     output = Path(args.output)
+    # before --overwrite is read: the checkpoint is the only copy of a trained model
+    check_output_location(output, [("the checkpoint", args.checkpoint)])
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output} exists: expected a new file (or --overwrite).")
     if output.is_dir():

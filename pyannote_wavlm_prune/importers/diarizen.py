@@ -45,6 +45,7 @@ import torch
 import yaml
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
+from ..files import check_output_location
 from ..models.loading import load_model
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..pipelines.export import export_pipeline
@@ -583,6 +584,7 @@ def import_diarizen(
     if output.exists() or output.is_symlink():
         raise FileExistsError(f"{output} exists: expected the path of a new pipeline directory.")
     directory = resolve_source(src)
+    check_output_location(output, [("the DiariZen repository", directory)])
     config = read_config(directory)
     checkpoint = directory / CHECKPOINT_FILE
     plda_directory = directory / PLDA_DIRECTORY
