@@ -44,3 +44,27 @@ def test_pyannote_sample_read_without_a_decoder_equals_pyannote_s_own():
     assert sample["sample_rate"] == SAMPLE_FILE["sample_rate"] == 16000
     assert sample["waveform"].shape == SAMPLE_FILE["waveform"].shape == (1, 480000)
     assert torch.allclose(sample["waveform"], SAMPLE_FILE["waveform"], atol=1e-6)
+
+
+def test_no_turn_ends_after_the_file_does():
+    """pyannote's class pads the last chunk and leaves its turns past the end (3.99 s here)."""
+    import torch
+    from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
+    from pyannote.core import Segment
+
+    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.offline import NoPLDA
+
+    torch.manual_seed(0)
+    shared = {"segmentation": tiny_model(duration=2.0), "embedding": untrained_embedding(),
+              "segmentation_step": 0.5, "clustering": "AgglomerativeClustering"}
+    short = {"uri": "short", "waveform": SAMPLE_FILE["waveform"][:, :52800], "sample_rate": 16000}
+    parameters = {**AGGLOMERATIVE, "clustering": {**AGGLOMERATIVE["clustering"], "min_cluster_size": 1}}
+    ours = SpeakerDiarization(**shared).instantiate(parameters)(dict(short))
+    theirs = PyannoteSpeakerDiarization(plda=NoPLDA(), **shared).instantiate(parameters)(dict(short))
+    assert theirs.speaker_diarization.get_timeline().extent().end > 3.9
+    for annotation in (ours.speaker_diarization, ours.exclusive_speaker_diarization):
+        assert annotation.get_timeline().extent() == Segment(
+            theirs.speaker_diarization.get_timeline().extent().start, 3.3)
+    # the rest is pyannote's output, cropped
+    assert ours.speaker_diarization == theirs.speaker_diarization.crop(Segment(0, 3.3), mode="intersection")

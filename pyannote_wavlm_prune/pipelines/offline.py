@@ -25,7 +25,7 @@ from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 from pyannote.audio.pipelines.utils import get_model
 from pyannote.audio.utils.hf_hub import AssetFileName
-from pyannote.core import Annotation, SlidingWindowFeature
+from pyannote.core import Annotation, Segment, SlidingWindowFeature
 
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 
@@ -342,16 +342,17 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
 
     def apply(self, file: AudioFile, **kwargs) -> DiarizeOutput | Annotation:
         """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)."""
-        self._check_audio(file)
-        output = super().apply(file, **kwargs)
+        duration = self._check_audio(file)
+        output = _within(super().apply(file, **kwargs), duration)
         if self.training and isinstance(output, DiarizeOutput):
             # pyannote.pipeline's Optimizer feeds the output to a metric, which needs an
             # Annotation (trap: DiarizeOutput has no `crop`)
             return output.speaker_diarization
         return output
 
-    def _check_audio(self, file: AudioFile):
-        """Raise a clear error for audio that cannot be read or is shorter than one frame."""
+    def _check_audio(self, file: AudioFile) -> float:
+        """The duration of `file`; a clear error for audio that cannot be read or is shorter
+        than one frame."""
         uri = file.get("uri", "?") if isinstance(file, Mapping) else str(file)
         where = file.get("audio", uri) if isinstance(file, Mapping) else file
         if isinstance(where, Mapping):
@@ -375,6 +376,30 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 f"Audio {uri!r} lasts {duration:.4f} s: the segmentation model needs at least "
                 f"{frame:.4f} s (one frame); audio: {where!s}."
             )
+        return duration
+
+
+def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutput | Annotation:
+    """`output` without what lies after the file's end
+
+    pyannote pads the last chunk with zeros and does not crop its output to the file: a turn
+    can end after the audio does (a 0.05 s file got a turn to 1.99 s).
+    """
+    extent = Segment(0.0, duration)
+    if isinstance(output, Annotation):
+        return output.crop(extent, mode="intersection")
+    labels = output.speaker_diarization.labels()
+    diarization = output.speaker_diarization.crop(extent, mode="intersection")
+    embeddings = output.speaker_embeddings
+    if embeddings is not None and diarization.labels() != labels:
+        # a speaker heard only after the end: its row goes with it (rows follow labels())
+        embeddings = embeddings[[labels.index(label) for label in diarization.labels()]]
+    return DiarizeOutput(
+        speaker_diarization=diarization,
+        exclusive_speaker_diarization=output.exclusive_speaker_diarization.crop(
+            extent, mode="intersection"),
+        speaker_embeddings=embeddings,
+    )
 
 
 def frame_wise_split_problem(model) -> str | None:
