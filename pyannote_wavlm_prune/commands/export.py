@@ -45,6 +45,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the pipeline runs its segmentation (config.yaml); the "
                              "onnxruntime ones export the model to ONNX now (default: as the "
                              "checkpoint is)")
+    parser.add_argument("--embedding-runtime", default=None,
+                        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+                        help="how the pipeline runs its speaker embedding (config.yaml); the "
+                             "onnxruntime ones run its ResNet trunk with ONNX Runtime, exported "
+                             "when the pipeline loads (default: as the model is)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     group = parser.add_argument_group(
         "offline embedding and PLDA, learnt from a protocol's training set")
@@ -138,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         segmentation_batch_size=args.segmentation_batch_size,
         embedding_batch_size=args.embedding_batch_size,
         segmentation_runtime=args.segmentation_runtime,
+        embedding_runtime=args.embedding_runtime,
         overwrite=args.overwrite,
     )
     print(f"pipeline written to {directory}")

@@ -18,6 +18,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="YAML or JSON WavLM structure ('family': base or large, "
                              "conv_channels, kept_heads, ffn_widths, ...) when config.toml's "
                              "wavlm_src is not a published name")
+    parser.add_argument("--embedding-runtime", default=None,
+                        choices=["torch", "onnxruntime", "onnxruntime-int8"],
+                        help="how the pipeline runs its speaker embedding (config.yaml's "
+                             "embedding_runtime, see export --embedding-runtime; default: as "
+                             "the model is)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -25,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         directory = import_diarizen(args.src, args.output, embedding=args.embedding,
-                                    structure=args.structure)
+                                    structure=args.structure,
+                                    embedding_runtime=args.embedding_runtime)
     except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
         raise SystemExit(f"import-diarizen: {error}") from error
     print(f"pipeline written to {directory}")

@@ -1,4 +1,5 @@
-"""Deployment of segmentation models: ONNX export, ONNX Runtime, int8, inference folding.
+"""Deployment of segmentation and speaker embedding models: ONNX export, ONNX Runtime,
+int8, inference folding.
 
 - `optimize_for_inference(model)`: folds the positional convolution's weight norm, in place
   (state dicts unchanged);
@@ -7,7 +8,10 @@
   its graph (pipelines load it like any segmentation model);
 - `quantize_int8(model)`: an int8 copy for torch inference (dynamic quantisation of Linear);
 - `segmentation_for_runtime(model, runtime)`: what a pipeline's `segmentation_runtime`
-  option ("torch", "torch-int8", "onnxruntime", "onnxruntime-int8") makes of its model.
+  option ("torch", "torch-int8", "onnxruntime", "onnxruntime-int8") makes of its model;
+- `embedding_for_runtime(model, runtime)`: what a pipeline's `embedding_runtime` option
+  ("torch", "onnxruntime", "onnxruntime-int8") makes of its speaker embedding (a WeSpeaker
+  ResNet's trunk run by ONNX Runtime, fp32 or static int8).
 
 onnx, onnxscript and onnxruntime are optional (`pip install pyannote-wavlm-prune[onnx]`) and
 imported only by the functions that need them; importing this package does not need them.
@@ -25,6 +29,8 @@ _EXPORTS = {
     "quantize_int8": "pyannote_wavlm_prune.deploy.quantize",
     "RUNTIMES": "pyannote_wavlm_prune.deploy.runtime",
     "segmentation_for_runtime": "pyannote_wavlm_prune.deploy.runtime",
+    "EMBEDDING_RUNTIMES": "pyannote_wavlm_prune.deploy.embedding",
+    "embedding_for_runtime": "pyannote_wavlm_prune.deploy.embedding",
 }
 
 __all__ = list(_EXPORTS)

@@ -143,23 +143,27 @@ def min_samples(model) -> int:
     return model.receptive_field_size(2)
 
 
-def _to_onnx(model, example: torch.Tensor, opset: int) -> bytes:
+def _to_onnx(model, example: torch.Tensor, opset: int, *, input_name: str = INPUT_NAME,
+             output_name: str = OUTPUT_NAME, dynamic_axes: tuple[int, ...] = (0, 2),
+             strict: bool = True) -> bytes:
+    """The ONNX graph of `model(example)`, its input's `dynamic_axes` dynamic
+
+    Defaults are WavLM's: a (batch, 1, samples) waveform traced strictly (module
+    docstring). deploy.embedding exports a speaker embedding's ResNet trunk, whose
+    (batch, frames, features) input has dynamic axes (0, 1), non-strict (4x faster to
+    trace, and nothing in a ResNet needs strict tracing).
+    """
     require("onnx")
     require("onnxscript")  # the dynamo exporter's translation library
     from torch.export import Dim
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    dynamic_shapes = {
-        "waveforms": {
-            0: Dim.AUTO,
-            2: Dim.AUTO,
-        }
-    }
+    dynamic_shapes = ({axis: Dim.AUTO for axis in dynamic_axes},)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
         program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes,
-                                      strict=True)
+                                      strict=strict)
         onnx_program = torch.onnx.export(
-            program, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            program, (example,), input_names=[input_name], output_names=[output_name],
             opset_version=opset, dynamo=True, optimize=True, verbose=False,
         )
     with tempfile.TemporaryDirectory() as directory:

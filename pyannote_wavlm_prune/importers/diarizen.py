@@ -45,6 +45,7 @@ import torch
 import yaml
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
+from ..deploy.embedding import check_embedding_runtime
 from ..files import check_output_location
 from ..models.loading import load_model
 from ..models.wavlm_segmentation import WavLMSegmentation
@@ -549,6 +550,7 @@ def import_diarizen(
     output: str | os.PathLike,
     embedding: str | os.PathLike | None = None,
     structure: Mapping[str, Any] | str | os.PathLike | None = None,
+    embedding_runtime: str | None = None,
 ) -> Path:
     """Write a pyannote 4 pipeline directory from a DiariZen hub repository
 
@@ -568,6 +570,10 @@ def import_diarizen(
     structure : dict or path, optional
         The WavLM structure, when `wavlm_src` names none of the published ones (see
         `diarizen_model`).
+    embedding_runtime : str, optional
+        How the pipeline runs its speaker embedding: "torch", "onnxruntime" or
+        "onnxruntime-int8", written in config.yaml (see `export_pipeline`). Defaults to None:
+        the model as it is.
 
     Returns
     -------
@@ -583,6 +589,7 @@ def import_diarizen(
     output = Path(output)
     if output.exists() or output.is_symlink():
         raise FileExistsError(f"{output} exists: expected the path of a new pipeline directory.")
+    check_embedding_runtime(embedding_runtime)
     directory = resolve_source(src)
     check_output_location(output, [("the DiariZen repository", directory)])
     config = read_config(directory)
@@ -625,6 +632,7 @@ def import_diarizen(
         embedding_exclude_overlap=True,  # DiariZen's pipeline always excludes overlap
         segmentation_batch_size=settings["batch_size"],
         embedding_batch_size=settings["batch_size"],
+        embedding_runtime=embedding_runtime,
         extra={"diarizen": {"source": os.fspath(src), "wavlm_src": str(
             config["model"]["args"]["wavlm_src"]), **settings["diarizen"]}},
         **embedding_options,

@@ -30,6 +30,7 @@ from pyannote.audio.core.task import Problem, UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
 from .. import __version__
+from ..deploy.embedding import check_embedding_runtime, check_onnx_embedding, torch_embedding
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..files import check_output_location, give_default_modes, is_empty_directory, place_directory
 from ..models.checkpoint import save_checkpoint
@@ -138,6 +139,7 @@ def export_pipeline(
     embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
     der_variant: Mapping[str, Any] | None = None,
     segmentation_runtime: str | None = None,
+    embedding_runtime: str | None = None,
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     embedding_name: str | None = None,
@@ -171,6 +173,13 @@ def export_pipeline(
         against the torch model) and segmentation/pytorch_model.bin holds the graph (an
         `OnnxSegmentation` checkpoint); torch ones keep the fp32 checkpoint and quantise at
         load. Defaults to None: the checkpoint as it is.
+    embedding_runtime : str, optional
+        "torch", "onnxruntime" or "onnxruntime-int8" (see
+        `pyannote_wavlm_prune.deploy.embedding.EMBEDDING_RUNTIMES`), saved in config.yaml.
+        embedding/pytorch_model.bin stays the torch checkpoint: the ONNX Runtime ones export
+        the embedding's ResNet trunk when the pipeline loads (checked against torch). Only
+        checked here that the embedding has such a trunk. Defaults to None: the embedding
+        model as it is.
     extra : dict, optional
         Additional top-level entries of config.yaml (e.g. "optimization": {...}).
     overwrite : bool, optional
@@ -206,11 +215,18 @@ def export_pipeline(
         raise ValueError("Give embedding= (a model or checkpoint, copied into the directory) or "
                          "embedding_name= (a hub name, written as is), not both.")
     check_runtime(segmentation_runtime)
+    check_embedding_runtime(embedding_runtime)
     segmentation_model = _load_model(segmentation, "segmentation")
     if segmentation_runtime is not None and segmentation_runtime.startswith("onnxruntime"):
         # exported once here rather than at every load
         segmentation_model = segmentation_for_runtime(segmentation_model, segmentation_runtime)
     embedding_model = None if embedding is None else _load_model(embedding, "embedding")
+    if embedding_model is not None:
+        # the torch model (one a pipeline ran with ONNX Runtime saves as the torch model)
+        embedding_model = torch_embedding(embedding_model)
+        if embedding_runtime is not None and embedding_runtime.startswith("onnxruntime"):
+            # now rather than when the pipeline loads; the export itself waits for the load
+            check_onnx_embedding(embedding_model, embedding_runtime)
     stored_plda = None
     if clustering == "VBxClustering":
         if plda is None:
@@ -237,8 +253,10 @@ def export_pipeline(
         clustering=clustering,
         **options,
     )
-    # not given to the pipeline above: "torch" would fold the caller's model in place
+    # not given to the pipeline above: "torch" would fold the caller's model in place, and
+    # an ONNX embedding runtime would export the embedding's trunk for nothing
     options["segmentation_runtime"] = segmentation_runtime
+    options["embedding_runtime"] = embedding_runtime
     params = pipeline.default_parameters() if params is None else _plain(params)
     pipeline.instantiate(params)
     if not pipeline.instantiated:
@@ -337,6 +355,7 @@ def save_pipeline(
         embedding_batch_size=pipeline.embedding_batch_size,
         der_variant=pipeline.der_variant,
         segmentation_runtime=getattr(pipeline, "segmentation_runtime", None),
+        embedding_runtime=getattr(pipeline, "embedding_runtime", None),
         extra=extra,
         overwrite=overwrite,
     )

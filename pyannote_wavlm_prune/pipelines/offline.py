@@ -27,6 +27,7 @@ from pyannote.audio.pipelines.utils import get_model
 from pyannote.audio.utils.hf_hub import AssetFileName
 from pyannote.core import Annotation, Segment, SlidingWindowFeature
 
+from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 
 CLUSTERINGS = tuple(Clustering.__members__)
@@ -132,6 +133,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         plda: Any = None,
         clustering: str = "AgglomerativeClustering",
         segmentation_runtime: str | None = None,
+        embedding_runtime: str | None = None,
         segmentation_batch_size: int = SEGMENTATION_BATCH_SIZE,
         embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
         chunkwise_embeddings: bool | None = None,
@@ -140,6 +142,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         if clustering not in CLUSTERINGS:
             raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
         check_runtime(segmentation_runtime)
+        check_embedding_runtime(embedding_runtime)
         _check_checkpoint_exists("segmentation", segmentation)
         if embedding is None:
             if clustering != "OracleClustering":
@@ -163,6 +166,10 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         source = get_model(segmentation, token=kwargs.get("token"),
                            cache_dir=kwargs.get("cache_dir"))
         segmentation = segmentation_for_runtime(source, segmentation_runtime)
+        if embedding is not None and embedding_runtime is not None:
+            embedding = embedding_for_runtime(get_model(embedding, token=kwargs.get("token"),
+                                                        cache_dir=kwargs.get("cache_dir")),
+                                              embedding_runtime)
 
         super().__init__(
             segmentation=segmentation,
@@ -174,6 +181,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             **kwargs,
         )
         self.segmentation_runtime = segmentation_runtime
+        self.embedding_runtime = embedding_runtime
         self.segmentation_source = source
 
         if clustering == "OracleClustering":
