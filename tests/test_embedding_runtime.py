@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import pickle
 
+import numpy as np
 import onnx
 import pytest
 import torch
@@ -261,3 +262,27 @@ def test_import_diarizen_command_passes_the_embedding_runtime(tmp_path, capsys):
     # DiariZen's WeSpeaker stays a hub name, loaded (and exported) with the pipeline
     assert config["pipeline"]["params"]["embedding_runtime"] == "onnxruntime"
     assert config["pipeline"]["params"]["embedding"] == "pyannote/wespeaker-voxceleb-resnet34-LM"
+
+
+def test_a_pipeline_with_the_onnx_embedding_keeps_the_per_chunk_path(resnet, fp32):
+    from helpers import powerset_specifications, tiny_config
+    from pyannote.audio.sample import SAMPLE_FILE
+    from pyannote.core import SlidingWindow, SlidingWindowFeature
+
+    from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
+    from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+
+    segmentation = WavLMSegmentation(wavlm=tiny_config())
+    segmentation.specifications = powerset_specifications(duration=2.0)
+    segmentation.build()
+    onnx = SpeakerDiarization(segmentation=segmentation.eval(), embedding=fp32)
+    plain = SpeakerDiarization(segmentation=segmentation, embedding=resnet)
+    assert onnx.embedding_path == plain.embedding_path == "per-chunk"
+    masks = np.zeros((3, 50, 2))
+    masks[0, :, 0] = masks[2, 10:, 1] = 1  # chunk 1: nobody
+    segmentations = SlidingWindowFeature(masks, SlidingWindow(start=0.0, duration=2.0, step=4.0))
+    file = {"uri": "sample", "waveform": SAMPLE_FILE["waveform"], "sample_rate": 16000}
+    expected = plain.get_embeddings(file, segmentations)
+    actual = onnx.get_embeddings(file, segmentations)
+    # ONNX Runtime's float32 kernels against torch's (the frames' bound above, on embeddings)
+    assert np.abs(actual - expected).max() <= FP32_TOLERANCE * max(1.0, np.abs(expected).max())
