@@ -15,8 +15,8 @@ torch: the filter banks do not export (FFT), and the pooling is cheap and takes 
 interface (same class name, `forward_frames`, `forward_embedding`, `forward(waveforms,
 weights)`, specifications, dimension, `.to(device)`), so `PretrainedSpeakerEmbedding(model)`
 and `save_checkpoint(model)` treat it as the torch model it was made from: its state dict is
-that model's, the graph is not saved (a pipeline exports it again at load, about 5 s for
-ResNet34, 10 s for int8).
+that model's, the graph is not saved (a pipeline exports it again at load: about 7 s for
+ResNet34 on one thread, fp32 or int8).
 
 The graph's input is `fbank` (batch, frames, features) with dynamic batch and frames, its
 output `frames`. It is checked against torch when exported (`export_trunk`): fp32 on the
@@ -28,8 +28,10 @@ int8 is static QDQ quantisation (`quantize_trunk_int8`: uint8 activations, int8 
 output channel, ranges calibrated on synthetic speech-like chunks, `speech_like`). On CPU,
 ONNX Runtime fuses QDQ convolutions into QLinearConv (int8 kernels); dynamic quantisation
 (ConvInteger) was 1.5x (uint8 weights) to 8x (int8 weights) slower than fp32 on the trunk,
-and QDQ with int8 activations no faster than fp32 (benchmarks/bench_embedding_runtime.py).
-int8 is a CPU runtime: with the CUDA provider the QDQ graph runs but buys nothing.
+and QDQ with int8 activations no faster than fp32; QDQ u8/s8 was 3.4x faster than fp32 (on
+AVX512-VNNI, 1 thread, benchmarks/bench_embedding_runtime.py; ONNX Runtime notes that u8/s8
+products may saturate on CPUs with AVX2 and no VNNI). int8 is a CPU runtime: with the CUDA
+provider the QDQ graph runs but buys nothing.
 """
 
 from __future__ import annotations
