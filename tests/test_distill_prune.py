@@ -287,8 +287,9 @@ def test_ddp_ranks_end_with_identical_gates_and_multipliers(tiny_corpus, tmp_pat
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), corpus=str(tiny_corpus),
                                         cache=str(tmp_path / "cache.npz"), out=str(tmp_path)))
+    # the package of this checkout, not whichever one the environment has installed
     env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin",
-           "MASTER_PORT": "29517"}
+           "MASTER_PORT": "29517", "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]

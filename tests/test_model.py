@@ -4,6 +4,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -98,7 +99,9 @@ def test_checkpoint_reloads_offline_in_a_fresh_process_without_the_wavlm_directo
         print(type(model).__module__, type(model).__name__)
         """
     )
-    env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin"}
+    # the package of this checkout, not whichever one the environment has installed
+    env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin",
+           "PYTHONPATH": str(Path(__file__).parents[1])}
     result = subprocess.run(
         [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
     )
