@@ -22,7 +22,7 @@ from diarizen_helpers import (
     resolve,
     write_hub,
 )
-from helpers import tiny_model
+from helpers import network_depth, rounding_bound, tiny_model
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
@@ -176,8 +176,11 @@ def test_import_options_are_saved_and_reload_in_a_fresh_process(imported_base, t
     options = json.loads(result.stdout.strip().splitlines()[-1])
     assert options == {"layer_weighting": "linear", "conv_output_scale": True,
                        "pruned_norms": "kept", "waveform_norm_eps": 1e-5}
-    here = probabilities(Model.from_pretrained(checkpoint), waves)
-    assert (torch.load(tmp_path / "out.pt") - here).abs().max().item() <= 1e-6
+    model = Model.from_pretrained(checkpoint)
+    here = probabilities(model, waves)
+    # another process, maybe another thread count (summation order): equal up to rounding
+    difference = (torch.load(tmp_path / "out.pt") - here).abs().max().item()
+    assert difference <= rounding_bound(here, network_depth(model))
 
 
 def test_default_options_leave_models_and_old_checkpoints_unchanged(tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers import TINY_BACKEND, powerset_specifications, tiny_model
+from helpers import TINY_BACKEND, network_depth, powerset_specifications, rounding_bound, tiny_model
 from pyannote.audio import Model
 from transformers import WavLMModel
 
@@ -107,7 +107,9 @@ def test_checkpoint_reloads_offline_in_a_fresh_process_without_the_wavlm_directo
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "WavLMSegmentation" in result.stdout
-    assert torch.equal(torch.load(tmp_path / "scores.pt"), expected)
+    # another process, maybe another thread count (summation order): equal up to rounding
+    difference = (torch.load(tmp_path / "scores.pt") - expected).abs().max().item()
+    assert difference <= rounding_bound(expected, network_depth(model))
 
 
 def test_checkpoint_reloads_with_model_from_pretrained_in_process(tmp_path):
