@@ -9,7 +9,7 @@ import torch
 import yaml
 from helpers import FAST_PIPELINE as FAST
 from helpers import TINY_PRUNED_STRUCTURE as PRUNED
-from helpers import tiny_model
+from helpers import network_depth, rounding_bound, tiny_model
 from pyannote.audio import Model, Pipeline
 from pyannote.audio.sample import SAMPLE_FILE
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
@@ -34,8 +34,6 @@ AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
     "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
 }
-# measured on this tiny random model: fp32 graphs differ from torch by 2e-6 (log-probabilities)
-FP32_TOLERANCE = 1e-4
 # int8 (Linear/MatMul weights): max |p_int8 - p_fp32| measured 0.03 to 0.08 on random tiny
 # models (width 32: per-tensor weight scales are coarse), 0.1 is the export's default check
 INT8_TOLERANCE = 0.1
@@ -84,7 +82,9 @@ def test_onnx_graph_equals_torch_at_other_batch_sizes_and_lengths(onnx_file, pru
         expected = pruned(waveforms)
     actual = run_session(session, waveforms)
     assert actual.shape == expected.shape == (shape[0], pruned.num_frames(shape[-1]), 7)
-    assert (actual - expected).abs().max().item() <= FP32_TOLERANCE
+    # float32 is the point: ONNX Runtime's kernels round differently from torch's
+    difference = (actual - expected).abs().max().item()
+    assert difference <= rounding_bound(expected, network_depth(pruned))
 
 
 def test_export_leaves_the_model_untouched_and_the_file_without_temporaries(
@@ -183,8 +183,10 @@ def test_onnx_segmentation_checkpoint_carries_its_graph(onnx_file, pruned, tmp_p
     assert reloaded.onnx_model == onnx_file.read_bytes()
     waveforms = 0.1 * torch.randn(2, 1, 80000)
     with torch.inference_mode():
-        difference = (reloaded(waveforms) - pruned(waveforms)).abs().max().item()
-    assert difference <= FP32_TOLERANCE
+        expected = pruned(waveforms)
+        difference = (reloaded(waveforms) - expected).abs().max().item()
+    # float32 is the point: ONNX Runtime's kernels round differently from torch's
+    assert difference <= rounding_bound(expected, network_depth(pruned))
     assert copy.deepcopy(reloaded)(waveforms).shape == (2, 249, 7)  # sessions are not copied
 
 
