@@ -235,27 +235,39 @@ def test_torch_int8_runtime_quantises_at_load_and_saves_the_fp32_checkpoint(
 
 
 def test_folded_weight_norm_keeps_outputs_and_state_dict_keys_and_spares_copies():
-    model = tiny_model(structure=PRUNED)
+    # float64: g = ||w||, v = w saved for a folded weight w give w again up to rounding only
+    model = tiny_model(structure=PRUNED).double()
+    conv = "frontend.wavlm.encoder.pos_conv_embed.conv.parametrizations.weight"
+    with torch.no_grad():  # g is ||v|| at initialisation, not after training
+        model.get_submodule(conv).original0.mul_(1.5)
     original = copy.deepcopy(model)
     optimized = optimize_for_inference(copy.deepcopy(model))
-    waveforms = 0.1 * torch.randn(2, 1, 32000)
+    waveforms = 0.1 * torch.randn(2, 1, 32000, dtype=torch.float64)
     with torch.inference_mode():
-        assert torch.equal(optimized(waveforms), model(waveforms))
+        expected = model(waveforms)
+        # the folded weight is the one weight_norm computes: the same arithmetic, exact
+        assert torch.equal(optimized(waveforms), expected)
         # torch's remove_parametrizations would have broken the copies (shared class)
-        assert torch.equal(original(waveforms), model(waveforms))
+        assert torch.equal(original(waveforms), expected)
     assert is_optimized_for_inference(optimized) and not is_optimized_for_inference(model)
     folded, reference = optimized.state_dict(), model.state_dict()
     assert sorted(folded) == sorted(reference)
-    assert max((folded[k] - reference[k]).abs().max().item() for k in reference) <= 1e-6
+    g, v = f"{conv}.original0", f"{conv}.original1"
+    assert all(torch.equal(folded[k], reference[k]) for k in reference if k not in (g, v))  # copies
+    weight = torch._weight_norm(reference[v], reference[g], 2)
+    difference = (torch._weight_norm(folded[v], folded[g], 2) - weight).abs().max().item()
+    assert difference <= rounding_bound(weight, 2)  # a norm, then a weight_norm, of w
 
     # each format loads into the other
-    fresh = tiny_model(structure=PRUNED)
+    fresh = tiny_model(structure=PRUNED).double()
     fresh.load_state_dict(folded)
-    optimized_fresh = optimize_for_inference(tiny_model(structure=PRUNED))
+    optimized_fresh = optimize_for_inference(tiny_model(structure=PRUNED).double())
     optimized_fresh.load_state_dict(reference)
     with torch.inference_mode():
-        for loaded in (fresh, optimized_fresh):
-            assert (loaded(waveforms) - model(waveforms)).abs().max().item() <= 1e-5
+        # folded at load by weight_norm's own function: the same weight, exact
+        assert torch.equal(optimized_fresh(waveforms), expected)
+        difference = (fresh(waveforms) - expected).abs().max().item()
+    assert difference <= rounding_bound(expected, network_depth(model))
 
 
 # --- clear errors ---------------------------------------------------------------------------
