@@ -86,6 +86,7 @@ def test_a_shift_sets_the_expected_sparsity_and_keeps_the_order_of_the_gates():
     offset = shift_gates_to_sparsity(frontend, frontend.config, 0.42)
     after = torch.cat([g.log_alpha.detach() for group in frontend.gates.values() for g in group])
     assert float(expected_sparsity(frontend, frontend.config)) == pytest.approx(0.42, abs=1e-6)
+    # float32: after - before rounds to the ulp of log_alpha, well within allclose's 1e-5
     assert torch.allclose(after - before, torch.full_like(before, offset))
 
 
@@ -122,9 +123,10 @@ def test_masks_at_budget_land_on_the_target_changing_units_one_way(target):
     for unit, group in frontend.gates.items():
         for layer, gate in enumerate(group):
             same = ~differing[unit][layer]
-            assert torch.equal(masks[unit][layer][same], gates[unit][layer][same])
+            assert torch.equal(masks[unit][layer][same], gates[unit][layer][same])  # copies
             soft = torch.sigmoid(gate.log_alpha / gate.beta * 0.8)
             now_open = differing[unit][layer] & (masks[unit][layer] > 0)
+            # the same formula on the same values: exact
             assert torch.equal(masks[unit][layer][now_open], soft[now_open])
 
 

@@ -188,6 +188,7 @@ def test_stored_plda_round_trips_through_its_files(tmp_path):
     vectors, labels = gaussian_speakers()
     plda = estimate_plda(vectors, labels)
     loaded = StoredPLDA.load(plda.save(tmp_path / "plda"))
+    # the same float64 arrays, saved and read back, and the same arithmetic: exact
     np.testing.assert_array_equal(loaded(vectors), plda(vectors))
     np.testing.assert_array_equal(loaded.phi, plda.phi)
 

@@ -183,7 +183,7 @@ def test_open_gates_leave_hidden_states_unchanged(family):
         attach_frontend_gates(frontend, UNITS)
         open_all_gates(frontend)
         after = frontend(waveforms)
-    assert max_abs_diff(before, after) == 0.0
+    assert max_abs_diff(before, after) == 0.0  # open gates multiply by exactly 1: exact
 
 
 @pytest.mark.parametrize("family, options", [
@@ -203,7 +203,7 @@ def test_removing_gates_restores_the_ungated_network(family, options):
         remove_frontend_gates(frontend)
         after = frontend(waveforms)
     assert max_abs_diff(before, gated) > 1e-2
-    assert max_abs_diff(before, after) == 0.0
+    assert max_abs_diff(before, after) == 0.0  # the same weights and arithmetic again: exact
     assert not is_gated(frontend)
     assert frontend.state_dict().keys() == state.keys()
 
@@ -230,7 +230,7 @@ def test_masks_of_a_forward_pass_are_reused_until_the_next_one():
         again = frontend.extract_features(waveforms)
         frontend(waveforms)
         after = frontend.extract_features(waveforms)
-    assert torch.equal(first, again)
+    assert torch.equal(first, again)  # the same masks: the same arithmetic, exact
     assert (first - after).abs().max().item() > 1e-3
 
 
@@ -242,7 +242,7 @@ def test_masks_are_drawn_in_train_mode_and_deterministic_in_eval_mode():
     with torch.no_grad():
         frontend.train()
         assert max_abs_diff(frontend(waveforms), frontend(waveforms)) > 1e-3
-        frontend.eval()
+        frontend.eval()  # deterministic masks: the same arithmetic twice, exact
         assert max_abs_diff(frontend(waveforms), frontend(waveforms)) == 0.0
 
 

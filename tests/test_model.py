@@ -22,7 +22,8 @@ def test_output_frames_agree_with_num_frames(num_samples):
     with torch.inference_mode():
         scores = model(torch.randn(2, 1, num_samples))
     assert scores.shape == (2, model.num_frames(num_samples), 7)
-    # powerset log-probabilities: 1 + 3 + 3 classes for 3 speakers, 2 per frame
+    # powerset log-probabilities: 1 + 3 + 3 classes for 3 speakers, 2 per frame (float32:
+    # 7 rounded exponentials sum to 1 within a few ulps, under assert_close's default 1e-5)
     torch.testing.assert_close(scores.exp().sum(-1), torch.ones(2, scores.shape[1]))
 
 
@@ -71,7 +72,7 @@ def test_pretrained_weights_load_exactly_from_a_local_directory(tmp_path):
     for name, tensor in pretrained.state_dict().items():
         if name.startswith("encoder.layer_norm."):
             continue  # pre-LN final norm: unused by the front end, dropped
-        assert torch.equal(loaded[name], tensor), name
+        assert torch.equal(loaded[name], tensor), name  # copied, not computed
 
 
 def test_checkpoint_reloads_offline_in_a_fresh_process_without_the_wavlm_directory(tmp_path):
@@ -118,7 +119,7 @@ def test_checkpoint_reloads_with_model_from_pretrained_in_process(tmp_path):
     reloaded = Model.from_pretrained(tmp_path / "model.ckpt").eval()
     assert type(reloaded) is WavLMSegmentation
     waveforms = torch.randn(1, 1, 20000)
-    with torch.inference_mode():
+    with torch.inference_mode():  # same weights, same process, same arithmetic: exact
         assert torch.equal(reloaded(waveforms), model(waveforms))
 
 

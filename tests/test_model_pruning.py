@@ -45,7 +45,8 @@ def test_prune_leaves_the_gated_model_untouched():
     gated = randomly_gated("base")
     before = {name: tensor.clone() for name, tensor in gated.state_dict().items()}
     prune(gated)
-    assert all(torch.equal(tensor, before[name]) for name, tensor in gated.state_dict().items())
+    assert all(torch.equal(tensor, before[name])  # untouched: not even rounded
+               for name, tensor in gated.state_dict().items())
 
 
 def test_pruned_checkpoint_reloads_with_its_structure(tmp_path):
@@ -55,7 +56,7 @@ def test_pruned_checkpoint_reloads_with_its_structure(tmp_path):
     assert reloaded.structure == pruned.structure
     assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in pruned.parameters())
     waveforms = torch.randn(1, 1, 16000)
-    with torch.inference_mode():
+    with torch.inference_mode():  # same weights, same process, same arithmetic: exact
         assert torch.equal(reloaded(waveforms), pruned(waveforms))
 
 
@@ -65,7 +66,7 @@ def test_gated_checkpoint_reloads_with_its_gates(tmp_path):
     reloaded = Model.from_pretrained(tmp_path / "gated.ckpt").eval()
     assert reloaded.hparams.gates == ["conv", "head", "ffn", "attention_layer", "ffn_layer"]
     waveforms = torch.randn(1, 1, 16000)
-    with torch.inference_mode():
+    with torch.inference_mode():  # same weights, same process, same arithmetic: exact
         assert torch.equal(reloaded(waveforms), gated(waveforms))
 
 
@@ -113,5 +114,5 @@ def test_a_gated_pruned_checkpoint_reloads_with_its_structure_and_gates(tmp_path
     reloaded = Model.from_pretrained(tmp_path / "gated.ckpt").eval()
     assert reloaded.structure == first.structure and reloaded.hparams.gates == list(ALL_UNITS)
     waveforms = torch.randn(1, 1, 16000)
-    with torch.inference_mode():
+    with torch.inference_mode():  # same weights, same process, same arithmetic: exact
         assert torch.equal(reloaded(waveforms), gated(waveforms))

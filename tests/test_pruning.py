@@ -207,6 +207,7 @@ def test_pruning_leaves_the_gated_front_end_untouched(waveforms):
         after = gated(waveforms)
     assert is_gated(gated)
     assert state.keys() == gated.state_dict().keys()
+    # untouched weights, then the same arithmetic: exactly the same
     assert all(torch.equal(state[key], value) for key, value in gated.state_dict().items())
     assert max_abs_diff(before, after) == 0.0
 
@@ -216,7 +217,7 @@ def test_a_pruned_front_end_reloads_from_its_structure_and_state_dict(family, wa
     pruned, structure = prune_frontend(heavily_pruned_frontend(family))
     reloaded = WavLMFrontEnd(pruned.config, structure=structure).eval()
     reloaded.load_state_dict(pruned.state_dict(), strict=True)
-    with torch.no_grad():
+    with torch.no_grad():  # same weights, same process, same arithmetic: exact
         assert max_abs_diff(pruned(waveforms), reloaded(waveforms)) == 0.0
 
 
