@@ -248,7 +248,7 @@ def reference_forward(state: dict[str, torch.Tensor], wavlm, waveforms: torch.Te
     """Powerset probabilities of DiariZen's model, computed from its state dict
 
     waveforms (Tensor): shape (batch, samples), 16 kHz
-    returns (Tensor): shape (batch, frames, classes)
+    returns (Tensor): shape (batch, frames, classes), float64 (so is the whole computation)
     """
     config, structure = resolve(wavlm)
     s = {key: value.double() for key, value in state.items()}
@@ -368,4 +368,4 @@ def reference_forward(state: dict[str, torch.Tensor], wavlm, waveforms: torch.Te
                      s[f"{block}.conv.pointwise_conv2.bias"])
         x = x + y.transpose(1, 2)
         x = norm(half_ffn(x, "ffn2"), f"{block}.ln_norm")
-    return torch.softmax(linear(x, "classifier"), dim=-1).float()
+    return torch.softmax(linear(x, "classifier"), dim=-1)

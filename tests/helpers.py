@@ -1,7 +1,8 @@
-"""Builders shared by the tests (tiny models, task specifications)."""
+"""Builders shared by the tests (tiny models, task specifications), and rounding bounds."""
 
 from __future__ import annotations
 
+import torch
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from pyannote_wavlm_prune import WavLMSegmentation
@@ -43,3 +44,35 @@ TINY_PRUNED_STRUCTURE = {
 }
 # fast pipelines: non-overlapping windows, embeddings computed in one batch
 FAST_PIPELINE = {"segmentation_step": 1.0, "embedding_batch_size": 16}
+
+
+# Rounding differences per layer, in eps of the dtype times the output's magnitude (a layer of
+# these small networks sums at most a few thousand terms): measured up to 0.3 in float32
+# (another machine, process or ONNX Runtime) and 1.1 in float64 (pruned again with soft
+# gates), so 4 leaves room for other machines and releases.
+ULPS_PER_LAYER = 4
+
+
+def network_depth(model) -> int:
+    """Layers a signal passes in sequence through a WavLMSegmentation or a WavLM front end
+
+    The CNN's layers, the feature projection, the positional convolution, two blocks
+    (attention, FFN) per transformer layer; for a WavLMSegmentation, also the projection,
+    four blocks per Conformer layer (two half FFNs, attention, convolution), the classifier.
+    """
+    frontend = getattr(model, "frontend", model)
+    wavlm = frontend.wavlm
+    depth = len(wavlm.feature_extractor.conv_layers) + 2 + 2 * len(wavlm.encoder.layers)
+    if frontend is not model:
+        depth += 2 + 4 * len(model.conformer.conformer_layers)
+    return depth
+
+
+def rounding_bound(reference: torch.Tensor | list[torch.Tensor], depth: int) -> float:
+    """The most two computations of `reference` can differ by when only their rounding differs
+    (summation order, kernels, machine, library release): ULPS_PER_LAYER eps of its dtype
+    times its largest magnitude, for each of the `depth` layers it went through."""
+    tensors = [reference] if isinstance(reference, torch.Tensor) else list(reference)
+    magnitude = max(tensor.abs().max().item() for tensor in tensors)
+    eps = torch.finfo(tensors[0].dtype).eps
+    return ULPS_PER_LAYER * depth * eps * magnitude

@@ -148,6 +148,7 @@ def test_a_checkpoint_of_version_0_1_0_loads_and_gives_its_recorded_outputs():
     projection, a removed attention block) saved by commit 629af64, and its outputs."""
     script = f"""
 import torch
+from helpers import network_depth, rounding_bound
 from pyannote.audio import Model
 model = Model.from_pretrained({str(DATA / 'old-format-large-pruned.ckpt')!r}).eval()
 recorded = torch.load({str(DATA / 'old-format-large-pruned.outputs.pt')!r})
@@ -155,12 +156,14 @@ with torch.no_grad():
     outputs = model(recorded["waveforms"])
 print(type(model).__name__, model.structure.kept_heads, model.structure.attention_layers)
 print((outputs - recorded["outputs"]).abs().max().item())
+print(rounding_bound(recorded["outputs"], network_depth(model)))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                            timeout=300, check=True)
-    description, difference = result.stdout.strip().splitlines()[-2:]
+                            timeout=300, check=True, cwd=Path(__file__).parent)
+    description, difference, bound = result.stdout.strip().splitlines()[-3:]
     assert description == "WavLMSegmentation ((0, 1, 2), ()) (True, False)"
-    assert float(difference) <= 1e-6
+    # float32 outputs recorded on another machine and release: equal up to rounding
+    assert float(difference) <= float(bound)
 
 
 def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():

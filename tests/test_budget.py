@@ -5,7 +5,7 @@ import json
 import lightning
 import pytest
 import torch
-from helpers import tiny_model
+from helpers import network_depth, rounding_bound, tiny_model
 from wavlm_helpers import max_abs_diff, randomise_gates, tiny_frontend
 
 from pyannote_wavlm_prune import prune
@@ -87,6 +87,7 @@ def test_a_shift_sets_the_expected_sparsity_and_keeps_the_order_of_the_gates():
     offset = shift_gates_to_sparsity(frontend, frontend.config, 0.42)
     after = torch.cat([g.log_alpha.detach() for group in frontend.gates.values() for g in group])
     assert float(expected_sparsity(frontend, frontend.config)) == pytest.approx(0.42, abs=1e-6)
+    # float32: after - before rounds to the ulp of log_alpha, well within allclose's 1e-5
     assert torch.allclose(after - before, torch.full_like(before, offset))
 
 
@@ -123,9 +124,10 @@ def test_masks_at_budget_land_on_the_target_changing_units_one_way(target):
     for unit, group in frontend.gates.items():
         for layer, gate in enumerate(group):
             same = ~differing[unit][layer]
-            assert torch.equal(masks[unit][layer][same], gates[unit][layer][same])
+            assert torch.equal(masks[unit][layer][same], gates[unit][layer][same])  # copies
             soft = torch.sigmoid(gate.log_alpha / gate.beta * 0.8)
             now_open = differing[unit][layer] & (masks[unit][layer] > 0)
+            # the same formula on the same values: exact
             assert torch.equal(masks[unit][layer][now_open], soft[now_open])
 
 
@@ -147,19 +149,22 @@ def test_the_lowest_scored_units_are_removed_first():
 
 
 def test_pruning_by_budget_masks_computes_the_gated_network_under_those_masks():
-    frontend = _gated_with_soft_gates()
+    # float64, pruning included: the same real arithmetic two ways, equal up to rounding
+    frontend = _gated_with_soft_gates().double()
     masks, _ = masks_at_budget(frontend, 0.45)
     state, structure = fold_frontend(frontend, masks)
-    pruned = WavLMFrontEnd(frontend.config, structure=structure).eval()
+    pruned = WavLMFrontEnd(frontend.config, structure=structure).double().eval()
     pruned.load_state_dict(state, strict=True)
     # the gated network under the same masks (no draw: the masks are set by hand)
     frontend._gate_masks.current = {(unit, layer): mask for unit, group in masks.items()
                                     if unit in frontend.gates for layer, mask in enumerate(group)}
     frontend._gate_masks.draw = lambda: None
     frontend._gate_masks.drawn_in_training = False
-    waveforms = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    waveforms = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0)).double()
     with torch.no_grad():
-        assert max_abs_diff(frontend(waveforms), pruned(waveforms)) <= 1e-4
+        expected = frontend(waveforms)
+        difference = max_abs_diff(expected, pruned(waveforms))
+    assert difference <= rounding_bound(expected, network_depth(frontend))
     assert structure.sparsity() == pytest.approx(0.45, abs=0.005)
 
 

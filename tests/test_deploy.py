@@ -9,7 +9,7 @@ import torch
 import yaml
 from helpers import FAST_PIPELINE as FAST
 from helpers import TINY_PRUNED_STRUCTURE as PRUNED
-from helpers import tiny_model
+from helpers import network_depth, rounding_bound, tiny_model
 from pyannote.audio import Model, Pipeline
 from pyannote.audio.sample import SAMPLE_FILE
 from transformers.models.wavlm.modeling_wavlm import WavLMAttention
@@ -34,8 +34,6 @@ AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
     "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
 }
-# measured on this tiny random model: fp32 graphs differ from torch by 2e-6 (log-probabilities)
-FP32_TOLERANCE = 1e-4
 # int8 (Linear/MatMul weights): max |p_int8 - p_fp32| measured 0.03 to 0.08 on random tiny
 # models (width 32: per-tensor weight scales are coarse), 0.1 is the export's default check
 INT8_TOLERANCE = 0.1
@@ -84,7 +82,9 @@ def test_onnx_graph_equals_torch_at_other_batch_sizes_and_lengths(onnx_file, pru
         expected = pruned(waveforms)
     actual = run_session(session, waveforms)
     assert actual.shape == expected.shape == (shape[0], pruned.num_frames(shape[-1]), 7)
-    assert (actual - expected).abs().max().item() <= FP32_TOLERANCE
+    # float32 is the point: ONNX Runtime's kernels round differently from torch's
+    difference = (actual - expected).abs().max().item()
+    assert difference <= rounding_bound(expected, network_depth(pruned))
 
 
 def test_export_leaves_the_model_untouched_and_the_file_without_temporaries(
@@ -183,8 +183,10 @@ def test_onnx_segmentation_checkpoint_carries_its_graph(onnx_file, pruned, tmp_p
     assert reloaded.onnx_model == onnx_file.read_bytes()
     waveforms = 0.1 * torch.randn(2, 1, 80000)
     with torch.inference_mode():
-        difference = (reloaded(waveforms) - pruned(waveforms)).abs().max().item()
-    assert difference <= FP32_TOLERANCE
+        expected = pruned(waveforms)
+        difference = (reloaded(waveforms) - expected).abs().max().item()
+    # float32 is the point: ONNX Runtime's kernels round differently from torch's
+    assert difference <= rounding_bound(expected, network_depth(pruned))
     assert copy.deepcopy(reloaded)(waveforms).shape == (2, 249, 7)  # sessions are not copied
 
 
@@ -219,8 +221,12 @@ def test_torch_int8_runtime_quantises_at_load_and_saves_the_fp32_checkpoint(
     assert pipeline.segmentation_runtime == "torch-int8"
     assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear)
                for m in pipeline._segmentation.model.modules())
-    diarization = pipeline(SAMPLE_FILE).speaker_diarization
-    assert len(diarization.labels()) >= 1
+    # quantised at load as here: the same int8 model, the same arithmetic, the same output
+    here = SpeakerDiarization(segmentation=pruned, embedding=embedding,
+                              segmentation_runtime="torch-int8", **FAST)
+    expected = rttm(here.instantiate(AGGLOMERATIVE)(SAMPLE_FILE).speaker_diarization)
+    assert expected.count("\n") + 1 >= 10  # a real diarization, not an empty one
+    assert rttm(pipeline(SAMPLE_FILE).speaker_diarization) == expected
 
     saved = save_pipeline(pipeline, tmp_path / "saved")
     reloaded = Model.from_pretrained(saved / "segmentation" / "pytorch_model.bin")
@@ -233,27 +239,39 @@ def test_torch_int8_runtime_quantises_at_load_and_saves_the_fp32_checkpoint(
 
 
 def test_folded_weight_norm_keeps_outputs_and_state_dict_keys_and_spares_copies():
-    model = tiny_model(structure=PRUNED)
+    # float64: g = ||w||, v = w saved for a folded weight w give w again up to rounding only
+    model = tiny_model(structure=PRUNED).double()
+    conv = "frontend.wavlm.encoder.pos_conv_embed.conv.parametrizations.weight"
+    with torch.no_grad():  # g is ||v|| at initialisation, not after training
+        model.get_submodule(conv).original0.mul_(1.5)
     original = copy.deepcopy(model)
     optimized = optimize_for_inference(copy.deepcopy(model))
-    waveforms = 0.1 * torch.randn(2, 1, 32000)
+    waveforms = 0.1 * torch.randn(2, 1, 32000, dtype=torch.float64)
     with torch.inference_mode():
-        assert torch.equal(optimized(waveforms), model(waveforms))
+        expected = model(waveforms)
+        # the folded weight is the one weight_norm computes: the same arithmetic, exact
+        assert torch.equal(optimized(waveforms), expected)
         # torch's remove_parametrizations would have broken the copies (shared class)
-        assert torch.equal(original(waveforms), model(waveforms))
+        assert torch.equal(original(waveforms), expected)
     assert is_optimized_for_inference(optimized) and not is_optimized_for_inference(model)
     folded, reference = optimized.state_dict(), model.state_dict()
     assert sorted(folded) == sorted(reference)
-    assert max((folded[k] - reference[k]).abs().max().item() for k in reference) <= 1e-6
+    g, v = f"{conv}.original0", f"{conv}.original1"
+    assert all(torch.equal(folded[k], reference[k]) for k in reference if k not in (g, v))  # copies
+    weight = torch._weight_norm(reference[v], reference[g], 2)
+    difference = (torch._weight_norm(folded[v], folded[g], 2) - weight).abs().max().item()
+    assert difference <= rounding_bound(weight, 2)  # a norm, then a weight_norm, of w
 
     # each format loads into the other
-    fresh = tiny_model(structure=PRUNED)
+    fresh = tiny_model(structure=PRUNED).double()
     fresh.load_state_dict(folded)
-    optimized_fresh = optimize_for_inference(tiny_model(structure=PRUNED))
+    optimized_fresh = optimize_for_inference(tiny_model(structure=PRUNED).double())
     optimized_fresh.load_state_dict(reference)
     with torch.inference_mode():
-        for loaded in (fresh, optimized_fresh):
-            assert (loaded(waveforms) - model(waveforms)).abs().max().item() <= 1e-5
+        # folded at load by weight_norm's own function: the same weight, exact
+        assert torch.equal(optimized_fresh(waveforms), expected)
+        difference = (fresh(waveforms) - expected).abs().max().item()
+    assert difference <= rounding_bound(expected, network_depth(model))
 
 
 # --- clear errors ---------------------------------------------------------------------------

@@ -117,7 +117,7 @@ def test_teacher_is_untouched_and_outside_the_student(tiny_protocol, tmp_path):
     fit.fit(student)
 
     for name, tensor in model.state_dict().items():
-        assert torch.equal(tensor, before[name]), name
+        assert torch.equal(tensor, before[name]), name  # untouched: not even rounded
     teacher_ids = {id(p) for p in task.teacher.parameters()}
     optimized = [p for group in fit.optimizers[0].param_groups for p in group["params"]]
     assert not teacher_ids & {id(p) for p in optimized}
@@ -200,11 +200,10 @@ def test_interrupted_run_resumes_as_if_uninterrupted(tiny_protocol, tmp_path, co
     run(tmp_path / "b", max_epochs=1)
     resumed = run(tmp_path / "b", max_epochs=2, ckpt_path=tmp_path / "b" / "last.ckpt")
     assert resumed.global_step == uninterrupted.global_step == 2 * steps
-    difference = (gate_parameters(resumed) - gate_parameters(uninterrupted)).abs().max().item()
-    assert difference <= 1e-6
+    # every tensor restored exactly and the same batches replayed: the same arithmetic, exact
+    assert torch.equal(gate_parameters(resumed), gate_parameters(uninterrupted))
     if controller == "lagrangian":
-        assert resumed.loss_func.lambda1.item() == pytest.approx(
-            uninterrupted.loss_func.lambda1.item(), abs=1e-6)
+        assert resumed.loss_func.lambda1.item() == uninterrupted.loss_func.lambda1.item()
 
 
 def test_a_teacher_that_is_not_a_wavlm_segmentation_is_refused(tiny_protocol):
@@ -287,13 +286,16 @@ def test_ddp_ranks_end_with_identical_gates_and_multipliers(tiny_corpus, tmp_pat
     script = tmp_path / "ddp.py"
     script.write_text(DDP_SCRIPT.format(tests=str(pathlib.Path(__file__).parent), corpus=str(tiny_corpus),
                                         cache=str(tmp_path / "cache.npz"), out=str(tmp_path)))
+    # the package of this checkout, not whichever one the environment has installed
     env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin",
-           "MASTER_PORT": "29517"}
+           "MASTER_PORT": "29517", "PYTHONPATH": str(pathlib.Path(__file__).parents[1])}
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, env=env, capture_output=True,
                             text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
     assert ranks[0]["step"] == ranks[1]["step"] == 4
+    # exact: DDP gives every rank the same all-reduced gradients, and each applies the same
+    # update to the same values (the same arithmetic on one machine)
     for name, tensor in ranks[0]["gates"].items():
         assert torch.equal(tensor, ranks[1]["gates"][name]), name
     for name, tensor in ranks[0]["lagrangian"].items():
