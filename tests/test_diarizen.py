@@ -160,13 +160,14 @@ def test_imported_unpruned_base_keeps_stock_modules_and_computes_what_diarizen_c
 
 def test_import_options_are_saved_and_reload_in_a_fresh_process(imported_base, tmp_path):
     checkpoint = imported_base / "segmentation" / "pytorch_model.bin"
-    waves = waveforms(batch=1)
+    # float64 in both processes, so that rounding cannot hide a real difference
+    waves = waveforms(batch=1).double()
     torch.save(waves, tmp_path / "waves.pt")
     script = (
         "import sys, json, torch\n"
         "import pyannote_wavlm_prune\n"
         "from pyannote.audio import Model\n"
-        f"model = Model.from_pretrained({str(checkpoint)!r}).eval()\n"
+        f"model = Model.from_pretrained({str(checkpoint)!r}).eval().double()\n"
         f"waves = torch.load({str(tmp_path / 'waves.pt')!r})\n"
         "with torch.no_grad():\n"
         f"    torch.save(model(waves[:, None]).exp(), {str(tmp_path / 'out.pt')!r})\n"
@@ -181,7 +182,7 @@ def test_import_options_are_saved_and_reload_in_a_fresh_process(imported_base, t
     options = json.loads(result.stdout.strip().splitlines()[-1])
     assert options == {"layer_weighting": "linear", "conv_output_scale": True,
                        "pruned_norms": "kept", "waveform_norm_eps": 1e-5}
-    model = Model.from_pretrained(checkpoint)
+    model = Model.from_pretrained(checkpoint).double()
     here = probabilities(model, waves)
     # another process, maybe another thread count (summation order): equal up to rounding
     difference = (torch.load(tmp_path / "out.pt") - here).abs().max().item()

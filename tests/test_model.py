@@ -84,16 +84,17 @@ def test_checkpoint_reloads_offline_in_a_fresh_process_without_the_wavlm_directo
     save_checkpoint(model, tmp_path / "model.ckpt")
     shutil.rmtree(tmp_path / "wavlm")
 
-    waveforms = torch.randn(2, 1, 32000)
+    # float64 in both processes, so that rounding cannot hide a real difference
+    waveforms = torch.randn(2, 1, 32000, dtype=torch.float64)
     torch.save(waveforms, tmp_path / "waveforms.pt")
     with torch.inference_mode():
-        expected = model(waveforms)
+        expected = model.double()(waveforms)
 
     script = textwrap.dedent(
         f"""
         import torch
         from pyannote.audio import Model
-        model = Model.from_pretrained({str(tmp_path / "model.ckpt")!r}).eval()
+        model = Model.from_pretrained({str(tmp_path / "model.ckpt")!r}).eval().double()
         with torch.inference_mode():
             scores = model(torch.load({str(tmp_path / "waveforms.pt")!r}))
         torch.save(scores, {str(tmp_path / "scores.pt")!r})
