@@ -1,13 +1,11 @@
 """WavLMSegmentation inside pyannote's SpeakerDiarization pipeline, fully offline."""
 
 import pytest
-from helpers import tiny_model
+from helpers import pyannote_s_own, tiny_model
 from pyannote.audio.models.embedding import XVectorMFCC
-from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.sample import SAMPLE_FILE
 
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.offline import NoPLDA
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
@@ -16,10 +14,10 @@ AGGLOMERATIVE = {
 
 
 def test_pipeline_diarizes_pyannote_sample_file_offline_as_pyannote_s_own_class():
-    segmentation = tiny_model(duration=5.0)
-    embedding = XVectorMFCC().eval()  # random weights: the hub is out of reach
     pipeline = SpeakerDiarization(
-        segmentation=segmentation, embedding=embedding, clustering="AgglomerativeClustering",
+        segmentation=tiny_model(duration=5.0),
+        embedding=XVectorMFCC().eval(),  # random weights: the hub is out of reach
+        clustering="AgglomerativeClustering",
         segmentation_step=0.5,
     )
     pipeline.instantiate(AGGLOMERATIVE)
@@ -28,15 +26,7 @@ def test_pipeline_diarizes_pyannote_sample_file_offline_as_pyannote_s_own_class(
     assert len(diarization) >= 10  # a real diarization, not an empty one
     extent = diarization.get_timeline().extent()
     assert 0.0 <= extent.start and extent.end <= 30.0 + 1e-6
-    # pyannote's class with the same models and batches: the same arithmetic, the same output
-    own = PyannoteSpeakerDiarization(
-        segmentation=segmentation, embedding=embedding, plda=NoPLDA(),
-        clustering="AgglomerativeClustering", segmentation_step=0.5,
-        segmentation_batch_size=pipeline.segmentation_batch_size,
-        embedding_batch_size=pipeline.embedding_batch_size,
-    )
-    own.instantiate(AGGLOMERATIVE)
-    assert own(SAMPLE_FILE).speaker_diarization == diarization
+    assert pyannote_s_own(pipeline)(SAMPLE_FILE).speaker_diarization == diarization
 
 
 def test_vbx_clustering_without_plda_is_refused():
