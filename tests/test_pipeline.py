@@ -49,9 +49,11 @@ def test_pyannote_sample_read_without_a_decoder_equals_pyannote_s_own():
 def test_no_turn_ends_after_the_file_does():
     """pyannote's class pads the last chunk and leaves its turns past the end (3.99 s here)."""
     import torch
+    from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
     from pyannote.core import Segment
 
     from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.offline import NoPLDA
 
     torch.manual_seed(0)
     shared = {"segmentation": tiny_model(duration=2.0), "embedding": untrained_embedding(),
