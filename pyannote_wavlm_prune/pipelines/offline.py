@@ -215,7 +215,10 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         if embedding is None or isinstance(embedding, NoEmbedding) or chunkwise is False:
             return None
         model = getattr(embedding, "model_", None)
-        reason = frame_wise_split_problem(model)
+        if model is None:  # e.g. SpeechBrain's or NeMo's embeddings, not a pyannote Model
+            reason = f"{type(embedding).__name__} wraps no pyannote Model"
+        else:
+            reason = frame_wise_split_problem(model)
         if reason is None:
             log.info("Speaker embeddings: one pass of %s's frame-wise part per chunk with an "
                      "active speaker, pooled per speaker.", type(model).__name__)
