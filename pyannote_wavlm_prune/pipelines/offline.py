@@ -204,7 +204,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         (pyannote's: one pass per (chunk, speaker) pair), or None without an embedding."""
         if isinstance(getattr(self, "_embedding", None), (NoEmbedding, type(None))):
             return None
-        return "per-chunk" if self._frame_wise_model is not None else "per-pair"
+        chunkwise = self._frame_wise_model is not None and self.chunkwise_embeddings is not False
+        return "per-chunk" if chunkwise else "per-pair"
 
     def _choose_embedding_path(self, chunkwise: bool | None):
         """The embedding model whose frame-wise part serves all speakers of a chunk, or None.
@@ -259,7 +260,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         """
         if isinstance(self._embedding, NoEmbedding):
             return None
-        if self._frame_wise_model is None:
+        if self._frame_wise_model is None or self.chunkwise_embeddings is False:
             return super().get_embeddings(
                 file, binary_segmentations, exclude_overlap=exclude_overlap, hook=hook
             )
