@@ -47,6 +47,21 @@ TINY_PRUNED_STRUCTURE = {
 FAST_PIPELINE = {"segmentation_step": 1.0, "embedding_batch_size": 16}
 
 
+def random_wespeaker(duration: float = 2.0):
+    """pyannote's WeSpeaker ResNet34 (the embedding of its hub pipelines and DiariZen's), random
+    weights (seed 0), with the specifications a checkpoint needs; in eval mode."""
+    import torch
+    from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from pyannote.audio.models.embedding import WeSpeakerResNet34
+
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = WeSpeakerResNet34()
+    model.specifications = Specifications(problem=Problem.REPRESENTATION,
+                                          resolution=Resolution.CHUNK, duration=duration)
+    return model.eval()
+
+
 def pyannote_s_own(pipeline):
     """pyannote's own SpeakerDiarization with the models, PLDA, clustering, windows, batches
     and instantiated parameters of `pipeline` (one of ours): given the same file, the same

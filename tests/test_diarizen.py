@@ -26,6 +26,7 @@ from helpers import (
     assert_same_diarization,
     network_depth,
     pyannote_s_own,
+    random_wespeaker,
     rounding_bound,
     tiny_model,
 )
@@ -83,14 +84,7 @@ def model_args(wavlm, backend=None) -> dict:
 @pytest.fixture(scope="module")
 def wespeaker(tmp_path_factory) -> Path:
     """A local WeSpeaker ResNet34 (DiariZen's embedding architecture), random weights."""
-    from pyannote.audio.models.embedding import WeSpeakerResNet34
-
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = WeSpeakerResNet34()
-    model.specifications = Specifications(problem=Problem.REPRESENTATION,
-                                          resolution=Resolution.CHUNK, duration=2.0)
-    return save_checkpoint(model.eval(), tmp_path_factory.mktemp("wespeaker") / "pytorch_model.bin")
+    return save_checkpoint(random_wespeaker(), tmp_path_factory.mktemp("wespeaker") / "pytorch_model.bin")
 
 
 @pytest.fixture(scope="module")

@@ -13,9 +13,8 @@ import torch
 import yaml
 from diarizen_helpers import TINY_BACKEND, TINY_PRUNED, write_hub
 from helpers import FAST_PIPELINE as FAST
-from helpers import tiny_model
+from helpers import random_wespeaker, tiny_model
 from pyannote.audio import Model, Pipeline
-from pyannote.audio.core.task import Problem, Resolution, Specifications
 from pyannote.audio.models.embedding import WeSpeakerResNet34
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 
@@ -47,14 +46,8 @@ INT8_FRAMES = 0.1
 
 @pytest.fixture(scope="module")
 def resnet():
-    """A random WeSpeakerResNet34 (community-1's embedding architecture), with the
-    specifications of a speaker embedding (what a checkpoint needs)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = WeSpeakerResNet34()
-    model.specifications = Specifications(problem=Problem.REPRESENTATION,
-                                          resolution=Resolution.CHUNK, duration=2.0)
-    return model.eval()
+    """A random WeSpeakerResNet34 (community-1's embedding architecture)."""
+    return random_wespeaker()
 
 
 @pytest.fixture(scope="module")

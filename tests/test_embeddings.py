@@ -5,9 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config
-from pyannote.audio.core.task import Problem, Resolution, Specifications
-from pyannote.audio.models.embedding import WeSpeakerResNet34
+from helpers import random_wespeaker, tiny_config
 from pyannote.audio.models.embedding import XVectorMFCC as PyannoteXVectorMFCC
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.sample import SAMPLE_FILE
@@ -44,12 +42,7 @@ def segmentation(tiny_protocol, tmp_path_factory):
 @pytest.fixture(scope="module")
 def wespeaker():
     """pyannote's WeSpeaker ResNet34 (the embedding of its hub pipelines), random weights."""
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = WeSpeakerResNet34()
-    model.specifications = Specifications(problem=Problem.REPRESENTATION,
-                                          resolution=Resolution.CHUNK, duration=2.0)
-    return model.eval()
+    return random_wespeaker()
 
 
 def with_a_pause(file: dict, at: float = 10.0, pause: float = 6.0) -> dict:
