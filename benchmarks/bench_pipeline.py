@@ -25,7 +25,8 @@ Time is split with the pipeline's hook: segmentation (sliding window, 8 s chunks
 output), and other (binarisation, speaker counting). Peak memory: the process's resident
 memory sampled every 20 ms during the call (its peak, and its growth over the resident
 memory before the call); with `--device cuda`, the GPU's peak allocated memory too.
-Embedding passes: waveforms sent through the embedding model's first layer. Each
+Embedding passes: waveforms whose filter banks the embedding model computes (one per
+pass, torch or ONNX trunk). Each
 (variant, duration) is run once, variants of one duration in turn, with the same batch sizes.
 
     python benchmarks/bench_pipeline.py [--minutes 1 10 30] [--variants pyannote-unpruned s80 ...]
@@ -98,14 +99,18 @@ def two_speakers(segmentation):
 
 
 class PassCounter:
-    """Counts the waveforms sent through `layer` (a forward pre-hook)."""
+    """Counts the waveforms whose filter banks the embedding model computes: every pass, with
+    a torch or an ONNX Runtime trunk (the instance's `compute_fbank` is wrapped)."""
 
-    def __init__(self, layer: torch.nn.Module):
+    def __init__(self, model: torch.nn.Module):
         self.count = 0
-        layer.register_forward_pre_hook(self._count)
+        compute_fbank = model.compute_fbank
 
-    def _count(self, module, inputs):
-        self.count += inputs[0].shape[0]
+        def counted(waveforms: torch.Tensor) -> torch.Tensor:
+            self.count += waveforms.shape[0]
+            return compute_fbank(waveforms)
+
+        model.compute_fbank = counted
 
 
 class Activity:
@@ -275,7 +280,6 @@ def main() -> None:
             segmentation = OnnxSegmentation.from_onnx(cached, segmentation)
         # one embedding model per pipeline: its pass counter counts that pipeline's passes
         embedding = wespeaker_resnet34()
-        counters[name] = PassCounter(embedding.resnet.conv1)
         options = {"segmentation": segmentation, "embedding": embedding, "plda": plda,
                    "clustering": "VBxClustering", "segmentation_step": 0.1,
                    "segmentation_batch_size": arguments.segmentation_batch_size,
@@ -291,6 +295,8 @@ def main() -> None:
                                           chunkwise_embeddings=chunkwise, **extra, **options)
             pipeline = pipeline.instantiate(pipeline.default_parameters())
         pipelines[name] = pipeline.to(device)
+        # the model the pipeline runs (for an ONNX runtime, a copy of `embedding`)
+        counters[name] = PassCounter(pipeline._embedding.model_)
         print(f"{name}: pipeline ready in {time.perf_counter() - start:.0f} s", file=sys.stderr,
               flush=True)
 

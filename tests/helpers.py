@@ -66,17 +66,9 @@ def pyannote_s_own(pipeline):
     """pyannote's own SpeakerDiarization with the models, PLDA, clustering, windows, batches
     and instantiated parameters of `pipeline` (one of ours): given the same file, the same
     arithmetic, so exactly the same output."""
-    from pyannote.audio.pipelines import SpeakerDiarization
+    from pyannote_wavlm_prune.pipelines.offline import pyannote_counterpart
 
-    own = SpeakerDiarization(
-        segmentation=pipeline._segmentation.model, embedding=pipeline.embedding,
-        plda=pipeline._plda, clustering=pipeline.klustering,
-        segmentation_step=pipeline.segmentation_step,
-        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
-        segmentation_batch_size=pipeline.segmentation_batch_size,
-        embedding_batch_size=pipeline.embedding_batch_size,
-    )
-    return own.instantiate(pipeline.parameters(instantiated=True))
+    return pyannote_counterpart(pipeline)
 
 
 def assert_same_diarization(ours, theirs, duration: float | None = None) -> None:

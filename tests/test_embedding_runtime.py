@@ -29,6 +29,7 @@ from pyannote_wavlm_prune.deploy.embedding import (
 )
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.offline import frame_wise_split_problem
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
@@ -279,3 +280,35 @@ def test_a_pipeline_with_the_onnx_embedding_keeps_the_per_chunk_path(resnet, fp3
     actual = onnx.get_embeddings(file, segmentations)
     # ONNX Runtime's float32 kernels against torch's (the frames' bound above, on embeddings)
     assert np.abs(actual - expected).max() <= FP32_TOLERANCE * max(1.0, np.abs(expected).max())
+
+
+def test_train_embedding_trains_the_wespeaker_resnet34_whose_trunk_the_onnx_runtimes_export(
+        tiny_protocol, tmp_path):
+    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+
+    torch.manual_seed(0)  # train_embedding seeds 0 too: `initial` is its model before training
+    initial = WeSpeakerResNet34()
+    trained = train_embedding(tiny_protocol, checkpoint=tmp_path / "resnet.ckpt", max_epochs=1,
+                              architecture="wespeaker-resnet34", num_classes_per_batch=2,
+                              num_chunks_per_class=2,
+                              trainer_options={"limit_train_batches": 1})
+    assert isinstance(trained, WeSpeakerResNet34) and trained.dimension == 256
+    # one optimizer step moved the trunk's first convolution (Adam: by about the learning rate)
+    moved = (trained.resnet.conv1.weight - initial.resnet.conv1.weight).abs().max().item()
+    assert moved > 1e-5
+    loaded = Model.from_pretrained(tmp_path / "resnet.ckpt")
+    assert isinstance(loaded, WeSpeakerResNet34)
+    torch.testing.assert_close(loaded.resnet.conv1.weight, trained.resnet.conv1.weight,
+                               rtol=0, atol=0)  # the same tensors, saved and read back
+    # the split the per-chunk path and the ONNX runtimes use (the export itself: above)
+    assert frame_wise_split_problem(loaded) is None
+
+
+def test_train_embedding_names_a_bad_architecture_or_dimension(tiny_protocol):
+    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+
+    with pytest.raises(ValueError, match=r"architecture='resnet': expected one of \['xvector', "):
+        train_embedding(tiny_protocol, architecture="resnet")
+    with pytest.raises(ValueError, match="dimension=128: architecture='wespeaker-resnet34' has "
+                                         "256 dimensions only"):
+        train_embedding(tiny_protocol, architecture="wespeaker-resnet34", dimension=128)

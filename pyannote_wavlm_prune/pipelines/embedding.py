@@ -4,9 +4,11 @@ Every clustering but OracleClustering needs a speaker embedding model, and pyann
 (WeSpeaker ResNet34 in pyannote/speaker-diarization-community-1) lives on the Hugging Face
 hub. Where the hub is out of reach:
 
-- `train_embedding(protocol, path)` trains pyannote's x-vector (XVectorMFCC) with pyannote's
-  own SpeakerEmbedding task (ArcFace loss) on a protocol's training speakers, e.g. the
-  project's simulated corpus, and saves it as a pyannote checkpoint;
+- `train_embedding(protocol, path)` trains pyannote's x-vector (XVectorMFCC), or its
+  WeSpeaker ResNet34 (`architecture="wespeaker-resnet34"`, the architecture of pyannote's
+  hub embedding, whose trunk the ONNX embedding runtimes export), with pyannote's own
+  SpeakerEmbedding task (ArcFace loss) on a protocol's training speakers, e.g. the project's
+  simulated corpus, and saves it as a pyannote checkpoint;
 - `XVectorMFCC` is pyannote's, with the frame-wise split of pyannote's WeSpeaker models
   (`forward_frames`, `forward_embedding`), so that a pipeline embeds every speaker of a chunk
   from one pass (see `SpeakerDiarization.get_embeddings`);
@@ -26,6 +28,7 @@ import lightning
 import torch
 from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
+from pyannote.audio.models.embedding import WeSpeakerResNet34
 from pyannote.audio.models.embedding import XVectorMFCC as PyannoteXVectorMFCC
 from pyannote.audio.tasks import SpeakerEmbedding
 from pyannote.database import Protocol
@@ -98,10 +101,19 @@ def untrained_embedding(dimension: int = 128, duration: float = 2.0, seed: int =
     return model.eval()
 
 
+# architecture -> what train_embedding trains
+ARCHITECTURES = {
+    "xvector": "pyannote's XVectorMFCC (MFCC, TDNN, statistics pooling), of any dimension",
+    "wespeaker-resnet34": "pyannote's WeSpeakerResNet34 (filter banks, ResNet34 trunk, "
+                          "statistics pooling), 256 dimensions",
+}
+RESNET34_DIMENSION = 256
+
+
 def train_embedding(
     protocol: Protocol,
     checkpoint: str | os.PathLike | None = None,
-    dimension: int = 128,
+    dimension: int | None = None,
     duration: float = 2.0,
     min_duration: float | None = 0.5,
     num_classes_per_batch: int = 8,
@@ -110,8 +122,9 @@ def train_embedding(
     seed: int = 0,
     num_workers: int = 0,
     trainer_options: dict | None = None,
+    architecture: str = "xvector",
 ) -> Model:
-    """Train a speaker embedding (XVectorMFCC, ArcFace) on a protocol's training speakers
+    """Train a speaker embedding (ArcFace) on a protocol's training speakers
 
     Parameters
     ----------
@@ -122,7 +135,8 @@ def train_embedding(
         Where to save the trained model (pyannote checkpoint; `Model.from_pretrained` and
         `export_pipeline` read it).
     dimension : int, optional
-        Embedding dimension. Defaults to 128.
+        Embedding dimension: any for "xvector" (defaults to 128), 256 for
+        "wespeaker-resnet34" (its only one, the default).
     duration, min_duration : float, optional
         Longest and shortest training chunk (s). Defaults to 2.0 and 0.5.
     num_classes_per_batch, num_chunks_per_class : int, optional
@@ -135,14 +149,21 @@ def train_embedding(
         Data loading workers. Defaults to 0 (in-process, safest on small machines).
     trainer_options : dict, optional
         Extra `lightning.Trainer` arguments (e.g. {"limit_train_batches": 10}).
+    architecture : str, optional
+        One of ARCHITECTURES: "xvector" (default) or "wespeaker-resnet34".
 
     Returns
     -------
-    model : XVectorMFCC
+    model : XVectorMFCC or WeSpeakerResNet34
         Trained model in eval mode.
     """
     if max_epochs < 1:
         raise ValueError(f"max_epochs={max_epochs}: expected at least 1.")
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r}: expected one of {list(ARCHITECTURES)}.")
+    if architecture == "wespeaker-resnet34" and dimension not in (None, RESNET34_DIMENSION):
+        raise ValueError(f"dimension={dimension}: architecture='wespeaker-resnet34' has "
+                         f"{RESNET34_DIMENSION} dimensions only.")
     lightning.seed_everything(seed, verbose=False)
     task = EqualLengthSpeakerEmbedding(
         protocol,
@@ -152,7 +173,10 @@ def train_embedding(
         num_chunks_per_class=num_chunks_per_class,
         num_workers=num_workers,
     )
-    model = XVectorMFCC(dimension=dimension, task=task)
+    if architecture == "xvector":
+        model = XVectorMFCC(dimension=dimension or 128, task=task)
+    else:
+        model = WeSpeakerResNet34(task=task)
     options = {
         "max_epochs": max_epochs,
         "accelerator": "cpu",

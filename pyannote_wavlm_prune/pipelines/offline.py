@@ -497,3 +497,22 @@ def _describe(model: Any) -> str:
     if isinstance(model, Mapping) and "checkpoint" in model:
         return f"{model['checkpoint']}, subfolder {model.get('subfolder')!r}"
     return repr(str(model))
+
+
+def pyannote_counterpart(pipeline: SpeakerDiarization) -> PyannoteSpeakerDiarization:
+    """pyannote 4's own SpeakerDiarization with `pipeline`'s models and settings
+
+    The same segmentation and embedding models (as `pipeline` runs them), PLDA, clustering,
+    segmentation step, `embedding_exclude_overlap`, batch sizes and instantiated parameters:
+    given the same file, pyannote's class does the same arithmetic on pyannote's embedding path
+    (one pass per (chunk, speaker) pair), which is what ours is checked against.
+    """
+    counterpart = PyannoteSpeakerDiarization(
+        segmentation=pipeline._segmentation.model, embedding=pipeline.embedding,
+        plda=pipeline._plda, clustering=pipeline.klustering,
+        segmentation_step=pipeline.segmentation_step,
+        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
+        segmentation_batch_size=pipeline.segmentation_batch_size,
+        embedding_batch_size=pipeline.embedding_batch_size,
+    )
+    return counterpart.instantiate(pipeline.parameters(instantiated=True))
