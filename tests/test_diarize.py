@@ -234,6 +234,45 @@ def test_speaker_counts_reach_the_pipeline_and_a_rerun_with_other_ones_is_refuse
     assert (output / "a.rttm").read_text() == expected_rttm(pipeline_dir, a, "a", num_speakers=1)
 
 
+def test_other_options_are_refused_even_for_files_not_done_yet_and_overwrite_starts_over(
+    pipeline_dir, recordings, tmp_path, capsys
+):
+    output = tmp_path / "rttm"
+    a, b = recordings / "a.wav", recordings / "day2" / "b.wav"
+    assert diarize(pipeline_dir, a, "--output", output) == 0
+    capsys.readouterr()
+    # b.wav has no output yet, but the record would then describe a.rttm wrongly
+    assert diarize(pipeline_dir, b, "--output", output, "--num-speakers", "2") == 2
+    assert "num_speakers: null -> 2" in capsys.readouterr().err
+    # a.rttm, of a file not given now, would stay beside a record of other options
+    assert diarize(pipeline_dir, b, "--output", output, "--num-speakers", "2", "--overwrite") == 2
+    assert "a.rttm (with 0 more) of a file not given now" in capsys.readouterr().err
+    assert sorted(p.name for p in output.iterdir()) == ["a.rttm", "diarize-options.json"]
+    # given both, --overwrite starts over with the new options
+    assert diarize(pipeline_dir, a, b, "--output", output, "--num-speakers", "2",
+                   "--overwrite") == 0
+    assert (output / "a.rttm").read_text() == expected_rttm(pipeline_dir, a, "a", num_speakers=2)
+    assert json.loads((output / "diarize-options.json").read_text())["num_speakers"] == 2
+
+
+def test_an_overwrite_with_other_options_removes_the_old_outputs_before_any_file_is_diarized(
+    pipeline_dir, recordings, tmp_path, monkeypatch
+):
+    output = tmp_path / "rttm"
+    a, b = recordings / "a.wav", recordings / "day2" / "b.wav"
+    assert diarize(pipeline_dir, a, b, "--output", output) == 0
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # killed before the first file of the new run: no output of the old options is left to be
+    # skipped as done by a resumed run
+    monkeypatch.setattr("pyannote_wavlm_prune.pipelines.diarize.diarize_files", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        diarize(pipeline_dir, a, b, "--output", output, "--num-speakers", "2", "--overwrite")
+    assert sorted(p.name for p in output.iterdir()) == ["diarize-options.json"]
+
+
 def test_rttm_files_the_command_did_not_write_are_not_taken_for_done_ones(
     pipeline_dir, recordings, tmp_path, capsys
 ):

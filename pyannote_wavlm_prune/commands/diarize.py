@@ -2,7 +2,8 @@
 
 Resumable: files whose outputs exist are skipped (unless --overwrite), and the options of the
 run are recorded in OUTPUT/diarize-options.json, so that a re-run with another pipeline or
-other speaker counts is refused rather than mixed with the first run's results. A file that
+other speaker counts is refused rather than mixed with the first run's results (--overwrite
+starts over: the outputs of the given files are removed first). A file that
 cannot be diarized is reported at the end, one line each, without stopping the others; the
 exit status is 1 if any failed.
 """
@@ -106,27 +107,44 @@ def describe_pipeline(path) -> dict:
     return {"path": str(directory.resolve()), "sha256": digest.hexdigest()}
 
 
-def check_record(output, options: dict, files, overwrite: bool) -> None:
-    """Refuse to resume into `output` a run made with other options (or none recorded)."""
+def prepare_output(output, options: dict, files, overwrite: bool) -> None:
+    """Refuse to resume into `output` a run made with other options (or with none recorded);
+    with `overwrite`, start over instead: remove the outputs of `files` made with the other
+    options first, so that an interrupted new run leaves none of them to be taken for done
+
+    Outputs of files not given now would stay beside a record that no longer describes
+    them: refused even with `overwrite`.
+    """
     import json
 
+    from ..pipelines.diarize import JSON_SUFFIX, RTTM_SUFFIX
     from ..recipe.record import differences
 
     record = output / RECORD
-    done = [audio for audio in files if any(path.is_file() for path in audio.outputs(output))]
-    if overwrite or not done:
+    existing = sorted(path for path in output.rglob("*") if path.is_file() and path != record
+                      and path.suffix in (RTTM_SUFFIX, JSON_SUFFIX)) if output.is_dir() else []
+    if not existing:
         return
-    if not record.is_file():
+    if record.is_file():
+        changes = differences(json.loads(record.read_text()), options)
+        if not changes:
+            return
+        problem = f"a diarize run with other options ({'; '.join(changes)})"
+    else:
+        problem = (f"{existing[0].relative_to(output)} but no {RECORD} saying how it was "
+                   "made")
+    if not overwrite:
+        raise ValueError(f"{output} holds {problem}: expected the same options to resume, "
+                         "--overwrite to start over, or another --output.")
+    targets = {path for audio in files for path in audio.outputs(output, with_json=True)}
+    others = [path for path in existing if path not in targets]
+    if others:
         raise ValueError(
-            f"{output} holds {done[0].outputs(output)[0].relative_to(output)} but no {RECORD} "
-            "saying how it was made: expected an output of its own (or --overwrite to diarize "
-            "every file again).")
-    changes = differences(json.loads(record.read_text()), options)
-    if changes:
-        raise ValueError(
-            f"{output} holds a diarize run with other options ({'; '.join(changes)}): expected "
-            "the same options to resume it (or --overwrite to diarize every file again, or "
-            "another --output).")
+            f"{output} holds {problem}, and {others[0].relative_to(output)} (with "
+            f"{len(others) - 1} more) of a file not given now: expected another --output "
+            "(--overwrite replaces the outputs of the files given, and only those).")
+    for path in existing:
+        path.unlink()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -170,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device)
     options = {"pipeline": describe_pipeline(pipeline_path), "num_speakers": args.num_speakers,
                "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
-    check_record(output, options, files, args.overwrite)
+    prepare_output(output, options, files, args.overwrite)
 
     from ..pipelines import load_pipeline
 
