@@ -214,6 +214,23 @@ def test_an_output_among_the_inputs_is_refused_and_nothing_is_written(
     assert sha256_tree(recordings) == before and sha256_tree(pipeline_dir) == pipeline_before
 
 
+def test_no_output_reaches_an_input_directory_through_a_list_entry_or_a_link(
+    pipeline_dir, recordings, tmp_path, capsys
+):
+    before = sha256_tree(recordings)
+    listed = tmp_path / "files.txt"
+    listed.write_text(f"{recordings}\n")
+    assert diarize(pipeline_dir, "--list", listed, "--output", recordings / "rttm") == 2
+    assert f"lies inside {recordings} (in --list {listed})" in capsys.readouterr().err
+
+    output = tmp_path / "rttm"
+    output.mkdir()
+    (output / "day2").symlink_to(recordings / "day2")  # day2/b.rttm would land among the inputs
+    assert diarize(pipeline_dir, recordings, "--output", output) == 2
+    assert "lies inside input" in capsys.readouterr().err
+    assert sha256_tree(recordings) == before
+
+
 def test_speaker_counts_reach_the_pipeline_and_a_rerun_with_other_ones_is_refused(
     pipeline_dir, recordings, tmp_path, capsys
 ):

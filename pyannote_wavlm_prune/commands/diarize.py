@@ -168,23 +168,27 @@ def run(args: argparse.Namespace) -> int:
                          "pipeline directory, as export, optimize and import-diarizen write "
                          "(export makes one of a segmentation checkpoint).")
     output = Path(args.output)
-    check_output_location(output, [("the pipeline", args.pipeline),
-                                   *((f"input {path}", path) for path in args.inputs),
-                                   *((f"--list {path}", path) for path in args.lists)])
+    inputs = [("the pipeline", args.pipeline), *((f"input {path}", path) for path in args.inputs),
+              *((f"--list {path}", path) for path in args.lists)]
+    check_output_location(output, inputs)
     if output.exists() and not output.is_dir():
         raise NotADirectoryError(f"--output {output} is not a directory: expected a directory "
                                  "for the RTTM files (made if missing).")
 
-    from ..pipelines.diarize import describe_failure, diarize_files, find_audio
+    from ..pipelines.diarize import describe_failure, diarize_files, find_audio, read_list
 
     files = find_audio(args.inputs, args.lists)
-    # the list's directory may be an input's parent: the check above covered the files named
-    check_output_location(output, [(f"input {audio.path}", audio.path) for audio in files])
+    inputs += [(f"{path} (in --list {listed})", path) for listed in args.lists
+               for path in read_list(listed)]
+    inputs += [(f"input {audio.path}", audio.path) for audio in files]
     record = output / RECORD
     for audio in files:
-        if record in audio.outputs(output, with_json=True):
-            raise ValueError(f"{audio.path} would write {record}, where this command records "
-                             "its options: expected another name.")
+        for target in audio.outputs(output, with_json=True):
+            if target == record:
+                raise ValueError(f"{audio.path} would write {record}, where this command "
+                                 "records its options: expected another name.")
+            # each one: a link below the output may lead into an input directory
+            check_output_location(target, inputs)
     device = resolve_device(args.device)
     options = {"pipeline": describe_pipeline(pipeline_path), "num_speakers": args.num_speakers,
                "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
