@@ -3,6 +3,7 @@ one RTTM per file equal to the pipeline's own output, bad files reported at the 
 
 import hashlib
 import json
+import os
 from pathlib import PurePath
 
 import numpy as np
@@ -187,6 +188,18 @@ def test_files_of_one_stem_are_kept_apart_by_their_directories_or_refused(tmp_pa
     # one file named twice (itself and in its directory) is diarized once
     (day1 / "x.flac").unlink()
     assert find_audio([day1, day1 / "x.wav"]) == [AudioInput(day1 / "x.wav", find_audio([day1])[0].name)]
+
+
+def test_a_directory_search_takes_audio_files_only_sorted_and_skips_hidden_ones_and_pipes(
+    recordings
+):
+    (recordings / ".hidden").mkdir()
+    (recordings / ".hidden" / "c.wav").write_bytes(b"")
+    (recordings / "._a.wav").write_bytes(b"")  # macOS's resource forks
+    os.mkfifo(recordings / "pipe.wav")  # reading it would block for ever
+    (recordings / "UPPER.WAV").write_bytes(b"")
+    assert [str(audio.name) for audio in find_audio([recordings])] == [
+        "UPPER", "a", "bad", "day2/b"]
 
 
 def test_duplicate_stems_through_the_command_line_stop_before_any_work(

@@ -64,12 +64,14 @@ def _is_hidden(name: str) -> bool:
 
 def _audio_under(directory: Path) -> list[Path]:
     """Audio files under `directory`, recursively, sorted; hidden files and directories
-    (".git", macOS's "._a.wav") skipped, links to directories not followed."""
+    (".git", macOS's "._a.wav") and what is no regular file (a named pipe) skipped, links to
+    directories not followed."""
     found = []
     for root, directories, files in os.walk(directory):
         directories[:] = sorted(name for name in directories if not _is_hidden(name))
         found += [Path(root) / name for name in sorted(files)
-                  if not _is_hidden(name) and Path(name).suffix.lower() in AUDIO_EXTENSIONS]
+                  if not _is_hidden(name) and Path(name).suffix.lower() in AUDIO_EXTENSIONS
+                  and (Path(root) / name).is_file()]  # no pipe, socket or device to block on
     return found
 
 
