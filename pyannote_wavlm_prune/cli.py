@@ -36,6 +36,7 @@ COMMANDS = {
     "export": ("export", "write a diarization pipeline directory (config.yaml + models)"),
     "import-diarizen": ("import_diarizen", "a DiariZen hub model as a pyannote 4 pipeline directory"),
     "optimize": ("optimize", "tune a pipeline's hyper-parameters on a development set"),
+    "diarize": ("diarize", "run a pipeline on audio files, directories or lists: one RTTM each"),
     "evaluate": ("evaluate", "DER (and its components), RTTM files and real-time factors"),
     "bench": ("bench", "segmentation speed, parameters and MACs of checkpoints, side by side"),
     "export-onnx": ("export_onnx", "a segmentation checkpoint as a checked ONNX graph (--int8)"),
