@@ -4,8 +4,9 @@ Each sub-command lives in its own module of `pyannote_wavlm_prune.commands`, whi
 `add_arguments(parser)` and `run(args) -> int`. Only the module of the sub-command being run
 is imported, so that `--help` and light commands start fast.
 
-A user's mistake (a bad value, a missing or existing file) is printed as one line naming it,
-with exit code 2; `--debug` (or PYANNOTE_WAVLM_PRUNE_DEBUG=1) shows the traceback instead.
+A user's mistake (a bad value, a missing or existing file, an output that would replace or
+write into an input) is printed as one line naming it, with exit code 2 (argparse's own
+errors too: no usage block); `--debug` (or PYANNOTE_WAVLM_PRUNE_DEBUG=1) shows the traceback instead.
 The libraries' warnings and INFO messages, and the metrics' components on the progress bars,
 are hidden (`console.quiet`) unless `--debug` is given.
 Paths and protocol names are checked before any command module (and torch, pyannote) is
@@ -21,7 +22,8 @@ import os
 import sys
 
 from . import console
-from .commands.arguments import HelpFormatter
+from .commands.arguments import ArgumentParser, HelpFormatter, check_paths
+from .files import NotWritableError
 
 # sub-command: (module of pyannote_wavlm_prune.commands, one-line help)
 COMMANDS = {
@@ -45,7 +47,7 @@ COMMANDS = {
 
 # what a user's mistake raises (a bug raises anything else, and keeps its traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError)
+               IsADirectoryError, PermissionError, NotWritableError)
 DEBUG_VARIABLE = "PYANNOTE_WAVLM_PRUNE_DEBUG"
 # options of the sub-commands that name an input file or directory (or a hub name "org/name")
 INPUT_OPTIONS = ("--teacher", "--student", "--model", "--segmentation", "--embedding", "--plda",
@@ -84,7 +86,7 @@ def _selected(argv: list[str]) -> str | None:
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="pyannote-wavlm-prune",
         description="WavLM segmentation for pyannote.audio, pruned by distillation.",
     )
@@ -114,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.nullcontext() if loud else console.quiet():
             check_inputs(argv)
             args = build_parser(argv).parse_args(argv)
+            check_paths(args)  # no output replaces or writes into an input
             return args.run(args)
     except USER_ERRORS as error:
         if debug:

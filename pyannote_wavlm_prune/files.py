@@ -3,12 +3,14 @@
 One home for how outputs reach their place: a file through a temporary file renamed onto it
 (`write_atomically`), a directory through a staging directory renamed onto it
 (`place_directory`), both with the modes a plain `open`/`mkdir` would give under the user's
-umask, and the check that an output does not swallow the working directory or an input
-(`check_output_location`).
+umask; the check that an output does not swallow the working directory, replace an input or
+write into one (`check_output_location`); and a full disk or a read-only place said as such,
+before the work where it can be (`check_writable`) and when a write fails (`writing`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
@@ -16,7 +18,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -40,6 +42,66 @@ def default_mode(directory: bool = False) -> int:
     return (0o777 if directory else 0o666) & ~umask()
 
 
+class NotWritableError(OSError):
+    """An output that cannot be written: no space left, a read-only place (one line)."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)  # str(error) is the message alone, without "[Errno N]"
+        self.errno = code
+
+
+# errno -> what the error says of the output
+NOT_WRITABLE = {
+    errno.ENOSPC: "no space left on device writing {path}: expected room for it (free some "
+                  "space, or write elsewhere).",
+    errno.EDQUOT: "disk quota exceeded writing {path}: expected room for it (free some space, "
+                  "or write elsewhere).",
+    errno.EROFS: "{path} is read-only (a read-only file system): expected a writable place.",
+    errno.EACCES: "{path} is read-only (permission denied): expected a writable place.",
+    errno.EPERM: "{path} is read-only (operation not permitted): expected a writable place.",
+}
+
+
+@contextlib.contextmanager
+def writing(path: str | os.PathLike) -> Iterator[None]:
+    """Turn a write's failure for want of space or permission into a `NotWritableError`
+    naming `path` (the output being written), with the OSError as its cause."""
+    try:
+        yield
+    except NotWritableError:
+        raise
+    except OSError as error:
+        if error.errno not in NOT_WRITABLE:
+            raise
+        raise NotWritableError(error.errno, NOT_WRITABLE[error.errno].format(path=path)) from error
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or its closest ancestor that exists."""
+    path = Path(os.path.abspath(path))
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable(output: str | os.PathLike, into: bool = False) -> None:
+    """Raise a `NotWritableError` now, before any long work, unless `output` can be written
+
+    A probe file is created, then removed, where the output's writer will create its files:
+    beside `output` (or, with `into`, inside it, for a directory written into), or in the
+    closest directory that exists above it.
+    """
+    output = Path(output)
+    place = nearest_existing(output if into and output.is_dir() else output.parent)
+    with writing(output):
+        if not place.is_dir():
+            raise NotWritableError(errno.ENOTDIR, f"{output}: {place} is not a directory: "
+                                                  "expected a directory to write in.")
+        descriptor, probe = tempfile.mkstemp(dir=place, prefix=".write-probe.", suffix=".tmp")
+        os.close(descriptor)
+        os.unlink(probe)
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
     """Call write(file object) on a temporary file next to `path`, then rename it to `path`
 
@@ -48,16 +110,18 @@ def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object
     lets them read. On error, the temporary file is removed.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(descriptor, "wb") as file:
-            write(file)
-            os.fchmod(file.fileno(), default_mode())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with writing(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                                 suffix=".tmp")
+        try:
+            with os.fdopen(descriptor, "wb") as file:
+                write(file)
+                os.fchmod(file.fileno(), default_mode())
+            os.replace(temporary, path)
+        except BaseException:
+            Path(temporary).unlink(missing_ok=True)
+            raise
     return path
 
 
@@ -93,26 +157,70 @@ def give_default_modes(root: str | os.PathLike) -> None:
             path.chmod(default_mode(directory=path.is_dir()))
 
 
-def check_output_location(output: str | os.PathLike, inputs: Iterable[tuple[str, object]] = ()) -> None:
-    """Refuse an `output` that is, or contains, the working directory or one of `inputs`, or
-    lies inside an input directory (writing there would change an input)
+def _identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of what `path` names, following links; None if nothing is there."""
+    try:
+        status = path.stat()
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _is_or_under(path: Path, ancestor: Path) -> bool:
+    """Whether `path` is `ancestor` or lies under it, compared resolved (links, `..`, relative
+    paths) and by identity (hard links, bind mounts)"""
+    path, ancestor = path.resolve(), ancestor.resolve()
+    identity = _identity(ancestor)
+    return any(candidate == ancestor or (identity is not None and _identity(candidate) == identity)
+               for candidate in (path, *path.parents))
+
+
+def check_output_location(
+    output: str | os.PathLike,
+    inputs: Iterable[tuple[str, object]] = (),
+    writes: Iterable[str] | None = None,
+    name: str = "output",
+) -> None:
+    """Refuse an `output` that would replace, or write into, one of `inputs`
+
+    The one check every command's outputs go through (`commands.arguments.check_paths`), and
+    the library's writers of whole directories too. Paths are compared resolved (symbolic
+    links, `..`, relative paths) and by what they name (a hard link is the file it links).
+
+    writes=None: `output` is written or replaced whole (a file; a directory placed whole,
+    that `overwrite` replaces). It must not be, or contain, the working directory or an input.
+    writes=names: `output` is a directory written into (a stage's directory, a folder of RTTM
+    files). It must not be an input, and none of the `names` it writes (or removes on a
+    restart) there may be, or contain, an input.
+    Either way, `output` must not lie inside an input directory: inputs are never written into.
 
     inputs: (what, path) pairs, e.g. ("--segmentation", "exp/model.ckpt"); entries that are
     not paths (models in memory, hub names that do not exist locally) are skipped.
+    name: how the error names `output` (e.g. "--json").
     """
-    target = Path(output).resolve()
+    target = Path(output)
     protected = [(what, Path(path)) for what, path in inputs
                  if isinstance(path, (str, os.PathLike)) and os.path.lexists(path)]
-    for what, path in [("the working directory", Path.cwd()), *protected]:
-        path = path.resolve()
-        if path == target or target in path.parents:
-            raise ValueError(f"output {output} is or contains {what} ({path}): expected a "
-                             "place of its own, that holds none of the inputs.")
+    if writes is None:
+        for what, path in [("the working directory", Path.cwd()), *protected]:
+            if _is_or_under(path, target):
+                raise ValueError(f"{name} {output} is or contains {what} ({path.resolve()}): "
+                                 "expected a place of its own, that holds none of the inputs.")
+    else:
+        written = [target / entry for entry in writes]
+        for what, path in protected:
+            if _is_or_under(target, path) and not path.is_dir():
+                raise ValueError(f"{name} {output} is {what} ({path.resolve()}): expected a "
+                                 "directory of its own, never an input.")
+            clash = next((entry for entry in written if _is_or_under(path, entry)), None)
+            if clash is not None:
+                raise ValueError(f"{name} {output} would write {clash.name} there, which is or "
+                                 f"holds {what} ({path.resolve()}): expected a directory where "
+                                 "no input has the name of an output.")
     for what, path in protected:
-        path = path.resolve()
-        if path.is_dir() and path in target.parents:
-            raise ValueError(f"output {output} lies inside {what} ({path}), an input: expected "
-                             "a place outside the inputs, which are never written into.")
+        if path.is_dir() and _is_or_under(target, path):
+            raise ValueError(f"{name} {output} is or lies inside {what} ({path.resolve()}), an input: "
+                             "expected a place outside the inputs, which are never written into.")
 
 
 def is_empty_directory(path: Path) -> bool:
@@ -137,7 +245,12 @@ def place_directory(
     deleted; nothing is left beside `directory`. `staging` must be on the same file system
     (a sibling of `directory`).
     """
-    staging, directory = Path(staging), Path(directory)
+    with writing(directory):
+        return _place_directory(Path(staging), Path(directory), overwrite, replaceable)
+
+
+def _place_directory(staging: Path, directory: Path, overwrite: bool,
+                     replaceable: Callable[[Path], None] | None) -> Path:
     parent = os.open(directory.parent, os.O_RDONLY)
     retired = None
     try:

@@ -94,7 +94,8 @@ def test_fresh_back_end_keeps_wavlm_and_reinitialises_the_rest():
 
 
 def test_unknown_budget_option_is_refused():
-    with pytest.raises(ValueError, match=r"Unknown training budget options \['epochs'\]"):
+    with pytest.raises(ValueError, match=r"budget has unknown keys \['epochs'\] \(did you mean "
+                                         r"'max_epochs'\?\)"):
         Budget.from_dict({"epochs": 3})
 
 
@@ -107,6 +108,8 @@ def test_recipe_without_protocol_is_refused(tmp_path):
 def test_recipe_passes_finetune_learning_rates_to_its_stage(tmp_path, monkeypatch):
     from pyannote_wavlm_prune.recipe import run
 
+    monkeypatch.chdir(tmp_path)  # teacher.checkpoint is read from the working directory
+    (tmp_path / "teacher.ckpt").write_bytes(b"a teacher")  # a missing one is refused at once
     (tmp_path / "recipe.yml").write_text(
         "protocol: P\nexperiment: out\nteacher: {checkpoint: teacher.ckpt}\n"
         "finetune: {learning_rate: {wavlm: 2.0e-5}, fresh_back_end: false}\n")

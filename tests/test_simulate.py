@@ -319,7 +319,13 @@ def test_empty_source_folder_raises_value_error_naming_it(tmp_path):
 
 
 def test_command_line_reports_bad_overlap(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["simulate", "unused", "--overlap", "1.5", "--quiet"])
-    assert exit_.value.code == 2
-    assert "overlap must be in [0, 1), got 1.5" in capsys.readouterr().err
+    assert main(["simulate", "unused", "--overlap", "1.5", "--quiet"]) == 2
+    assert capsys.readouterr().err == ("pyannote-wavlm-prune simulate: error: argument --overlap: "
+                                       "expected a ratio in [0, 1), got '1.5'\n")
+
+
+def test_command_line_reports_a_bad_simulation_parameter_in_one_line(capsys):
+    # refused by the simulator (not by the option's type): a range whose bounds are reversed
+    assert main(["simulate", "unused", "--speakers", "3-2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("pyannote-wavlm-prune simulate: error: ") and error.count("\n") == 1

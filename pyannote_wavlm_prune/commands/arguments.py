@@ -1,10 +1,15 @@
-"""Command-line options whose defaults are read from the library, and the help that shows them.
+"""Command-line options: defaults read from the library, values checked, inputs and outputs declared.
 
 A stage's defaults live in the signature (or class-level dict) of the function or class that
 runs it; an option refers to them with `Default("module:Qualified.name", "parameter")`. The
 reference is resolved when `--help` is printed or when the command runs (`resolve_defaults`,
 the first line of its `run`), so that building the parser and checking the arguments import
 nothing heavy.
+
+Numbers are read by types that say what they expect (`positive_int`, `fraction`, ...), and
+every argument that names an input or an output is declared as such (`add_input`,
+`add_output`): the command line checks them all (`check_paths`) before a command starts, so
+that no command replaces or writes into what it was given to read.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from typing import Any
 
@@ -87,6 +93,47 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return f"{text} (default: {format_default(default)})".strip()
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (the command line prints it, exit 2)."""
+
+    def error(self, message: str):
+        raise SystemExit(message)
+
+
+def number(kind: type, low: float | None = None, high: float | None = None, low_open: bool = False,
+           high_open: bool = False, expected: str | None = None, special: Iterable = ()) -> Callable:
+    """An argparse type reading a `kind` (int or float) within [low, high] (bounds open if
+    asked), or one of `special` values (e.g. -1 for "no limit"); its error says what was
+    expected, in words: "expected a positive integer, got '0'"."""
+    if expected is None:
+        expected = "an integer" if kind is int else "a number"
+    special = tuple(special)
+
+    def read(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is not None and value in special:
+            return value
+        if value is None or (kind is float and not math.isfinite(value)) \
+                or (low is not None and (value < low or (low_open and value == low))) \
+                or (high is not None and (value > high or (high_open and value == high))):
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}")
+        return value
+
+    read.__name__ = expected  # what argparse would name the type
+    return read
+
+
+positive_int = number(int, 1, expected="a positive integer")
+non_negative_int = number(int, 0, expected="a non-negative integer")
+positive_float = number(float, 0, low_open=True, expected="a positive number")
+non_negative_float = number(float, 0, expected="a non-negative number")
+fraction = number(float, 0, 1, low_open=True, high_open=True, expected="a number in (0, 1)")
+ratio = number(float, 0, 1, low_open=True, expected="a number in (0, 1]")
+
+
 def key_values(text: str) -> tuple[str, Any]:
     """"KEY=VALUE" -> (KEY, VALUE): an int, a float (1e-3 too), else as YAML reads it"""
     key, separator, value = text.partition("=")
@@ -100,6 +147,16 @@ def key_values(text: str) -> tuple[str, Any]:
     import yaml  # booleans and strings; YAML 1.1 would read 1e-3 as a string
 
     return key, yaml.safe_load(value)
+
+
+def key_numbers(text: str) -> tuple[str, float]:
+    """"KEY=VALUE" -> (KEY, VALUE) where VALUE is a positive number (a learning rate)"""
+    key, value = key_values(text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0 \
+            or not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected KEY=VALUE with a positive number, "
+                                         "e.g. gates=0.05")
+    return key, value
 
 
 class KeyValues(argparse.Action):
@@ -116,3 +173,71 @@ class KeyValues(argparse.Action):
 
     def __call__(self, parser, namespace, values, option_string=None):
         setattr(namespace, self.dest, dict(values))
+
+
+class LearningRates(KeyValues):
+    """--learning-rate KEY=VALUE pairs whose values are positive numbers."""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("type", key_numbers)
+        super().__init__(option_strings, dest, **kwargs)
+
+
+# ------------------------------------------------------------------------ inputs and outputs
+
+# where a parser keeps its declared paths: {dest: (role, name, writes)}
+PATHS = "declared_paths"
+
+
+def _declare(container, role: str, flags: tuple[str, ...], name: str | None,
+             writes: Iterable[str] | str | None, kwargs: dict) -> argparse.Action:
+    action = container.add_argument(*flags, **kwargs)
+    declared = dict(container.get_default(PATHS) or {})
+    declared[action.dest] = (role, name or (action.option_strings or [action.dest.upper()])[0], writes)
+    container.set_defaults(**{PATHS: declared})
+    return action
+
+
+def add_input(container, *flags: str, name: str | None = None, **kwargs) -> argparse.Action:
+    """`container.add_argument(*flags, **kwargs)` for a path the command reads (a file, a
+    directory; a hub name is not a path and is left alone)
+
+    name: how errors name it (default: its first option string, or its dest upper-cased).
+    """
+    return _declare(container, "input", flags, name, None, kwargs)
+
+
+def add_output(container, *flags: str, writes: Iterable[str] | str | None = None,
+               name: str | None = None, **kwargs) -> argparse.Action:
+    """`container.add_argument(*flags, **kwargs)` for a path the command writes
+
+    writes: None for a file or directory written (or, with --overwrite, replaced) whole; the
+    names written into it for a directory that is written into (a "module:NAME" reference
+    to a list of them, read when the check runs).
+    """
+    return _declare(container, "output", flags, name, writes, kwargs)
+
+
+def _paths(value) -> list:
+    if value is None or isinstance(value, Default):
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def check_paths(args: argparse.Namespace) -> None:
+    """Refuse any declared output of the command that is, contains or lies inside one of its
+    declared inputs (`files.check_output_location`), or whose place cannot be written
+    (`files.check_writable`: a read-only or full disk); run before the command does anything."""
+    from ..files import check_output_location, check_writable
+
+    declared = getattr(args, PATHS, None) or {}
+    inputs = [(name, path) for dest, (role, name, _) in declared.items() if role == "input"
+              for path in _paths(getattr(args, dest, None))]
+    for dest, (role, name, writes) in declared.items():
+        if role != "output":
+            continue
+        if isinstance(writes, str):
+            writes = Default(writes).value
+        for path in _paths(getattr(args, dest, None)):
+            check_output_location(path, inputs, writes=writes, name=name)
+            check_writable(path, into=writes is not None)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from ..recipe.averaging import average_checkpoints, selected_checkpoints
+from .arguments import add_input, add_output
 
 
 def add_arguments(parser):
-    parser.add_argument("checkpoints", nargs="*", help="checkpoints to average")
+    add_input(parser, "checkpoints", nargs="*", name="a checkpoint to average",
+              help="checkpoints to average")
     # not dest "run": the command line keeps each sub-command's function there
-    parser.add_argument("--run", dest="run_directory", metavar="DIRECTORY",
-                        help="a stage's checkpoints/ directory: average the epochs it selected")
-    parser.add_argument("--output", required=True, help="averaged checkpoint to write")
+    add_input(parser, "--run", dest="run_directory", metavar="DIRECTORY",
+              help="a stage's checkpoints/ directory: average the epochs it selected")
+    add_output(parser, "--output", required=True, help="averaged checkpoint to write")
 
 
 def run(args) -> int:

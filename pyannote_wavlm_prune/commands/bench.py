@@ -4,33 +4,40 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import (
+    Default,
+    add_input,
+    add_output,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolve_defaults,
+)
 
 BENCH = "pyannote_wavlm_prune.pipelines.bench:bench_segmentation"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoints", nargs="+", help="segmentation checkpoints; the first is "
-                                                       "the reference of the ratios")
-    parser.add_argument("--duration", type=float, default=Default(BENCH, "chunk_duration"),
+    add_input(parser, "checkpoints", nargs="+", name="a checkpoint",
+              help="segmentation checkpoints; the first is the reference of the ratios")
+    parser.add_argument("--duration", type=positive_float, default=Default(BENCH, "chunk_duration"),
                         help="chunk duration (s)")
-    parser.add_argument("--batch-size", type=int, default=Default(BENCH, "batch_size"),
+    parser.add_argument("--batch-size", type=positive_int, default=Default(BENCH, "batch_size"),
                         help="chunks per batch")
-    parser.add_argument("--repeats", type=int, default=Default(BENCH, "repeats"),
+    parser.add_argument("--repeats", type=positive_int, default=Default(BENCH, "repeats"),
                         help="timed batches per model (median kept)")
-    parser.add_argument("--warmup", type=int, default=Default(BENCH, "warmup"),
+    parser.add_argument("--warmup", type=non_negative_int, default=Default(BENCH, "warmup"),
                         help="untimed batches first")
-    parser.add_argument("--threads", type=int, default=None,
+    parser.add_argument("--threads", type=positive_int, default=None,
                         help="torch CPU threads (default: torch's setting)")
     parser.add_argument("--device", default=Default(BENCH, "device"), help="torch device")
-    parser.add_argument("--json", metavar="FILE", help="write the figures here")
+    add_output(parser, "--json", metavar="FILE", help="write the figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
     args = resolve_defaults(args)  # the library's defaults, read from it now
-    import json
-
+    from ..files import finite_or_none, write_json_atomically
     from ..pipelines.bench import bench_segmentation, bench_table
 
     results = bench_segmentation(
@@ -45,6 +52,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(bench_table(results))
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump([result.to_dict() for result in results], file, indent=2)
+        # atomic, strict JSON (NaN as null); a full disk is said as such
+        write_json_atomically(args.json, finite_or_none([result.to_dict() for result in results]))
     return 0

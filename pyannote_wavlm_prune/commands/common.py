@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default
+from .arguments import (
+    Default,
+    add_input,
+    add_output,
+    non_negative_int,
+    number,
+    positive_float,
+    positive_int,
+)
 
 BUDGET = "pyannote_wavlm_prune.recipe.stages:Budget"
 
@@ -12,9 +20,21 @@ BUDGET = "pyannote_wavlm_prune.recipe.stages:Budget"
 def add_protocol_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", required=True,
                         help="pyannote.database protocol, e.g. Simulated.SpeakerDiarization.tiny")
-    parser.add_argument("--database", action="append", default=[], metavar="YML",
-                        help="database.yml to load (repeatable), e.g. the one `simulate` writes "
-                             "in its corpus; defaults to pyannote's registry")
+    add_database_argument(parser, help="database.yml to load (repeatable), e.g. the one "
+                                       "`simulate` writes in its corpus; defaults to pyannote's "
+                                       "registry")
+
+
+def add_database_argument(container, help: str = "database.yml to load (repeatable)") -> None:
+    add_input(container, "--database", action="append", default=[], metavar="YML", help=help)
+
+
+# what a stage writes into its directory, or removes from it on --restart
+STAGE_OUTPUTS = "pyannote_wavlm_prune.recipe.record:STAGE_OUTPUTS"
+
+
+def add_stage_output(parser: argparse.ArgumentParser) -> None:
+    add_output(parser, "--output", required=True, writes=STAGE_OUTPUTS, help="stage directory")
 
 
 def get_protocol(args: argparse.Namespace):
@@ -32,23 +52,26 @@ def add_restart_argument(parser: argparse.ArgumentParser) -> None:
 def add_budget_arguments(parser: argparse.ArgumentParser, max_epochs: int = 10) -> None:
     """The options of `recipe.stages.Budget` (this command's own `max_epochs`)."""
     group = parser.add_argument_group("training budget")
-    group.add_argument("--max-epochs", type=int, default=max_epochs, help="Lightning's max_epochs")
-    group.add_argument("--max-steps", type=int, default=Default(BUDGET, "max_steps"),
+    group.add_argument("--max-epochs", type=positive_int, default=max_epochs,
+                       help="Lightning's max_epochs")
+    group.add_argument("--max-steps", type=number(int, 1, special=[-1],
+                                                  expected="a positive integer or -1"),
+                       default=Default(BUDGET, "max_steps"),
                        help="Lightning's max_steps (-1: no limit); a stage keeps only epochs "
                             "that ended, so allow at least one")
-    group.add_argument("--limit-train-batches", type=int, default=None,
+    group.add_argument("--limit-train-batches", type=positive_int, default=None,
                        help="batches per epoch (default: pyannote's epoch, as long as the "
                             "training set)")
-    group.add_argument("--limit-val-batches", type=int, default=None,
+    group.add_argument("--limit-val-batches", type=positive_int, default=None,
                        help="validation batches (default: the whole development set)")
-    group.add_argument("--batch-size", type=int, default=Default(BUDGET, "batch_size"),
+    group.add_argument("--batch-size", type=positive_int, default=Default(BUDGET, "batch_size"),
                        help="chunks per training batch")
-    group.add_argument("--duration", type=float, default=None,
+    group.add_argument("--duration", type=positive_float, default=None,
                        help="chunk duration in seconds (default: 8 for a new model, the "
                             "teacher's when distilling)")
-    group.add_argument("--k", type=int, default=Default(BUDGET, "k"),
+    group.add_argument("--k", type=positive_int, default=Default(BUDGET, "k"),
                        help="best checkpoints averaged")
-    group.add_argument("--patience", type=int, default=None,
+    group.add_argument("--patience", type=non_negative_int, default=None,
                        help="early stopping patience in epochs (default: no early stopping)")
     group.add_argument("--accelerator", default="auto", help="Lightning accelerator (cpu, gpu, auto)")
     group.add_argument("--devices", default="auto", help="Lightning devices (e.g. 2, or auto)")

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, KeyValues, resolve_defaults
+from .arguments import (
+    Default,
+    LearningRates,
+    add_input,
+    non_negative_float,
+    non_negative_int,
+    positive_int,
+    resolve_defaults,
+)
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
     add_restart_argument,
+    add_stage_output,
     budget_from,
     get_protocol,
     options_from,
@@ -26,31 +35,31 @@ def add_distillation_arguments(parser: argparse.ArgumentParser, task: str = "Dis
     """The options of `Distill` (shared by DistillPrune), defaults read from `task`."""
     target = f"{TASKS}:{task}"
     group = parser.add_argument_group(f"distillation ({task})")
-    group.add_argument("--distilled-layers", type=int, nargs="+", metavar="INDEX", default=None,
+    group.add_argument("--distilled-layers", type=non_negative_int, nargs="+", metavar="INDEX", default=None,
                        help="hidden states distilled, 0 = input of layer 1 (default: the input "
                             "and every third layer, e.g. 0 4 8 12 for Base+)")
-    group.add_argument("--l1-weight", type=float, default=Default(f"{TASKS}:Distill", "l1_weight"),
+    group.add_argument("--l1-weight", type=non_negative_float, default=Default(f"{TASKS}:Distill", "l1_weight"),
                        help="weight of the L1 part of the distillation loss")
-    group.add_argument("--cosine-weight", type=float,
+    group.add_argument("--cosine-weight", type=non_negative_float,
                        default=Default(f"{TASKS}:Distill", "cosine_weight"),
                        help="weight of the cosine part of the distillation loss")
-    group.add_argument("--learning-rate", action=KeyValues,
+    group.add_argument("--learning-rate", action=LearningRates,
                        default=Default(f"{target}.LEARNING_RATE_DEFAULTS"),
                        help="AdamW learning rates, by parameter group; groups not given keep "
                             "their default")
     group.add_argument("--seed", type=int, default=Default(f"{TASKS}:Distill", "seed"),
                        help="seed of the per-step random state (gate samples, dropout)")
-    group.add_argument("--max-speakers-per-chunk", type=int, default=None,
+    group.add_argument("--max-speakers-per-chunk", type=positive_int, default=None,
                        help="(default: the teacher's, so that the student keeps its classifier)")
-    group.add_argument("--num-workers", type=int, default=Default(f"{TASKS}:Distill", "num_workers"),
+    group.add_argument("--num-workers", type=non_negative_int, default=Default(f"{TASKS}:Distill", "num_workers"),
                        help="data loading processes (0: in-process)")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
-    parser.add_argument("--output", required=True, help="stage directory")
-    parser.add_argument("--teacher", required=True, help="the unpruned teacher checkpoint")
-    parser.add_argument("--student", required=True, help="the pruned checkpoint")
+    add_stage_output(parser)
+    add_input(parser, "--teacher", required=True, help="the unpruned teacher checkpoint")
+    add_input(parser, "--student", required=True, help="the pruned checkpoint")
     add_distillation_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
     add_restart_argument(parser)

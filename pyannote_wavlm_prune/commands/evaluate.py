@@ -4,35 +4,39 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_input, add_output, non_negative_float, ratio
+from .common import add_database_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline",
-                        help="pipeline directory (or config.yaml), or a segmentation checkpoint "
-                             "(scored with OracleClustering)")
+    add_input(parser, "pipeline", name="the pipeline",
+              help="pipeline directory (or config.yaml), or a segmentation checkpoint "
+                   "(scored with OracleClustering)")
     parser.add_argument("--protocol", required=True, help="pyannote.database protocol")
-    parser.add_argument("--database", action="append", default=[], metavar="YML",
-                        help="database.yml to load (repeatable)")
+    add_database_argument(parser)
     parser.add_argument("--subset", default="test", choices=["train", "development", "test"],
                         help="files scored")
-    parser.add_argument("--collar", type=float, default=0.0,
+    parser.add_argument("--collar", type=non_negative_float, default=0.0,
                         help="forgiveness collar in seconds")
     parser.add_argument("--skip-overlap", action="store_true", help="do not score overlaps")
     parser.add_argument("--oracle-clustering", action="store_true",
                         help="group speakers with the reference: scores the segmentation alone")
     parser.add_argument("--num-speakers", choices=["auto", "oracle"], default="auto",
                         help="give the pipeline the reference number of speakers (oracle)")
-    parser.add_argument("--segmentation-step", type=float, default=None,
+    parser.add_argument("--segmentation-step", type=ratio, default=None,
                         help="override the sliding window step, a ratio of its duration "
                              "(default: the pipeline's)")
-    parser.add_argument("--rttm", metavar="DIR", help="write one <uri>.rttm per file here")
-    parser.add_argument("--json", metavar="FILE", help="write per-file and total figures here")
+    # the files' names are the protocol's: only the folder itself is known here
+    add_output(parser, "--rttm", metavar="DIR", writes=(),
+               help="write one <uri>.rttm per file here")
+    add_output(parser, "--json", metavar="FILE", help="write per-file and total figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
+    from ..files import finite_or_none, write_json_atomically
     from ..pipelines import SpeakerDiarization, load_pipeline
     from ..pipelines.evaluate import evaluate_pipeline, get_files
     from .common import get_protocol
@@ -67,6 +71,6 @@ def run(args: argparse.Namespace) -> int:
     )
     print(report.table())
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(report.to_dict(), file, indent=2)
+        # atomic, strict JSON (NaN as null); a full disk is said as such
+        write_json_atomically(args.json, finite_or_none(report.to_dict()))
     return 0

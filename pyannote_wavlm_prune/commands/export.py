@@ -4,7 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, KeyValues, resolve_defaults
+from .arguments import (
+    Default,
+    KeyValues,
+    add_input,
+    add_output,
+    positive_float,
+    positive_int,
+    ratio,
+    resolve_defaults,
+)
+from .common import add_database_argument
 
 CLUSTERINGS = ["AgglomerativeClustering", "KMeansClustering", "VBxClustering", "OracleClustering"]
 EXPORT = "pyannote_wavlm_prune.pipelines.export:export_pipeline"
@@ -12,26 +22,26 @@ EMBEDDING = "pyannote_wavlm_prune.pipelines.embedding:train_embedding"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--output", required=True, help="pipeline directory to write")
-    parser.add_argument("--segmentation", required=True, help="segmentation checkpoint")
-    parser.add_argument("--embedding", help="speaker embedding checkpoint (pyannote Model); "
+    add_output(parser, "--output", required=True, help="pipeline directory to write")
+    add_input(parser, "--segmentation", required=True, help="segmentation checkpoint")
+    add_input(parser, "--embedding", help="speaker embedding checkpoint (pyannote Model); "
                                             "or --embedding-name, or --train-embedding")
     parser.add_argument("--embedding-name", help="a Hugging Face embedding model that config.yaml "
                                                  "names as it is (loaded from the hub or its cache)")
     parser.add_argument("--clustering", choices=CLUSTERINGS, default=Default(EXPORT, "clustering"),
                         help="how speakers are grouped across chunks")
-    parser.add_argument("--plda", metavar="DIR",
+    add_input(parser, "--plda", metavar="DIR",
                         help="directory with xvec_transform.npz and plda.npz (VBxClustering)")
-    parser.add_argument("--params", metavar="YAML",
+    add_input(parser, "--params", metavar="YAML",
                         help="hyper-parameters: a YAML file with a 'params:' entry (or the "
                              "params themselves); defaults to the clustering's defaults")
-    parser.add_argument("--segmentation-step", type=float,
+    parser.add_argument("--segmentation-step", type=ratio,
                         default=Default(EXPORT, "segmentation_step"),
                         help="step of the sliding window, as a ratio of its duration")
-    parser.add_argument("--segmentation-batch-size", type=int,
+    parser.add_argument("--segmentation-batch-size", type=positive_int,
                         default=Default(EXPORT, "segmentation_batch_size"),
                         help="chunks per segmentation forward pass")
-    parser.add_argument("--embedding-batch-size", type=int,
+    parser.add_argument("--embedding-batch-size", type=positive_int,
                         default=Default(EXPORT, "embedding_batch_size"),
                         help="(chunk, speaker) pairs per embedding forward pass")
     parser.add_argument("--embedding-exclude-overlap", action=argparse.BooleanOptionalAction,
@@ -54,29 +64,28 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "offline embedding and PLDA, learnt from a protocol's training set")
     group.add_argument("--protocol", help="pyannote.database protocol")
-    group.add_argument("--database", action="append", default=[], metavar="YML",
-                       help="database.yml to load (repeatable)")
+    add_database_argument(group)
     group.add_argument("--train-embedding", action="store_true",
                        help="train an XVectorMFCC embedding (ArcFace) when --embedding is absent")
-    group.add_argument("--embedding-epochs", type=int, default=Default(EMBEDDING, "max_epochs"),
+    group.add_argument("--embedding-epochs", type=positive_int, default=Default(EMBEDDING, "max_epochs"),
                        help="epochs of the embedding training")
-    group.add_argument("--embedding-batches", type=int, default=None,
+    group.add_argument("--embedding-batches", type=positive_int, default=None,
                        help="training batches per epoch (default: the whole training set)")
-    group.add_argument("--embedding-dimension", type=int, default=Default(EMBEDDING, "dimension"),
+    group.add_argument("--embedding-dimension", type=positive_int, default=Default(EMBEDDING, "dimension"),
                        help="dimension of the speaker embedding")
-    group.add_argument("--embedding-duration", type=float, default=Default(EMBEDDING, "duration"),
+    group.add_argument("--embedding-duration", type=positive_float, default=Default(EMBEDDING, "duration"),
                        help="chunk duration of the embedding training, in seconds")
-    group.add_argument("--embedding-classes-per-batch", type=int,
+    group.add_argument("--embedding-classes-per-batch", type=positive_int,
                        default=Default(EMBEDDING, "num_classes_per_batch"),
                        help="speakers per embedding training batch")
-    group.add_argument("--embedding-chunks-per-class", type=int,
+    group.add_argument("--embedding-chunks-per-class", type=positive_int,
                        default=Default(EMBEDDING, "num_chunks_per_class"),
                        help="chunks per speaker in an embedding training batch")
     group.add_argument("--embedding-seed", type=int, default=Default(EMBEDDING, "seed"),
                        help="seed of the embedding training")
     group.add_argument("--estimate-plda", action="store_true",
                        help="estimate the PLDA of VBxClustering when --plda is absent")
-    group.add_argument("--lda-dimension", type=int, default=None,
+    group.add_argument("--lda-dimension", type=positive_int, default=None,
                        help="dimension kept by the LDA before the PLDA (default: min(dimension, "
                             "speakers - 1), capped at 128)")
 
@@ -95,12 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     import yaml
 
-    from ..files import check_output_location
-
-    # before the heavy imports below: export_pipeline checks it again
-    check_output_location(args.output, [("--segmentation", args.segmentation),
-                                        ("--embedding", args.embedding), ("--plda", args.plda)])
-
+    # the command line checked the output against every input (export_pipeline checks the
+    # models it is given again)
     from ..pipelines import estimate_plda, export_pipeline, speaker_embeddings
 
     params = None

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_input, add_output, non_negative_float, positive_int
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="pyannote checkpoint of a WavLMSegmentation "
-                                           "(pruned or not), or a directory holding "
-                                           "pytorch_model.bin")
-    parser.add_argument("--output", required=True, metavar="FILE", help=".onnx file to write")
+    add_input(parser, "checkpoint", name="the checkpoint",
+              help="pyannote checkpoint of a WavLMSegmentation (pruned or not), or a directory "
+                   "holding pytorch_model.bin")
+    add_output(parser, "--output", required=True, metavar="FILE", help=".onnx file to write")
     parser.add_argument("--int8", action="store_true",
                         help="quantise MatMul/Gemm weights to int8 (dynamic quantisation)")
-    parser.add_argument("--opset", type=int, default=None, help="ONNX opset (default 20)")
-    parser.add_argument("--tolerance", type=float, default=None,
+    parser.add_argument("--opset", type=positive_int, default=None, help="ONNX opset (default 20)")
+    parser.add_argument("--tolerance", type=non_negative_float, default=None,
                         help="largest accepted max abs difference with the torch model: on "
                              "log-probabilities for fp32 (default 1e-4), on probabilities "
                              "for int8 (default 0.1)")
@@ -24,12 +26,10 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from ..deploy.onnx import DEFAULT_OPSET, export_onnx
-    from ..files import check_output_location
     from ..models.loading import load_model
 
+    # the checkpoint is never the output, even with --overwrite: the command line checked it
     output = Path(args.output)
-    # before --overwrite is read: the checkpoint is the only copy of a trained model
-    check_output_location(output, [("the checkpoint", args.checkpoint)])
     if output.exists() and not args.overwrite:
         raise SystemExit(f"{output} exists: expected a new file (or --overwrite).")
     if output.is_dir():

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from .arguments import KeyValues, resolve_defaults
+from .arguments import LearningRates, add_input, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
     add_restart_argument,
+    add_stage_output,
     budget_from,
     get_protocol,
     options_from,
@@ -16,12 +17,12 @@ from .train import TASK_OPTIONS, add_task_arguments
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
-    parser.add_argument("--output", required=True, help="stage directory")
-    parser.add_argument("--model", required=True, help="checkpoint whose WavLM is kept")
+    add_stage_output(parser)
+    add_input(parser, "--model", required=True, help="checkpoint whose WavLM is kept")
     parser.add_argument("--keep-back-end", action="store_true",
                         help="fine-tune the model's own back end rather than a fresh one "
                              "(default: a fresh back end)")
-    parser.add_argument("--learning-rate", action=KeyValues, default=None,
+    parser.add_argument("--learning-rate", action=LearningRates, default=None,
                         help="AdamW learning rates, e.g. wavlm=2e-5 backend=1e-3 (default: the "
                              "model's own; keys not given keep theirs)")
     add_task_arguments(parser)

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_input, add_output
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("src", metavar="SRC",
-                        help="directory of a DiariZen hub repository, or its hub name "
-                             "(e.g. BUT-FIT/diarizen-wavlm-base-s80-md)")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="pipeline directory to write (must not exist)")
-    parser.add_argument("--embedding", metavar="EMB",
+    add_input(parser, "src", metavar="SRC", name="the DiariZen repository",
+              help="directory of a DiariZen hub repository, or its hub name "
+                   "(e.g. BUT-FIT/diarizen-wavlm-base-s80-md)")
+    add_output(parser, "--output", required=True, metavar="DIR",
+               help="pipeline directory to write (must not exist)")
+    add_input(parser, "--embedding", metavar="EMB",
                         help="speaker embedding: a local pyannote checkpoint (copied) or a hub "
                              "name (default: pyannote/wespeaker-voxceleb-resnet34-LM)")
-    parser.add_argument("--structure", metavar="FILE",
+    add_input(parser, "--structure", metavar="FILE",
                         help="YAML or JSON WavLM structure ('family': base or large, "
                              "conv_channels, kept_heads, ffn_widths, ...) when config.toml's "
                              "wavlm_src is not a published name")

@@ -4,30 +4,39 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import (
+    Default,
+    add_input,
+    add_output,
+    non_negative_float,
+    positive_int,
+    resolve_defaults,
+)
+from .common import add_database_argument
 
 OPTIMIZE = "pyannote_wavlm_prune.pipelines.optimize:optimize_pipeline"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", help="pipeline directory (or its config.yaml)")
-    parser.add_argument("--output", required=True, help="tuned pipeline directory to write")
+    add_input(parser, "pipeline", name="the pipeline to tune",
+              help="pipeline directory (or its config.yaml)")
+    add_output(parser, "--output", required=True, help="tuned pipeline directory to write")
     parser.add_argument("--protocol", required=True, help="pyannote.database protocol")
-    parser.add_argument("--database", action="append", default=[], metavar="YML",
-                        help="database.yml to load (repeatable)")
+    add_database_argument(parser)
     parser.add_argument("--subset", default="development",
                         choices=["train", "development", "test"], help="files tuned on")
-    parser.add_argument("--iterations", type=int, default=Default(OPTIMIZE, "num_iterations"),
+    parser.add_argument("--iterations", type=positive_int, default=Default(OPTIMIZE, "num_iterations"),
                         help="number of trials")
     parser.add_argument("--num-speakers", choices=["auto", "oracle"],
                         default=Default(OPTIMIZE, "num_speakers"),
                         help="give the pipeline the reference number of speakers (oracle)")
     parser.add_argument("--seed", type=int, default=Default(OPTIMIZE, "seed"),
                         help="seed of the TPE sampler")
-    parser.add_argument("--journal", help="optuna journal file (.journal) to resume from")
+    # read to resume, and appended to: an output, that no input may be
+    add_output(parser, "--journal", help="optuna journal file (.journal) to resume from")
     parser.add_argument("--study-name", default=Default(OPTIMIZE, "study_name"),
                         help="name of the study in --journal")
-    parser.add_argument("--freeze-min-duration-off", type=float, default=None, metavar="SECONDS",
+    parser.add_argument("--freeze-min-duration-off", type=non_negative_float, default=None, metavar="SECONDS",
                         help="keep segmentation.min_duration_off at this value (default: tuned)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import (
+    Default,
+    add_input,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    resolve_defaults,
+)
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
     add_restart_argument,
+    add_stage_output,
     budget_from,
     get_protocol,
     options_from,
@@ -27,17 +35,17 @@ STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target")
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
-    parser.add_argument("--output", required=True, help="stage directory")
-    parser.add_argument("--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
+    add_stage_output(parser)
+    add_input(parser, "--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
     group = parser.add_argument_group("pruning (DistillPrune)")
-    group.add_argument("--sparsity", type=float, default=Default(DISTILL_PRUNE, "sparsity"),
+    group.add_argument("--sparsity", type=fraction, default=Default(DISTILL_PRUNE, "sparsity"),
                        help="target sparsity in (0, 1), relative to the unpruned architecture")
     group.add_argument("--objective", choices=["params", "macs"],
                        default=Default(DISTILL_PRUNE, "objective"),
                        help="what the sparsity counts: WavLM parameters, or MACs per chunk")
-    group.add_argument("--warmup-epochs", type=float, default=Default(DISTILL_PRUNE, "warmup_epochs"),
+    group.add_argument("--warmup-epochs", type=non_negative_float, default=Default(DISTILL_PRUNE, "warmup_epochs"),
                        help="epochs of the target's linear warm-up")
-    group.add_argument("--warmup-steps", type=int, default=None,
+    group.add_argument("--warmup-steps", type=non_negative_int, default=None,
                        help="the warm-up in optimisation steps (default: --warmup-epochs decides)")
     group.add_argument("--units", nargs="+", default=Default(DISTILL_PRUNE, "units"),
                        help="gated units, some of conv head ffn attention_layer ffn_layer")
@@ -50,7 +58,7 @@ def add_arguments(parser):
     group.add_argument("--exact", action=argparse.BooleanOptionalAction,
                        default=Default(PRUNE_STAGE, "exact"),
                        help="finish exactly at the budget (--no-exact: prune by the gates alone)")
-    group.add_argument("--tolerance", type=float, default=Default(PRUNE_STAGE, "tolerance"),
+    group.add_argument("--tolerance", type=non_negative_float, default=Default(PRUNE_STAGE, "tolerance"),
                        help="epochs whose pruned sparsity is at least SPARSITY - TOLERANCE are "
                             "averaged")
     group.add_argument("--stop-at-target", action=argparse.BooleanOptionalAction,

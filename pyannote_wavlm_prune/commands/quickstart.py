@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from .arguments import add_output
+
 
 def add_arguments(parser):
-    parser.add_argument("--output", default="quickstart", help="experiment directory")
-    parser.add_argument("--data", default="data/simulated/quickstart", help="corpus directory")
+    # both written into; neither may lie inside the other's files (the check compares them)
+    add_output(parser, "--output", default="quickstart", writes=(), help="experiment directory")
+    add_output(parser, "--data", default="data/simulated/quickstart", writes=(),
+               help="corpus directory")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     # the quiet command line (console.quiet) is the CLI's, for every command: --verbose is

@@ -6,16 +6,22 @@ import argparse
 import json
 
 from ..data.config import PRESETS
-from ..data.simulate import MARKER, simulate
+from ..data.simulate import CORPUS_ENTRIES, MARKER, simulate
+from .arguments import add_input, add_output, number
+
+CORPUS = (MARKER, *CORPUS_ENTRIES)  # what simulate writes into its root
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `pyannote-wavlm-prune simulate`."""
-    parser.add_argument("root", nargs="?", help="output folder (default: data/simulated/<preset>)")
+    add_output(parser, "root", nargs="?", name="ROOT", writes=CORPUS,
+               help="output folder (default: data/simulated/<preset>)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="corpus size and voices (tiny: seconds to build, for tests)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the whole corpus")
-    parser.add_argument("--overlap", type=float, help="overlap ratio in [0, 1) (default: preset's)")
+    parser.add_argument("--overlap", type=number(float, 0, 1, high_open=True,
+                                                 expected="a ratio in [0, 1)"),
+                        help="overlap ratio in [0, 1) (default: preset's)")
     parser.add_argument(
         "--speakers", type=_int_range, help="speakers per conversation: N or MIN-MAX"
     )
@@ -23,9 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--noise", type=_float_range, metavar="SNR", help="noise SNR in dB: X or MIN-MAX"
     )
     parser.add_argument("--reverb", action="store_true", help="add synthetic reverberation")
-    parser.add_argument(
-        "--source", help="folder of <speaker>/*.wav|flac (default: espeak-ng voices)"
-    )
+    add_input(parser, "--source", help="folder of <speaker>/*.wav|flac (default: espeak-ng voices)")
     parser.add_argument("--name", help="protocol name (default: the preset's)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(parser=parser)

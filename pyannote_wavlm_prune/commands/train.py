@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, KeyValues, resolve_defaults
+from .arguments import (
+    Default,
+    KeyValues,
+    LearningRates,
+    add_input,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    resolve_defaults,
+)
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
     add_restart_argument,
+    add_stage_output,
     budget_from,
     get_protocol,
     options_from,
@@ -29,31 +40,32 @@ TASK_OPTIONS = ("max_speakers_per_chunk", "num_workers")
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `diarization_task` beyond the training budget's."""
     group = parser.add_argument_group("diarization task")
-    group.add_argument("--max-speakers-per-chunk", type=int,
+    group.add_argument("--max-speakers-per-chunk", type=positive_int,
                        default=Default(TASK, "max_speakers_per_chunk"),
                        help="speakers of a chunk the powerset classes cover")
-    group.add_argument("--num-workers", type=int, default=Default(TASK, "num_workers"),
+    group.add_argument("--num-workers", type=non_negative_int, default=Default(TASK, "num_workers"),
                        help="data loading processes (0: in-process)")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
-    parser.add_argument("--output", required=True, help="stage directory")
+    add_stage_output(parser)
     group = parser.add_argument_group("model (WavLMSegmentation)")
-    group.add_argument("--wavlm", default=Default(f"{MODEL}.WAVLM_DEFAULT"),
+    # an input when it is a local directory (a hub name or preset:NAME is left alone)
+    add_input(group, "--wavlm", default=Default(f"{MODEL}.WAVLM_DEFAULT"),
                        help="pretrained WavLM: a Hugging Face name (needs the hub or its cache), "
                             "a local directory, or preset:tiny|base_plus|large for a random "
                             "initialisation that needs nothing (preset:tiny to try it offline)")
     group.add_argument("--freeze-wavlm", action=argparse.BooleanOptionalAction,
                        default=Default(MODEL, "freeze_wavlm"), help="train the back end only")
-    group.add_argument("--cnn-gradient-scale", type=float,
+    group.add_argument("--cnn-gradient-scale", type=non_negative_float,
                        default=Default(MODEL, "cnn_gradient_scale"),
                        help="gradient scale of WavLM's CNN feature encoder")
     group.add_argument("--projection", action=KeyValues, default=Default(f"{MODEL}.PROJECTION_DEFAULTS"),
                        help="projection after WavLM; keys not given keep their default")
     group.add_argument("--conformer", action=KeyValues, default=Default(f"{MODEL}.CONFORMER_DEFAULTS"),
                        help="Conformer back end; keys not given keep their default")
-    group.add_argument("--learning-rate", action=KeyValues,
+    group.add_argument("--learning-rate", action=LearningRates,
                        default=Default(f"{MODEL}.LEARNING_RATE_DEFAULTS"),
                        help="AdamW learning rates of WavLM and of the back end")
     group.add_argument("--layer-weighting", choices=["softmax", "linear"],
@@ -62,7 +74,8 @@ def add_arguments(parser):
     group.add_argument("--conv-output-scale", action=argparse.BooleanOptionalAction,
                        default=Default(MODEL, "conv_output_scale"),
                        help="a fixed per-channel scale on the last CNN output (DiariZen's)")
-    group.add_argument("--waveform-norm-eps", type=float, default=Default(MODEL, "waveform_norm_eps"),
+    group.add_argument("--waveform-norm-eps", type=positive_float,
+                       default=Default(MODEL, "waveform_norm_eps"),
                        help="epsilon of the Large family's waveform normalisation")
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)

@@ -63,6 +63,8 @@ from .protocols import get_protocol
 from .voices import EspeakSource
 
 MARKER = "simulation.json"
+# what a corpus holds beside its marker
+CORPUS_ENTRIES = ("audio", "rttm", "uem", "lists", "database.yml")
 FORMAT_VERSION = 1  # bump when a code change alters the audio that given parameters produce
 
 
@@ -254,7 +256,7 @@ def build_corpus(root: str | Path, config: SimulationConfig, progress: bool = Tr
     if marker is None and root.exists():
         clashes = [
             name
-            for name in ("audio", "rttm", "uem", "lists", "database.yml")
+            for name in CORPUS_ENTRIES
             if (root / name).exists()
         ]
         if clashes:

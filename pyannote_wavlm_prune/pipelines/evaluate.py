@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -18,6 +19,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 from tqdm.auto import tqdm
 
 from ..data.protocols import get_protocol
+from ..files import write_atomically
 
 SUBSETS = ("train", "development", "test")
 
@@ -381,7 +383,9 @@ def evaluate_pipeline(
         )
         if rttm_dir is not None:
             path = rttm_dir / f"{file['uri'].replace('/', '_')}.rttm"
-            with open(path, "w") as rttm:
-                hypothesis.write_rttm(rttm)
+            rttm = io.StringIO()
+            hypothesis.write_rttm(rttm)
+            text = rttm.getvalue().encode()
+            write_atomically(path, lambda file, text=text: file.write(text))
             rttms.append(path)
     return EvaluationReport(scores, collar=collar, skip_overlap=skip_overlap, rttm=rttms)

@@ -32,7 +32,14 @@ from pyannote.audio.utils.hf_hub import AssetFileName
 from .. import __version__
 from ..deploy.embedding import check_embedding_runtime, check_onnx_embedding, torch_embedding
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
-from ..files import check_output_location, give_default_modes, is_empty_directory, place_directory
+from ..files import (
+    check_output_location,
+    check_writable,
+    give_default_modes,
+    is_empty_directory,
+    place_directory,
+    writing,
+)
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from .embedding import untrained_embedding
@@ -88,7 +95,8 @@ def check_target(directory: str | os.PathLike, overwrite: bool = False,
     """Raise unless a pipeline may be written to `directory`
 
     It must not be, or contain, the working directory or one of `inputs` ((what, path) pairs);
-    it must be new or empty, or, with `overwrite`, a pipeline directory (`check_replaceable`).
+    it must be new or empty, or, with `overwrite`, a pipeline directory (`check_replaceable`);
+    its place must be writable (`files.check_writable`).
     """
     check_output_location(directory, inputs)
     directory = Path(directory)
@@ -99,6 +107,7 @@ def check_target(directory: str | os.PathLike, overwrite: bool = False,
                 "(or overwrite=True)."
             )
         check_replaceable(directory)
+    check_writable(directory)  # before the models are loaded and written
 
 
 def check_replaceable(directory: str | os.PathLike) -> None:
@@ -284,23 +293,24 @@ def export_pipeline(
     if extra:
         config.update(_plain(extra))
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(
-        tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp")
-    )
-    try:
-        save_checkpoint(segmentation_model, staging / "segmentation" / CHECKPOINT)
-        if embedding_model is not None:
-            save_checkpoint(embedding_model, staging / "embedding" / CHECKPOINT)
-        if stored_plda is not None:
-            stored_plda.save(staging / "plda")
-        with open(staging / CONFIG, "w") as file:
-            yaml.safe_dump(config, file, sort_keys=False)
-        give_default_modes(staging)
-        place_directory(staging, directory, overwrite=overwrite, replaceable=check_replaceable)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+    with writing(directory):  # a full disk or a read-only place, said as such
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(
+            tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.", suffix=".tmp")
+        )
+        try:
+            save_checkpoint(segmentation_model, staging / "segmentation" / CHECKPOINT)
+            if embedding_model is not None:
+                save_checkpoint(embedding_model, staging / "embedding" / CHECKPOINT)
+            if stored_plda is not None:
+                stored_plda.save(staging / "plda")
+            with open(staging / CONFIG, "w") as file:
+                yaml.safe_dump(config, file, sort_keys=False)
+            give_default_modes(staging)
+            place_directory(staging, directory, overwrite=overwrite, replaceable=check_replaceable)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     return directory
 
 

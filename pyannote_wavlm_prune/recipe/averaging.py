@@ -12,7 +12,7 @@ import lightning
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
-from ..files import finite_or_none, write_json_atomically
+from ..files import check_output_location, finite_or_none, write_json_atomically
 from ..models.checkpoint import save_atomically
 
 # what a Lightning checkpoint holds for resuming, not for inference
@@ -171,9 +171,8 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"Checkpoints not found: {missing}")
-    if any(Path(output).resolve() == path.resolve() for path in paths):
-        raise ValueError(f"output {output} is one of the checkpoints to average: expected a new "
-                         "path (inputs are never modified).")
+    # inputs are never modified: not through a link to one either
+    check_output_location(output, [("a checkpoint to average", path) for path in paths])
 
     first = torch.load(paths[0], map_location="cpu", weights_only=False)
     if "pyannote.audio" not in first:

@@ -2,19 +2,84 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
+from transformers import WavLMConfig
 
 from ..data.protocols import get_protocol
+from ..files import check_output_location, check_writable
+from ..models.wavlm_segmentation import WavLMSegmentation
+from ..options import (
+    check_against_defaults,
+    check_options,
+    parameter_hints,
+    unknown_keys_error,
+)
+from ..tasks import Distill, DistillPrune
 from ..wavlm import presets
 from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
+from .training import diarization_task
 
 STAGES = ("teacher", "prune", "distill", "finetune")
+# the directories of the experiment the stages write
+STAGE_DIRECTORIES = ("1-teacher", "2-prune", "3-distill", "4-finetune")
+# the stage functions' options, read once from the functions themselves
+PRUNE_STAGE_HINTS = parameter_hints(prune_stage)
+FINETUNE_LEARNING_RATE = parameter_hints(finetune_stage)["learning_rate"]
+# the recipe's own keys and their types (the stages' options are checked by `Recipe.validate`)
+RECIPE_KEYS = {"protocol": str, "experiment": str, "database": str | list[str] | None,
+               **{stage: dict | None for stage in STAGES}}
+# what the stages set themselves: the protocol, the teacher, the chunks (the budget's), caches
+STAGE_SET = ("protocol", "teacher", "duration", "batch_size", "cache", "cache_dir", "progress",
+             "restart", "validate")
+
+
+def read_yaml(path: Path):
+    """The content of the YAML file `path`, or a one-line ValueError naming its line."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as error:
+        mark = error.problem_mark or error.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = "; ".join(" ".join(part.split()) for part in (error.context, error.problem) if part)
+        raise ValueError(f"{where}: not valid YAML ({problem}): expected a recipe as "
+                         "`pyannote-wavlm-prune recipe --example` writes one.") from error
+    except yaml.YAMLError as error:
+        raise ValueError(f"{path}: not valid YAML ({' '.join(str(error).split())}).") from error
+
+
+def _without(hints: dict, names) -> dict:
+    return {name: hint for name, hint in hints.items() if name not in names}
+
+
+def _task_hints(task) -> dict:
+    """The options a stage's `task` (a class or a function) takes, without those the stage
+    sets itself: its own, and those its **kwargs pass on (to its base classes, to pyannote's
+    SpeakerDiarization task), down to the first that takes no **kwargs."""
+    chain = [cls for cls in task.__mro__ if "__init__" in vars(cls)] if isinstance(task, type) \
+        else [task, SpeakerDiarization]
+    taken = []
+    for function in chain:
+        taken.append(function)
+        parameters = inspect.signature(function).parameters.values()
+        if not any(parameter.kind == parameter.VAR_KEYWORD for parameter in parameters):
+            break
+    return _without(parameter_hints(*taken), STAGE_SET)
+
+
+def _check_learning_rate(name: str, rates, defaults) -> None:
+    """Learning rates: the keys of `defaults`, positive numbers."""
+    check_against_defaults(name, rates, defaults)
+    for key, value in dict(rates or {}).items():
+        if not value > 0:
+            raise ValueError(f"{name}.{key}={value!r}: expected a positive learning rate.")
 
 
 @dataclass
@@ -49,19 +114,24 @@ class Recipe:
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
+
+        Every key and value is checked when the recipe is read (`validate`), before any
+        stage trains: a YAML syntax error, an unknown key (with the closest known one) or a
+        value of the wrong type is one line naming it, and the file's line for the syntax.
         """
         path = Path(path)
-        content = yaml.safe_load(path.read_text()) or {}
-        unknown = set(content) - {"protocol", "experiment", "database", *STAGES}
-        if unknown:
-            raise ValueError(f"{path}: unknown keys {sorted(unknown)}; expected protocol, experiment, "
-                             f"database, {', '.join(STAGES)}.")
+        content = read_yaml(path)
+        if content is not None and not isinstance(content, Mapping):
+            raise ValueError(f"{path}: expected a mapping of recipe keys (protocol, experiment, "
+                             f"...), got {type(content).__name__}.")
+        content = dict(content or {})
+        check_options(str(path), content, RECIPE_KEYS)
         for key in ("protocol", "experiment"):
             if key not in content:
                 raise ValueError(f"{path}: the recipe needs a '{key}' key.")
         database = content.get("database") or []
         database = [database] if isinstance(database, str) else list(database)
-        return cls(
+        recipe = cls(
             protocol=content["protocol"],
             experiment=(path.parent / content["experiment"]).resolve(),
             database=[str((path.parent / d).resolve()) for d in database],
@@ -70,6 +140,77 @@ class Recipe:
             distill=content.get("distill") or {},
             finetune=content.get("finetune") or {},
         )
+        recipe.validate(inputs=[("the recipe", path)])
+        return recipe
+
+    def validate(self, inputs: list[tuple[str, object]] = ()) -> None:
+        """Raise a one-line ValueError for the first key or value no stage would accept
+
+        Keys are those of the functions and classes each stage calls (unknown ones are named,
+        with the closest known key), values are checked against their type hints and the
+        targets, learning rates and budgets against their ranges, all before anything trains;
+        the experiment must not replace or write into an input, and must be writable.
+        """
+        for stage in STAGES:
+            options = getattr(self, stage)
+            if not isinstance(options, Mapping):
+                raise ValueError(f"{stage}={options!r}: expected a mapping of the stage's options.")
+            Budget.from_dict(options.get("budget"), name=f"{stage}.budget")
+        inputs = [*inputs, *self._check_teacher(), *(("database", d) for d in self.database)]
+        self._check_prune()
+        check_options("distill", self.distill, {"budget": dict, "task": dict})
+        task = self.distill.get("task") or {}
+        check_options("distill.task", task, _task_hints(Distill))
+        _check_learning_rate("distill.task.learning_rate", task.get("learning_rate"),
+                             Distill.LEARNING_RATE_DEFAULTS)
+        check_options("finetune", self.finetune,
+                      {"budget": dict, "task": dict, "fresh_back_end": bool,
+                       "learning_rate": FINETUNE_LEARNING_RATE})
+        check_options("finetune.task", self.finetune.get("task"), _task_hints(diarization_task))
+        _check_learning_rate("finetune.learning_rate", self.finetune.get("learning_rate"),
+                             WavLMSegmentation.LEARNING_RATE_DEFAULTS)
+        # a given teacher is not trained: 1-teacher/ is not written (it may hold that teacher)
+        written = STAGE_DIRECTORIES[1:] if "checkpoint" in self.teacher else STAGE_DIRECTORIES
+        check_output_location(self.experiment, inputs, writes=written, name="experiment")
+        check_writable(self.experiment, into=True)
+
+    def _check_teacher(self) -> list[tuple[str, object]]:
+        """Check the teacher's options; return its checkpoint as an input, if it is given."""
+        teacher = self.teacher
+        check_options("teacher", teacher, {"checkpoint": str, "model": dict, "budget": dict,
+                                           "task": dict})
+        check_options("teacher.task", teacher.get("task"), _task_hints(diarization_task))
+        model = teacher.get("model") or {}
+        check_options("teacher.model", model, _without(parameter_hints(WavLMSegmentation), {"task"}))
+        for name in ("projection", "conformer"):
+            check_against_defaults(f"teacher.model.{name}", model.get(name),
+                                   getattr(WavLMSegmentation, f"{name.upper()}_DEFAULTS"))
+        _check_learning_rate("teacher.model.learning_rate", model.get("learning_rate"),
+                             WavLMSegmentation.LEARNING_RATE_DEFAULTS)
+        resolve_wavlm_option(model.get("wavlm"))
+        if "checkpoint" not in teacher:
+            return []
+        if not Path(teacher["checkpoint"]).exists():
+            raise FileNotFoundError(f"teacher.checkpoint {teacher['checkpoint']} does not exist: "
+                                    "expected the path of a checkpoint.")
+        return [("teacher.checkpoint", teacher["checkpoint"])]
+
+    def _check_prune(self) -> None:
+        """Check the prune stage: its own options, and DistillPrune's (top level or `task`)."""
+        task_hints = _task_hints(DistillPrune)
+        stage_hints = _without(PRUNE_STAGE_HINTS, {*STAGE_SET, "directory",
+                                                              "task_options", "budget"})
+        options = dict(self.prune)
+        check_options("prune", options, {**stage_hints, **task_hints, "budget": dict, "task": dict})
+        task = dict(options.pop("task", None) or {})
+        check_options("prune.task", task, task_hints)
+        task.update({key: value for key, value in options.items() if key in task_hints})
+        DistillPrune.check_targets(**task)
+        _check_learning_rate("prune.learning_rate", task.get("learning_rate"),
+                             DistillPrune.LEARNING_RATE_DEFAULTS)
+        if options.get("tolerance", 0.0) < 0:
+            raise ValueError(f"prune.tolerance={options['tolerance']}: expected a non-negative "
+                             "sparsity tolerance.")
 
     def get_protocol(self) -> Protocol:
         return get_protocol(self.database, self.protocol)
@@ -80,6 +221,7 @@ class Recipe:
         A stage whose recorded options differ from the recipe's stops the run, unless
         `restart`: then that stage starts over, and so do those after it (their input changed).
         """
+        self.validate()  # before the first stage trains: a recipe built in code, too
         restart = "changed" if restart else False
         protocol = self.get_protocol()
         root = self.experiment
@@ -122,6 +264,11 @@ def resolve_wavlm_option(wavlm):
                     "large": presets.large_config}
         if name not in builders:
             raise ValueError(f"wavlm preset {name!r}: expected one of {sorted(builders)}.")
+        # a config takes any key silently: a misspelt one would be ignored
+        known = {*WavLMConfig().to_dict(), *(["family"] if name == "tiny" else [])}
+        unknown = set(options) - known
+        if unknown:
+            raise unknown_keys_error(f"wavlm preset {name}", unknown, known)
         if name == "tiny":
             return builders[name](**options)
         config = builders[name]()

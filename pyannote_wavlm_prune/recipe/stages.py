@@ -29,7 +29,7 @@ from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model
 from ..models.pruning import prune
 from ..models.wavlm_segmentation import WavLMSegmentation
-from ..options import merge_options
+from ..options import merge_options, unknown_keys_error
 from ..tasks import Distill, DistillPrune
 from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
@@ -63,14 +63,44 @@ class Budget:
     duration: float | None = None
     trainer: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        def refuse(name: str, expected: str):
+            raise BudgetValueError(name, getattr(self, name), expected)
+
+        for name in ("max_epochs", "k", "batch_size"):
+            value = getattr(self, name)
+            if not (value is None and name == "max_epochs") and not _is_int(value, 1):
+                refuse(name, "a positive integer")
+        if not (self.max_steps == -1 or _is_int(self.max_steps, 1)):
+            refuse("max_steps", "a positive integer, or -1 (no limit)")
+        if not (self.patience is None or _is_int(self.patience, 0)):
+            refuse("patience", "a non-negative integer (epochs), or null (no early stopping)")
+        for name in ("limit_train_batches", "limit_val_batches"):
+            value = getattr(self, name)
+            if not (value is None or _is_int(value, 1) or (
+                    isinstance(value, float) and 0.0 < value <= 1.0)):
+                refuse(name, "a positive number of batches, a fraction in (0, 1], or null")
+        if not (self.duration is None or (isinstance(self.duration, (int, float))
+                                          and not isinstance(self.duration, bool)
+                                          and self.duration > 0)):
+            refuse("duration", "a positive chunk duration in seconds, or null")
+        if not isinstance(self.trainer, Mapping):
+            refuse("trainer", "a mapping of Lightning Trainer options")
+
     @classmethod
-    def from_dict(cls, options: Mapping[str, Any] | None) -> Budget:
+    def from_dict(cls, options: Mapping[str, Any] | None, name: str = "budget") -> Budget:
+        """A Budget of `options` (a mapping of its fields), or a one-line error naming the
+        unknown key (and the closest known one) or the bad value; name: where it comes from."""
+        if options is not None and not isinstance(options, Mapping):
+            raise ValueError(f"{name}={options!r}: expected a mapping of budget options.")
         options = dict(options or {})
-        known = set(cls.__dataclass_fields__)
-        unknown = set(options) - known
+        unknown = set(options) - set(cls.__dataclass_fields__)
         if unknown:
-            raise ValueError(f"Unknown training budget options {sorted(unknown)}: expected some of {sorted(known)}.")
-        return cls(**options)
+            raise unknown_keys_error(name, unknown, cls.__dataclass_fields__)
+        try:
+            return cls(**options)
+        except BudgetValueError as error:
+            raise BudgetValueError(error.field, error.value, error.expected, name) from None
 
     def trainer_options(self) -> dict:
         options = {"max_epochs": self.max_epochs, "max_steps": self.max_steps}
@@ -87,6 +117,18 @@ class Budget:
         options["trainer"] = {key: value for key, value in self.trainer.items()
                               if key not in ("accelerator", "devices")}
         return options
+
+
+class BudgetValueError(ValueError):
+    """A budget option out of its range or of the wrong type, named (`where`.field=value)."""
+
+    def __init__(self, field: str, value: Any, expected: str, where: str = "budget"):
+        super().__init__(f"{where}.{field}={value!r}: expected {expected}.")
+        self.field, self.value, self.expected = field, value, expected
+
+
+def _is_int(value: Any, low: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= low
 
 
 # start over: True, always; "changed", when the recorded options differ; False, never (an error)

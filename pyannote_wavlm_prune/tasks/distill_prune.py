@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 from collections.abc import Sequence
@@ -375,19 +376,18 @@ class DistillPrune(Distill):
 
     LEARNING_RATE_DEFAULTS = {**Distill.LEARNING_RATE_DEFAULTS, "gates": 2e-2, "lagrangian": 2e-2}
 
-    def __init__(
-        self,
-        protocol: Protocol,
-        teacher: WavLMSegmentation | str | os.PathLike,
-        sparsity: float = 0.8,
-        objective: Literal["params", "macs"] = "params",
-        warmup_epochs: float = 5.0,
-        warmup_steps: int | None = None,
-        units: Sequence[str] = ("conv", "head", "ffn"),
-        controller: Literal["projection", "lagrangian"] = "projection",
-        decay: bool = False,
-        **kwargs: Any,
-    ):
+    @classmethod
+    def check_targets(cls, **options: Any) -> None:
+        """Raise, before any work, for a target the task would refuse (sparsity outside (0, 1),
+        an unknown objective, units or controller, a negative warm-up) among `options` (its
+        keyword arguments; those not given take their defaults); other options are ignored."""
+        parameters = inspect.signature(cls.__init__).parameters
+        names = ("sparsity", "objective", "warmup_epochs", "warmup_steps", "units", "controller")
+        cls._check_targets(*(options.get(name, parameters[name].default) for name in names))
+
+    @staticmethod
+    def _check_targets(sparsity, objective, warmup_epochs, warmup_steps, units, controller):
+        """The checks of `check_targets`; return the units, checked."""
         # 0 would still prune: the gates start half open and close units on their own
         if not 0.0 < sparsity < 1.0:
             raise ValueError(f"sparsity={sparsity}: expected a target in (0, 1); for no pruning, "
@@ -401,6 +401,23 @@ class DistillPrune(Distill):
             raise ValueError(f"warmup_steps={warmup_steps}: expected a non-negative number of steps.")
         if warmup_epochs < 0:
             raise ValueError(f"warmup_epochs={warmup_epochs}: expected a non-negative number of epochs.")
+        return units
+
+    def __init__(
+        self,
+        protocol: Protocol,
+        teacher: WavLMSegmentation | str | os.PathLike,
+        sparsity: float = 0.8,
+        objective: Literal["params", "macs"] = "params",
+        warmup_epochs: float = 5.0,
+        warmup_steps: int | None = None,
+        units: Sequence[str] = ("conv", "head", "ffn"),
+        controller: Literal["projection", "lagrangian"] = "projection",
+        decay: bool = False,
+        **kwargs: Any,
+    ):
+        units = self._check_targets(sparsity, objective, warmup_epochs, warmup_steps, units,
+                                    controller)
         super().__init__(protocol, teacher, **kwargs)
         self.sparsity = sparsity
         self.objective = objective
