@@ -12,34 +12,26 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_input, add_output, positive_int
+
 RECORD = "diarize-options.json"
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected a whole number >= 1")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("pipeline", metavar="PIPELINE",
-                        help="pipeline directory (or its config.yaml), as export, optimize "
-                             "and import-diarizen write")
-    parser.add_argument("inputs", nargs="*", metavar="INPUT",
-                        help="audio file, or directory searched recursively for audio files "
-                             "(wav, flac, mp3, ogg, opus, m4a, ...; hidden ones skipped); "
-                             "outputs mirror the paths below it")
-    parser.add_argument("--list", action="append", default=[], metavar="FILE", dest="lists",
-                        help="text file of audio files or directories, one a line, relative to "
-                             "the list's directory (blank and '#' lines skipped; repeatable); "
-                             "outputs mirror the paths below the list's directory")
-    parser.add_argument("--output", required=True, metavar="DIR",
-                        help="directory of the outputs: <name>.rttm per file (uri: the file's "
-                             "stem), outside every input")
+    add_input(parser, "pipeline", metavar="PIPELINE",
+              help="pipeline directory (or its config.yaml), as export, optimize "
+                   "and import-diarizen write")
+    add_input(parser, "inputs", nargs="*", metavar="INPUT",
+              help="audio file, or directory searched recursively for audio files "
+                   "(wav, flac, mp3, ogg, opus, m4a, ...; hidden ones skipped); "
+                   "outputs mirror the paths below it")
+    add_input(parser, "--list", action="append", default=[], metavar="FILE", dest="lists",
+              help="text file of audio files or directories, one a line, relative to "
+                   "the list's directory (blank and '#' lines skipped; repeatable); "
+                   "outputs mirror the paths below the list's directory")
+    add_output(parser, "--output", writes=(), required=True, metavar="DIR",
+               help="directory of the outputs: <name>.rttm per file (uri: the file's "
+                    "stem), outside every input")
     parser.add_argument("--json", action="store_true",
                         help="also write <name>.json: the turns (start, end, speaker), as "
                              "`pyannote-audio apply` writes them")
