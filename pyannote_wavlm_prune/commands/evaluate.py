@@ -1,4 +1,8 @@
-"""`evaluate`: DER (missed speech, false alarm, confusion) and real-time factors on a protocol."""
+"""`evaluate`: DER (missed speech, false alarm, confusion) and real-time factors on a protocol.
+
+A file that cannot be diarized (unreadable, NaN samples, ...) is named on stderr, in one line,
+and left out of the totals; the others are scored. Exit status 1 when some file failed.
+"""
 
 from __future__ import annotations
 
@@ -30,9 +34,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
+    import sys
     from pathlib import Path
 
+    from ..files import finite_or_none, write_json_atomically
     from ..pipelines import SpeakerDiarization, load_pipeline
     from ..pipelines.evaluate import evaluate_pipeline, get_files
     from .common import get_protocol
@@ -64,9 +69,14 @@ def run(args: argparse.Namespace) -> int:
         num_speakers=args.num_speakers,
         rttm_dir=args.rttm,
         progress=not args.no_progress,
+        keep_going=True,  # one bad file: the others are still scored, and it is named
     )
-    print(report.table())
+    if report.files:
+        print(report.table())
     if args.json:
-        with open(args.json, "w") as file:
-            json.dump(report.to_dict(), file, indent=2)
-    return 0
+        write_json_atomically(args.json, finite_or_none(report.to_dict()))
+    # one line per file that failed; the others are scored above
+    for failure in report.failed:
+        print(f"pyannote-wavlm-prune evaluate: error: {failure.uri}: {failure.error}",
+              file=sys.stderr)
+    return 1 if report.failed else 0
