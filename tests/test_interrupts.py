@@ -225,3 +225,30 @@ def test_a_signal_inside_an_uninterrupted_section_waits_for_its_end():
     assert raised.value.exit_status == 143
     # the handlers in place before are back
     assert {signum: signal.getsignal(signum) for signum in before} == before
+
+
+def test_a_task_cache_write_cut_short_leaves_nothing_a_later_run_would_take_for_the_cache(
+        tiny_protocol, tmp_path, monkeypatch):
+    """pyannote writes the task's metadata cache in place and takes any non-empty file there
+    for a finished one: a write cut short (a signal, a full disk) failed every later run."""
+    import numpy as np
+
+    from pyannote_wavlm_prune.recipe.training import diarization_task
+
+    model = tiny_model()
+    model.task = diarization_task(tiny_protocol, duration=2.0, batch_size=4, cache_dir=tmp_path)
+    cache = model.task.cache
+    savez = np.savez_compressed
+
+    def cut_short(file, **arrays):
+        file.write(b"PK\x03\x04 half a zip")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez_compressed", cut_short)
+    with pytest.raises(OSError, match="No space left"):
+        model.prepare_data()
+    assert not cache.exists() and list(tmp_path.iterdir()) == []
+    monkeypatch.setattr(np, "savez_compressed", savez)
+    model.prepare_data()
+    assert model.task.cache == cache
+    assert str(np.load(cache, allow_pickle=True)["protocol"]) == tiny_protocol.name
