@@ -11,6 +11,9 @@ The libraries' warnings and INFO messages, and the metrics' components on the pr
 are hidden (`console.quiet`) unless `--debug` is given.
 Paths and protocol names are checked before any command module (and torch, pyannote) is
 imported, so that such mistakes are reported at once.
+SIGTERM and SIGINT end any command with one line and the status a shell gives a process the
+signal ended (143, 130), whatever the command was doing (`interrupts.stop_on_signals`); the
+same command, run again, resumes.
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ import contextlib
 import importlib
 import os
 import sys
+import traceback
 
-from . import console
+from . import console, interrupts
 from .commands.arguments import ArgumentParser, HelpFormatter, check_paths
 from .files import NotWritableError
 
@@ -112,12 +116,19 @@ def main(argv: list[str] | None = None) -> int:
     debug = "--debug" in argv or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
     argv = [token for token in argv if token != "--debug"]
     loud = debug or (_selected(argv) == "quickstart" and "--verbose" in argv)
+    command = _selected(argv)
+    prefix = f"pyannote-wavlm-prune{' ' + command if command else ''}"
     try:
-        with contextlib.nullcontext() if loud else console.quiet():
+        with interrupts.stop_on_signals(), (contextlib.nullcontext() if loud else console.quiet()):
             check_inputs(argv)
             args = build_parser(argv).parse_args(argv)
             check_paths(args)  # no output replaces or writes into an input
             return args.run(args)
+    except interrupts.Interrupted as interruption:
+        if debug:
+            traceback.print_exc()
+        print(f"{prefix}: {interruption}", file=sys.stderr)
+        return interruption.exit_status
     except USER_ERRORS as error:
         if debug:
             raise
@@ -127,9 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         if debug or not isinstance(exit_.code, str):
             raise
         message = exit_.code
-    command = _selected(argv)
-    print(f"pyannote-wavlm-prune{' ' + command if command else ''}: error: {message}",
-          file=sys.stderr)
+    print(f"{prefix}: error: {message}", file=sys.stderr)
     return 2
 
 

@@ -1,11 +1,13 @@
 """Writing files and directories so that a reader sees the old one or the whole new one.
 
 One home for how outputs reach their place: a file through a temporary file renamed onto it
-(`write_atomically`), a directory through a staging directory renamed onto it
+(`write_atomically`, or `atomic_path` for a writer that takes a path), a directory through a staging directory renamed onto it
 (`place_directory`), both with the modes a plain `open`/`mkdir` would give under the user's
 umask; the check that an output does not swallow the working directory, replace an input or
 write into one (`check_output_location`); and a full disk or a read-only place said as such,
-before the work where it can be (`check_writable`) and when a write fails (`writing`).
+before the work where it can be (`check_writable`) and when a write fails (`writing`). A
+signal that arrives while a directory is being renamed into place waits until it is
+(`interrupts.uninterrupted`): the old directory or the new one is there, never neither.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
+
+from .interrupts import uninterrupted
 
 
 def umask() -> int:
@@ -102,27 +106,36 @@ def check_writable(output: str | os.PathLike, into: bool = False) -> None:
         os.unlink(probe)
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
-    """Call write(file object) on a temporary file next to `path`, then rename it to `path`
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """A new temporary file next to `path`, for a writer that takes a path; renamed onto
+    `path` when the block ends, removed when it raises (a signal's `Interrupted` too)
 
     The temporary file (private while written, as mkstemp makes it) gets the mode of a plain
     `open` under the user's umask before the rename, so that teammates read what the umask
-    lets them read. On error, the temporary file is removed.
+    lets them read.
     """
     path = Path(path)
     with writing(path):
         path.parent.mkdir(parents=True, exist_ok=True)
         descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
                                                  suffix=".tmp")
+        os.close(descriptor)
         try:
-            with os.fdopen(descriptor, "wb") as file:
-                write(file)
-                os.fchmod(file.fileno(), default_mode())
+            yield Path(temporary)
+            os.chmod(temporary, default_mode())
             os.replace(temporary, path)
         except BaseException:
             Path(temporary).unlink(missing_ok=True)
             raise
-    return path
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[BinaryIO], object]) -> Path:
+    """Call write(file object) on a temporary file next to `path`, then rename it to `path`
+    (see `atomic_path`; a full disk or a read-only place said as such, see `writing`)."""
+    with atomic_path(path) as temporary, open(temporary, "wb") as file:
+        write(file)
+    return Path(path)
 
 
 def finite_or_none(value):
@@ -252,9 +265,18 @@ def place_directory(
 def _place_directory(staging: Path, directory: Path, overwrite: bool,
                      replaceable: Callable[[Path], None] | None) -> Path:
     parent = os.open(directory.parent, os.O_RDONLY)
-    retired = None
     try:
         fcntl.flock(parent, fcntl.LOCK_EX)
+        _place(staging, directory, overwrite, replaceable)
+    finally:
+        os.close(parent)
+    return directory
+
+
+def _place(staging: Path, directory: Path, overwrite: bool,
+           replaceable: Callable[[Path], None] | None) -> None:
+    retired = None
+    with uninterrupted():  # between the renames, `directory` is not there
         if os.path.lexists(directory) and not is_empty_directory(directory):
             if not overwrite:
                 raise FileExistsError(f"{directory} exists (another writer may just have written "
@@ -284,8 +306,5 @@ def _place_directory(staging: Path, directory: Path, overwrite: bool,
                 raise FileExistsError(f"{directory} appeared while it was written: expected a new "
                                       "or empty directory.") from error
             raise
-    finally:
-        os.close(parent)
-    if retired is not None:
-        shutil.rmtree(retired)
-    return directory
+        if retired is not None:
+            shutil.rmtree(retired)

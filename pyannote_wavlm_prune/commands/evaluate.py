@@ -1,4 +1,8 @@
-"""`evaluate`: DER (missed speech, false alarm, confusion) and real-time factors on a protocol."""
+"""`evaluate`: DER (missed speech, false alarm, confusion) and real-time factors on a protocol.
+
+A file that cannot be diarized (unreadable, NaN samples, ...) is named on stderr, in one line,
+and left out of the totals; the others are scored. Exit status 1 when some file failed.
+"""
 
 from __future__ import annotations
 
@@ -34,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import sys
     from pathlib import Path
 
     from ..files import finite_or_none, write_json_atomically
@@ -68,9 +73,15 @@ def run(args: argparse.Namespace) -> int:
         num_speakers=args.num_speakers,
         rttm_dir=args.rttm,
         progress=not args.no_progress,
+        keep_going=True,  # one bad file: the others are still scored, and it is named
     )
-    print(report.table())
+    if report.files:
+        print(report.table())
     if args.json:
         # atomic, strict JSON (NaN as null); a full disk is said as such
         write_json_atomically(args.json, finite_or_none(report.to_dict()))
-    return 0
+    # one line per file that failed; the others are scored above
+    for failure in report.failed:
+        print(f"pyannote-wavlm-prune evaluate: error: {failure.uri}: {failure.error}",
+              file=sys.stderr)
+    return 1 if report.failed else 0

@@ -14,6 +14,7 @@ from torch import nn
 from torchaudio.models import Conformer
 from transformers import PretrainedConfig
 
+from ..files import atomic_path
 from ..options import merge_options
 from ..wavlm.config import resolve_wavlm
 from ..wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
@@ -205,6 +206,22 @@ class WavLMSegmentation(Model):
     def build(self):
         self.classifier = nn.Linear(self.hparams.projection["dimension"], self.dimension)
         self.activation = self.default_activation()
+
+    def prepare_data(self):
+        """The task's metadata cache, written next to its place and renamed into it
+
+        pyannote writes the cache in place, and takes any non-empty file there for a finished
+        one: a write cut short (a SIGTERM, a full disk) would fail every later run.
+        """
+        cache = getattr(self.task, "cache", None)
+        if cache is None or (cache.exists() and cache.stat().st_size > 0):
+            return super().prepare_data()
+        try:
+            with atomic_path(cache) as temporary:
+                self.task.cache = temporary  # empty: pyannote prepares and writes it
+                super().prepare_data()
+        finally:
+            self.task.cache = cache
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import math
 import os
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -108,13 +109,23 @@ def _share(part: float | None, whole: float | None) -> float | None:
 
 
 @dataclass
+class FileFailure:
+    """A file that could not be diarized or scored, and why (one line)."""
+
+    uri: str
+    error: str
+
+
+@dataclass
 class EvaluationReport:
-    """Per-file and total DER with its components, and real-time factors."""
+    """Per-file and total DER with its components, and real-time factors; the files that
+    failed are left out of the totals and listed."""
 
     files: list[FileScore]
     collar: float = 0.0
     skip_overlap: bool = False
     rttm: list[Path] = field(default_factory=list)
+    failed: list[FileFailure] = field(default_factory=list)
 
     def _sum(self, name: str) -> float:
         return sum(getattr(score, name) for score in self.files)
@@ -163,13 +174,13 @@ class EvaluationReport:
 
     @property
     def real_time_factor(self) -> float:
-        """Processing time of the whole pipeline / audio duration."""
-        return self._sum("processing_time") / self.duration
+        """Processing time of the whole pipeline / audio duration (NaN without a file)."""
+        return self._sum("processing_time") / self.duration if self.files else math.nan
 
     @property
     def segmentation_real_time_factor(self) -> float:
         """Time spent reading audio and running the segmentation model / audio duration."""
-        return self._sum("segmentation_time") / self.duration
+        return self._sum("segmentation_time") / self.duration if self.files else math.nan
 
     def to_dict(self) -> dict[str, Any]:
         """Totals and per-file rows, as plain numbers (for JSON)."""
@@ -187,6 +198,7 @@ class EvaluationReport:
                        "single_speaker_purity": score.single_speaker_purity}
                       for score in self.files],
             "rttm": [str(path) for path in self.rttm],
+            "failed": [asdict(failure) for failure in self.failed],
         }
 
     def table(self) -> str:
@@ -212,6 +224,7 @@ class EvaluationReport:
             f"pipeline {self.real_time_factor:.4f}, segmentation "
             f"{self.segmentation_real_time_factor:.4f}"
         )
+        lines += [f"failed: {failure.uri}: {failure.error}" for failure in self.failed]
         if self.local_purity is not None:
             lines.append(
                 "purity: share of each local speaker's speech (per chunk of the segmentation) "
@@ -303,6 +316,7 @@ def evaluate_pipeline(
     rttm_dir: str | os.PathLike | None = None,
     progress: bool = True,
     description: str = "Diarizing",
+    keep_going: bool = False,
 ) -> EvaluationReport:
     """Score a diarization pipeline with pyannote.metrics' DiarizationErrorRate
 
@@ -326,6 +340,10 @@ def evaluate_pipeline(
         Show a progress bar (one step per file). Defaults to True.
     description : str, optional
         What the progress bar says it does. Defaults to "Diarizing".
+    keep_going : bool, optional
+        A file that cannot be diarized or scored (an error of any kind but an interruption)
+        is listed in the report's `failed`, in one line, and left out of the totals, while
+        the other files are scored. Defaults to False: its error is raised.
 
     Returns
     -------
@@ -347,45 +365,67 @@ def evaluate_pipeline(
     # frames of the segmentation model, to measure the local speakers' purity
     frames = getattr(getattr(getattr(pipeline, "_segmentation", None), "model", None),
                      "receptive_field", None)
-    scores, rttms = [], []
+    scores, rttms, failed = [], [], []
     bar = tqdm(files, desc=description, unit="file", disable=not progress)
     for file in bar:
         bar.set_postfix_str(file["uri"])
-        reference: Annotation = file["annotation"]
-        options = {"num_speakers": len(reference.labels())} if num_speakers == "oracle" else {}
-        clock = _StepClock()
-        start = time.perf_counter()
-        output = pipeline(file, hook=clock, **options)
-        end = time.perf_counter()
-        hypothesis = output if isinstance(output, Annotation) else output.speaker_diarization
-        # score what the RTTM file holds, so that re-scoring it gives the same figures
-        hypothesis = as_written_in_rttm(hypothesis)
-
-        components = metric(reference, hypothesis, uem=file.get("annotated"), detailed=True)
-        purity = (None,) * 4
-        if clock.segmentation is not None and frames is not None:
-            purity = local_speaker_purity(clock.segmentation, file, frames)
-        scores.append(
-            FileScore(
-                uri=file["uri"],
-                duration=audio.get_duration(file),
-                reference=components["total"],
-                missed=components["missed detection"],
-                false_alarm=components["false alarm"],
-                confusion=components["confusion"],
-                processing_time=end - start,
-                segmentation_time=(clock.segmentation_end or end) - start,
-                local_speech=purity[0],
-                local_pure=purity[1],
-                single_speech=purity[2],
-                single_pure=purity[3],
-            )
-        )
+        try:
+            score, hypothesis = _score(pipeline, file, metric, audio, frames, num_speakers)
+        except Exception as error:
+            if not keep_going:
+                raise
+            failed.append(FileFailure(file["uri"], _one_line(error)))
+            continue
+        scores.append(score)
         if rttm_dir is not None:
             path = rttm_dir / f"{file['uri'].replace('/', '_')}.rttm"
-            rttm = io.StringIO()
-            hypothesis.write_rttm(rttm)
-            text = rttm.getvalue().encode()
-            write_atomically(path, lambda file, text=text: file.write(text))
-            rttms.append(path)
-    return EvaluationReport(scores, collar=collar, skip_overlap=skip_overlap, rttm=rttms)
+            rttms.append(write_rttm(hypothesis, path))
+    return EvaluationReport(scores, collar=collar, skip_overlap=skip_overlap, rttm=rttms,
+                            failed=failed)
+
+
+def write_rttm(annotation: Annotation, path: str | os.PathLike) -> Path:
+    """`annotation` as an RTTM file, written next to `path` and renamed into place."""
+    text = io.StringIO()
+    annotation.write_rttm(text)
+    return write_atomically(path, lambda file: file.write(text.getvalue().encode()))
+
+
+def _score(pipeline, file: Mapping, metric: DiarizationErrorRate, audio: Audio,
+           frames: SlidingWindow | None, num_speakers: str) -> tuple[FileScore, Annotation]:
+    """The score of one file, and the diarization scored (as its RTTM file writes it)."""
+    reference: Annotation = file["annotation"]
+    options = {"num_speakers": len(reference.labels())} if num_speakers == "oracle" else {}
+    clock = _StepClock()
+    start = time.perf_counter()
+    output = pipeline(file, hook=clock, **options)
+    end = time.perf_counter()
+    hypothesis = output if isinstance(output, Annotation) else output.speaker_diarization
+    # score what the RTTM file holds, so that re-scoring it gives the same figures
+    hypothesis = as_written_in_rttm(hypothesis)
+
+    components = metric(reference, hypothesis, uem=file.get("annotated"), detailed=True)
+    purity = (None,) * 4
+    if clock.segmentation is not None and frames is not None:
+        purity = local_speaker_purity(clock.segmentation, file, frames)
+    score = FileScore(
+        uri=file["uri"],
+        duration=audio.get_duration(file),
+        reference=components["total"],
+        missed=components["missed detection"],
+        false_alarm=components["false alarm"],
+        confusion=components["confusion"],
+        processing_time=end - start,
+        segmentation_time=(clock.segmentation_end or end) - start,
+        local_speech=purity[0],
+        local_pure=purity[1],
+        single_speech=purity[2],
+        single_pure=purity[3],
+    )
+    return score, hypothesis
+
+
+def _one_line(error: Exception) -> str:
+    """`error` as one line; its type too unless it is a user's error (a bad value or file)."""
+    message = " ".join(str(error).split())
+    return message if isinstance(error, (ValueError, OSError)) else f"{type(error).__name__}: {message}"

@@ -10,14 +10,14 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from pyannote.audio import Audio
-from pyannote.audio.core.io import AudioFile
+from pyannote.audio.core.io import AudioFile, get_audio_metadata
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.pipelines.clustering import Clustering
@@ -81,6 +81,67 @@ class AudioDecodingError(ValueError):
     """An audio file that exists but cannot be read."""
 
 
+class NonFiniteAudioError(ValueError):
+    """Audio holding NaN or infinite samples."""
+
+
+class NonFiniteScoresError(ValueError):
+    """A segmentation model whose scores hold NaN or infinities (on finite audio: its weights)."""
+
+
+def seeks_exactly(codec: str | None) -> bool:
+    """Whether torchcodec reads any excerpt of a stream of `codec` to the sample (PCM, FLAC)
+
+    Seeking into compressed streams (MP3, Vorbis, AAC, Opus, ...) starts at a frame boundary:
+    pyannote's `Audio.crop` then gets a few samples more or fewer than it asked for and
+    raises ("... 30895 samples instead of the expected 32000").
+    """
+    return codec is not None and (codec.startswith("pcm_") or codec == "flac")
+
+
+class DecodedFile(MutableMapping):
+    """`file` with its audio decoded once, in memory: "waveform" and "sample_rate" (and no
+    "channel", already selected) are its own; every other key is read from and written to
+    `file`, so that what pyannote caches in it (an optimized pipeline's segmentation) stays."""
+
+    OWN = ("waveform", "sample_rate")
+
+    def __init__(self, file: Mapping, waveform: torch.Tensor, sample_rate: int):
+        self.file = file
+        self.decoded = {"waveform": waveform, "sample_rate": sample_rate}
+
+    def __getitem__(self, key):
+        if key in self.OWN:
+            return self.decoded[key]
+        if key == "channel":
+            raise KeyError(key)
+        return self.file[key]
+
+    def __setitem__(self, key, value):
+        if key in self.OWN:
+            self.decoded[key] = value
+        else:
+            self.file[key] = value
+
+    def __delitem__(self, key):
+        if key in self.OWN or key == "channel":
+            raise KeyError(f"{key} of a decoded file cannot be removed")
+        del self.file[key]
+
+    def __iter__(self):
+        yield from self.OWN
+        yield from (key for key in self.file if key not in (*self.OWN, "channel"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _refuse_non_finite_scores(module, inputs, scores: torch.Tensor) -> None:
+    """Forward hook: a segmentation model's NaN scores would become "nobody speaks"."""
+    if not torch.isfinite(scores).all():
+        raise NonFiniteScoresError("non-finite segmentation scores")
+
+
 class SpeakerDiarization(PyannoteSpeakerDiarization):
     """pyannote.audio's SpeakerDiarization pipeline, runnable offline with any clustering
 
@@ -122,6 +183,12 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
       pyannote.pipeline's Optimizer scores, whatever `legacy` says;
     - a missing checkpoint, an unreadable audio file or one shorter than a frame raise an
       error naming it, before any work starts;
+    - compressed audio (MP3, OGG, AAC, ...), which pyannote cannot crop to the sample, is
+      decoded once into memory (`seeks_exactly`): every format FFmpeg reads works;
+    - audio with NaN or infinite samples, and a segmentation model whose scores are not
+      finite (NaN weights), raise an error naming the file, where pyannote returns an empty
+      diarization;
+    - no turn ends after the file does (pyannote's padded last chunk leaves turns there);
     - embeddings take one frame-wise pass per chunk, none for silent speakers
       (`chunkwise_embeddings`), with the same diarization as pyannote's path.
     """
@@ -354,41 +421,116 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
 
     def apply(self, file: AudioFile, **kwargs) -> DiarizeOutput | Annotation:
         """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)."""
-        duration = self._check_audio(file)
-        output = _within(super().apply(file, **kwargs), duration)
+        file, duration = self._readable(file)
+        try:
+            output = super().apply(file, **kwargs)
+        except NonFiniteScoresError:
+            # the samples of a file read chunk by chunk are unchecked: they, or the weights
+            if "waveform" not in file:
+                self._decode(file)
+            raise NonFiniteScoresError(
+                f"The segmentation model gives NaN or infinite scores on {_where(file)}, whose "
+                f"samples are finite: {_non_finite_weights(self._segmentation.model)}"
+            ) from None
+        output = _within(output, duration)
         if self.training and isinstance(output, DiarizeOutput):
             # pyannote.pipeline's Optimizer feeds the output to a metric, which needs an
             # Annotation (trap: DiarizeOutput has no `crop`)
             return output.speaker_diarization
         return output
 
-    def _check_audio(self, file: AudioFile) -> float:
-        """The duration of `file`; a clear error for audio that cannot be read or is shorter
-        than one frame."""
-        uri = file.get("uri", "?") if isinstance(file, Mapping) else str(file)
-        where = file.get("audio", uri) if isinstance(file, Mapping) else file
-        if isinstance(where, Mapping):
-            where = "in-memory waveform"
+    def get_segmentations(self, file, hook=None) -> SlidingWindowFeature:
+        """pyannote's, refusing non-finite scores (NonFiniteScoresError), which pyannote's
+        powerset conversion would turn into silence."""
+        handle = self._segmentation.model.register_forward_hook(_refuse_non_finite_scores)
         try:
-            duration = Audio(mono="downmix").get_duration(file)
+            return super().get_segmentations(file, hook=hook)
+        finally:
+            handle.remove()
+
+    def _readable(self, file: AudioFile) -> tuple[Mapping, float]:
+        """`file` as the pipeline reads it, and its duration: checked, and decoded once into
+        memory unless its codec seeks exactly (`seeks_exactly`)."""
+        file, duration, codec = self._check_audio(file)
+        if "waveform" in file:
+            self._check_finite(file, file["waveform"])
+        elif not seeks_exactly(codec):
+            file = self._decode(file)
+            # what the decoder gives, which a compressed file's header may only estimate
+            duration = file["waveform"].shape[-1] / file["sample_rate"]
+        return file, duration
+
+    def _decode(self, file: Mapping) -> DecodedFile:
+        """`file` with its whole audio in memory, as pyannote's `preload` reads it; checked."""
+        try:
+            waveform, sample_rate = Audio()(file)
+        except Exception as error:  # torchcodec raises RuntimeError or ValueError
+            raise AudioDecodingError(f"Cannot decode audio file {_where(file)}: {error}. Expected "
+                                     "audio that FFmpeg can read (wav, flac, mp3, ...).") from error
+        self._check_finite(file, waveform)
+        return DecodedFile(file, waveform, sample_rate)
+
+    @staticmethod
+    def _check_finite(file: Mapping, waveform: torch.Tensor) -> None:
+        finite = torch.isfinite(waveform)
+        if not finite.all():
+            raise NonFiniteAudioError(
+                f"Audio {_where(file)} holds {int((~finite).sum())} NaN or infinite samples "
+                f"(of {finite.numel()}): expected finite samples."
+            )
+
+    def _check_audio(self, file: AudioFile) -> tuple[Mapping, float, str | None]:
+        """`file` validated (a Mapping), its duration and codec (None in memory); a clear
+        error for audio that cannot be read or is shorter than one frame."""
+        codec = None
+        try:
+            file = Audio.validate_file(file)
+            if "waveform" in file:
+                duration = Audio().get_duration(file)
+            else:
+                metadata = get_audio_metadata(file)
+                duration, codec = metadata.duration_seconds_from_header, metadata.codec
         except Exception as error:  # torchcodec raises RuntimeError or ValueError
             raise AudioDecodingError(
-                f"Cannot decode audio file {where!s} (uri {uri!r}): {error}. Expected audio "
+                f"Cannot decode audio file {_where(file)}: {error}. Expected audio "
                 "that FFmpeg can read (wav, flac, mp3, ...)."
             ) from error
         frame = self._segmentation.model.receptive_field.duration
         # an empty file has no duration at all (None), not a zero one
         if duration is None or not duration > 0:
             raise ValueError(
-                f"Audio {where!s} (uri {uri!r}) is empty or of unknown duration ({duration}): "
+                f"Audio {_where(file)} is empty or of unknown duration ({duration}): "
                 f"expected at least {frame:.4f} s (one frame of the segmentation model)."
             )
         if duration < frame:
             raise ValueError(
-                f"Audio {uri!r} lasts {duration:.4f} s: the segmentation model needs at least "
-                f"{frame:.4f} s (one frame); audio: {where!s}."
+                f"Audio {file.get('uri', '?')!r} lasts {duration:.4f} s: the segmentation model "
+                f"needs at least {frame:.4f} s (one frame); audio: {_where(file)}."
             )
-        return duration
+        return file, duration, codec
+
+
+def _where(file: AudioFile) -> str:
+    """How errors name `file`: its path ("in-memory waveform", "stream") and its uri."""
+    if not isinstance(file, Mapping):
+        return str(file) if isinstance(file, (str, os.PathLike)) else "stream"
+    audio = file.get("audio")
+    if isinstance(audio, (str, os.PathLike)):
+        where = str(audio)
+    else:
+        where = "stream" if audio is not None else "in-memory waveform"
+    return f"{where} (uri {file.get('uri', '?')!r})"
+
+
+def _non_finite_weights(model) -> str:
+    """What a segmentation model's weights say about its non-finite scores."""
+    parameters = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in parameters)
+    if bad:
+        total = sum(p.numel() for p in parameters)
+        return (f"{bad} of its {total} weights are NaN or infinite. Expected a model with "
+                "finite weights (retrain, or use an earlier checkpoint).")
+    return "expected a model with finite scores (its weights are finite)."
 
 
 def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutput | Annotation:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -12,7 +13,8 @@ import lightning
 import torch
 from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 
-from ..files import check_output_location, finite_or_none, write_json_atomically
+from ..files import atomic_path, check_output_location, finite_or_none, write_json_atomically
+from ..interrupts import uninterrupted
 from ..models.checkpoint import save_atomically
 
 # what a Lightning checkpoint holds for resuming, not for inference
@@ -65,7 +67,9 @@ class KeepBestCheckpoints(lightning.Callback):
     Writes into `directory`: `epoch=E.ckpt` for the currently selected epochs (see
     `select_epochs`), `last.ckpt` (full training state, for `Trainer.fit(ckpt_path=...)`)
     and `history.json` (every epoch's score and the selection). Files are written next to
-    their destination and renamed into place.
+    their destination and renamed into place; a SIGTERM or SIGINT that arrives while they
+    are written waits until all of them are (`interrupts.uninterrupted`), so that a resumed
+    run finds the checkpoints its history selects.
 
     Parameters
     ----------
@@ -91,15 +95,19 @@ class KeepBestCheckpoints(lightning.Callback):
         self.history: list[dict] = []
 
     def _save(self, trainer: lightning.Trainer, path: Path, weights_only: bool) -> None:
-        temporary = path.with_name(f".{path.name}.tmp")
-        trainer.save_checkpoint(temporary, weights_only=weights_only)
-        if trainer.is_global_zero:
-            os.replace(temporary, path)
+        # only the global zero process writes (the others take part in the collectives)
+        with atomic_path(path) if trainer.is_global_zero else contextlib.nullcontext(path) as target:
+            trainer.save_checkpoint(target, weights_only=weights_only)
         trainer.strategy.barrier()
 
     def _on_epoch_end(self, trainer: lightning.Trainer) -> None:
         if trainer.sanity_checking:
             return
+        # the epoch's checkpoints, history and last.ckpt agree: a signal waits for all three
+        with uninterrupted():
+            self._record_epoch(trainer)
+
+    def _record_epoch(self, trainer: lightning.Trainer) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
         value = trainer.callback_metrics.get(self.monitor)
         score = float(value) if value is not None else math.inf
