@@ -114,7 +114,12 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.nullcontext() if loud else console.quiet():
             check_inputs(argv)
             args = build_parser(argv).parse_args(argv)
-            return args.run(args)
+            if not getattr(args, "trust_checkpoints", False):
+                return args.run(args)
+            from .models.loading import trusted_checkpoints
+
+            with trusted_checkpoints():
+                return args.run(args)
     except USER_ERRORS as error:
         if debug:
             raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ..recipe.averaging import average_checkpoints, selected_checkpoints
+from .arguments import add_trust_argument
 
 
 def add_arguments(parser):
@@ -11,6 +12,7 @@ def add_arguments(parser):
     parser.add_argument("--run", dest="run_directory", metavar="DIRECTORY",
                         help="a stage's checkpoints/ directory: average the epochs it selected")
     parser.add_argument("--output", required=True, help="averaged checkpoint to write")
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import Default, add_trust_argument, resolve_defaults
 
 BENCH = "pyannote_wavlm_prune.pipelines.bench:bench_segmentation"
 
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=Default(BENCH, "device"), help="torch device")
     parser.add_argument("--json", metavar="FILE", help="write the figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

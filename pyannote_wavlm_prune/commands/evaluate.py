@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_trust_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("pipeline",
@@ -27,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rttm", metavar="DIR", help="write one <uri>.rttm per file here")
     parser.add_argument("--json", metavar="FILE", help="write per-file and total figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

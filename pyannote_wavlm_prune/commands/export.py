@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, KeyValues, resolve_defaults
+from .arguments import Default, KeyValues, add_trust_argument, resolve_defaults
 
 CLUSTERINGS = ["AgglomerativeClustering", "KMeansClustering", "VBxClustering", "OracleClustering"]
 EXPORT = "pyannote_wavlm_prune.pipelines.export:export_pipeline"
@@ -79,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lda-dimension", type=int, default=None,
                        help="dimension kept by the LDA before the PLDA (default: min(dimension, "
                             "speakers - 1), capped at 128)")
+    add_trust_argument(parser)
 
 
 def _protocol(args):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_trust_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("checkpoint", help="pyannote checkpoint of a WavLMSegmentation "
@@ -18,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "log-probabilities for fp32 (default 1e-4), on probabilities "
                              "for int8 (default 0.1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

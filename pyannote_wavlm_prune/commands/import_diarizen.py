@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_trust_argument
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("src", metavar="SRC",
@@ -23,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the pipeline runs its speaker embedding (config.yaml's "
                              "embedding_runtime, see export --embedding-runtime; default: as "
                              "the model is)")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

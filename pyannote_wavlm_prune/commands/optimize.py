@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import Default, add_trust_argument, resolve_defaults
 
 OPTIMIZE = "pyannote_wavlm_prune.pipelines.optimize:optimize_pipeline"
 
@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep segmentation.min_duration_off at this value (default: tuned)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

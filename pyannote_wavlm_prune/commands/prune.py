@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, resolve_defaults
+from .arguments import Default, add_trust_argument, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
@@ -59,6 +59,7 @@ def add_arguments(parser):
     add_distillation_arguments(parser, task="DistillPrune")
     add_budget_arguments(parser, max_epochs=30)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from .arguments import add_trust_argument
+
 
 def add_arguments(parser):
     parser.add_argument("--output", default="quickstart", help="experiment directory")
@@ -13,6 +15,7 @@ def add_arguments(parser):
     parser.add_argument("--verbose", action="store_true",
                         help="show the libraries' warnings and Lightning's messages (hidden by "
                              "default; --debug shows them for every command)")
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

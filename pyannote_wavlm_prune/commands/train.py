@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import Default, KeyValues, resolve_defaults
+from .arguments import Default, KeyValues, add_trust_argument, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
@@ -67,6 +67,7 @@ def add_arguments(parser):
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:
