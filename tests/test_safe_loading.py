@@ -321,3 +321,17 @@ def test_pipeline_directories_the_project_writes_load_without_trust(written):
         directory = written[kind].parent.parent
         assert Pipeline.from_pretrained(directory).instantiated, kind
         assert load_pipeline(directory).instantiated, kind
+
+
+def test_diarize_refuses_a_pipeline_directory_whose_checkpoint_runs_code(
+        pipeline_directory, tmp_path, capsys):
+    from pyannote.audio.sample import SAMPLE_FILE
+
+    marker = tmp_path / "marker"
+    directory = hostile_pipeline(pipeline_directory, tmp_path / "pipeline", marker)
+    argv = ["diarize", str(directory), str(SAMPLE_FILE["audio"]), "--output", str(tmp_path / "rttm"),
+            "--no-progress"]
+    assert main(argv) == 2
+    error = one_line_error(capsys)
+    assert str(directory / "segmentation" / "pytorch_model.bin") in error and "os.makedirs" in error
+    assert not marker.exists()

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 
+from .arguments import add_trust_argument
+
 RECORD = "diarize-options.json"
 
 
@@ -57,6 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="diarize files whose outputs exist again (default: skip them, "
                              "which resumes an interrupted run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def check_speakers(args: argparse.Namespace) -> None:
