@@ -44,7 +44,9 @@ from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
     export_onnx,
     inference_session,
     quantize_int8,
+    read_graph,
     run_session,
+    seal,
 )
 from pyannote_wavlm_prune.deploy.quantize import quantize_int8 as quantize_torch_int8  # noqa: E402
 from pyannote_wavlm_prune.pipelines.bench import time_forward  # noqa: E402
@@ -63,7 +65,7 @@ def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[b
     fp32 = _cached(directory / f"{name}.onnx") if int8 else None
     if fp32 is not None:
         graph = quantize_int8(fp32)
-        path.write_bytes(graph)
+        path.write_bytes(seal(graph))
         return graph, "quantised from cached fp32"
     start = time.perf_counter()
     export = export_onnx(model, path, int8=int8)
@@ -77,7 +79,7 @@ def _cached(path: Path) -> bytes | None:
 
     if not path.is_file():
         return None
-    graph = path.read_bytes()
+    graph = read_graph(path)
     opset = next(o.version for o in onnx.load_from_string(graph).opset_import
                  if o.domain in ("", "ai.onnx"))
     if opset == DEFAULT_OPSET:

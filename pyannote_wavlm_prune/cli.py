@@ -123,7 +123,12 @@ def main(argv: list[str] | None = None) -> int:
             check_inputs(argv)
             args = build_parser(argv).parse_args(argv)
             check_paths(args)  # no output replaces or writes into an input
-            return args.run(args)
+            if not getattr(args, "trust_checkpoints", False):
+                return args.run(args)
+            from .models.loading import trusted_checkpoints
+
+            with trusted_checkpoints():
+                return args.run(args)
     except interrupts.Interrupted as interruption:
         if debug:
             traceback.print_exc()

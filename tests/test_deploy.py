@@ -3,6 +3,7 @@
 import argparse
 import copy
 import sys
+import warnings
 
 import pytest
 import torch
@@ -25,7 +26,16 @@ from pyannote_wavlm_prune.deploy import (
     segmentation_for_runtime,
 )
 from pyannote_wavlm_prune.deploy.inference import is_optimized_for_inference
-from pyannote_wavlm_prune.deploy.onnx import inference_session, run_session
+from pyannote_wavlm_prune.deploy.onnx import (
+    DIGEST_KEY,
+    DIGEST_TRAILER_SIZE,
+    OnnxDigestError,
+    inference_session,
+    read_graph,
+    run_session,
+    seal,
+    unseal,
+)
 from pyannote_wavlm_prune.deploy.onnx import quantize_int8 as quantize_onnx_int8
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
@@ -95,7 +105,7 @@ def test_export_leaves_the_model_untouched_and_the_file_without_temporaries(
 
 
 def test_int8_graph_is_within_its_tolerance_and_smaller(onnx_file, pruned):
-    graph = onnx_file.read_bytes()
+    graph = read_graph(onnx_file)
     int8 = quantize_onnx_int8(graph)
     session = inference_session(int8)
     waveforms = 0.1 * torch.randn(2, 1, 80000)
@@ -118,7 +128,7 @@ def test_graph_has_gelu_nodes_and_int8_quantises_only_weight_products(onnx_file,
     assert {o.domain: o.version for o in graph.opset_import}[""] == 20
     assert kinds.count("Erf") == 0 and kinds.count("Gelu") >= gelus > 0
 
-    int8 = onnx.load_from_string(quantize_onnx_int8(onnx_file.read_bytes())).graph
+    int8 = onnx.load_from_string(quantize_onnx_int8(read_graph(onnx_file))).graph
     weights = {initializer.name for initializer in int8.initializer}
     produced = {output: node for node in int8.node for output in node.output}
 
@@ -180,7 +190,7 @@ def test_onnx_segmentation_checkpoint_carries_its_graph(onnx_file, pruned, tmp_p
     path = save_checkpoint(model, tmp_path / "onnx.ckpt")
     reloaded = Model.from_pretrained(path)
     assert type(reloaded) is OnnxSegmentation
-    assert reloaded.onnx_model == onnx_file.read_bytes()
+    assert reloaded.onnx_model == read_graph(onnx_file)
     waveforms = 0.1 * torch.randn(2, 1, 80000)
     with torch.inference_mode():
         expected = pruned(waveforms)
@@ -329,3 +339,133 @@ def test_export_onnx_command_refuses_to_overwrite(onnx_file, checkpoint):
     export_onnx_command.add_arguments(parser)
     with pytest.raises(SystemExit, match=f"{onnx_file} exists"):
         export_onnx_command.run(parser.parse_args([str(checkpoint), "--output", str(onnx_file)]))
+
+
+# --- integrity: an exported graph carries its digest, checked on load ------------------------
+
+
+def flip(data: bytes, position: int) -> bytes:
+    """`data` with the byte at `position` changed (its lowest bit flipped)."""
+    return data[:position] + bytes([data[position] ^ 1]) + data[position + 1:]
+
+
+def test_an_exported_graph_carries_its_sha256_where_onnx_runtime_reads_it(onnx_file):
+    import hashlib
+
+    import onnx
+
+    data = onnx_file.read_bytes()
+    graph = read_graph(onnx_file)
+    assert data == seal(graph) and len(data) == len(graph) + DIGEST_TRAILER_SIZE
+    digest = hashlib.sha256(graph).hexdigest()
+    # the file is one ONNX model: the graph plus one metadata entry, for every ONNX reader
+    session = inference_session(data)
+    assert session.get_modelmeta().custom_metadata_map == {DIGEST_KEY: digest}
+    assert {p.key: p.value for p in onnx.load_from_string(data).metadata_props} == {
+        DIGEST_KEY: digest}
+
+
+def test_altering_one_byte_of_an_exported_graph_file_is_an_error_naming_it(
+        onnx_file, pruned, tmp_path):
+    import hashlib
+
+    data = onnx_file.read_bytes()
+    altered = tmp_path / "altered.onnx"
+    altered.write_bytes(flip(data, len(data) // 2))
+    expected = hashlib.sha256(data[:-DIGEST_TRAILER_SIZE]).hexdigest()
+    found = hashlib.sha256(altered.read_bytes()[:-DIGEST_TRAILER_SIZE]).hexdigest()
+    message = f"ONNX file {altered} is not the graph that was exported: its sha256 is {found}, " \
+              f"its export recorded {expected}"
+    with pytest.raises(OnnxDigestError, match=message):
+        OnnxSegmentation.from_onnx(altered, pruned)
+    with pytest.raises(OnnxDigestError, match=message):
+        inference_session(altered)
+
+
+def test_every_byte_of_the_digest_record_is_checked(onnx_file):
+    """No one altered byte makes a sealed graph read as one written before digests."""
+    data = onnx_file.read_bytes()
+    for position in range(len(data) - DIGEST_TRAILER_SIZE, len(data)):
+        with pytest.raises(OnnxDigestError):
+            unseal(flip(data, position), "graph")
+
+
+def test_a_graph_written_before_digests_loads_with_one_warning(onnx_file, pruned, tmp_path):
+    old = tmp_path / "old.onnx"
+    old.write_bytes(read_graph(onnx_file))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for _ in range(2):
+            model = OnnxSegmentation.from_onnx(old, pruned)
+    said = [str(w.message) for w in caught if "digest" in str(w.message)]
+    assert said == [f"ONNX file {old} carries no sha256 digest (written before exported graphs "
+                    "did): loaded unchecked; export it again to have it checked."]
+    assert model.onnx_model == read_graph(onnx_file)
+
+
+@pytest.fixture(scope="module")
+def onnx_pipeline(onnx_file, pruned, tmp_path_factory):
+    return export_pipeline(tmp_path_factory.mktemp("pipelines") / "onnx",
+                           OnnxSegmentation.from_onnx(onnx_file, pruned),
+                           clustering="OracleClustering", **FAST)
+
+
+def altered_pipeline(onnx_pipeline, directory, alter) -> tuple:
+    """A copy of `onnx_pipeline` whose segmentation checkpoint's graph bytes went through
+    `alter`, the checkpoint otherwise intact; and the digests before and after."""
+    import hashlib
+    import shutil
+
+    shutil.copytree(onnx_pipeline, directory)
+    path = directory / "segmentation" / "pytorch_model.bin"
+    content = torch.load(path, weights_only=False)
+    graph = content["onnx"]["model"]
+    content["onnx"]["model"] = alter(graph)
+    torch.save(content, path)
+    digests = [hashlib.sha256(g[:-DIGEST_TRAILER_SIZE]).hexdigest()
+               for g in (graph, content["onnx"]["model"])]
+    return path, digests
+
+
+def test_the_graph_of_a_pipeline_checkpoint_carries_its_digest(onnx_pipeline, onnx_file):
+    content = torch.load(onnx_pipeline / "segmentation" / "pytorch_model.bin", weights_only=False)
+    assert content["onnx"]["model"] == onnx_file.read_bytes()  # sealed as the file is
+    pipeline = Pipeline.from_pretrained(onnx_pipeline)
+    assert pipeline._segmentation.model.onnx_model == read_graph(onnx_file)
+
+
+def test_a_pipeline_whose_graph_was_altered_fails_to_load_naming_the_file(
+        onnx_pipeline, tmp_path):
+    from pyannote_wavlm_prune.pipelines import load_pipeline
+
+    path, (expected, found) = altered_pipeline(onnx_pipeline, tmp_path / "pipeline",
+                                               lambda graph: flip(graph, len(graph) // 2))
+    message = f"segmentation {path}: the ONNX graph of this checkpoint is not the graph that " \
+              f"was exported: its sha256 is {found}, its export recorded {expected}"
+    with pytest.raises(OnnxDigestError, match=message):
+        Pipeline.from_pretrained(tmp_path / "pipeline")
+    with pytest.raises(OnnxDigestError, match=message):
+        load_pipeline(tmp_path / "pipeline")
+
+
+def test_evaluate_says_which_graph_was_altered(onnx_pipeline, tiny_corpus, tmp_path, capsys):
+    from pyannote_wavlm_prune.cli import main
+
+    path, (expected, found) = altered_pipeline(onnx_pipeline, tmp_path / "pipeline",
+                                               lambda graph: flip(graph, len(graph) // 3))
+    argv = ["evaluate", str(tmp_path / "pipeline"), "--protocol",
+            "Simulated.SpeakerDiarization.tiny", "--database", str(tiny_corpus / "database.yml"),
+            "--no-progress"]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert str(path) in line and f"its sha256 is {found}" in line and expected in line
+
+
+def test_a_pipeline_checkpoint_of_a_graph_written_before_digests_still_loads(
+        onnx_pipeline, onnx_file, tmp_path):
+    # the graph as checkpoints held it before: its bytes alone
+    altered_pipeline(onnx_pipeline, tmp_path / "pipeline",
+                     lambda graph: graph[:-DIGEST_TRAILER_SIZE])
+    with pytest.warns(UserWarning, match="carries no sha256 digest"):
+        pipeline = Pipeline.from_pretrained(tmp_path / "pipeline")
+    assert pipeline._segmentation.model.onnx_model == read_graph(onnx_file)

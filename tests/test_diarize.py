@@ -328,8 +328,6 @@ def test_bad_options_are_one_line_errors_before_any_work(
     assert not output.exists()
 
 
-@pytest.mark.xfail(strict=True, reason="the pipeline does not refuse NaN samples yet (issue 24, "
-                   "item 5): remove this mark once it does")
 def test_a_file_of_nan_samples_is_a_bad_file_and_not_an_empty_diarization(
     pipeline_dir, recordings, tmp_path, capsys
 ):

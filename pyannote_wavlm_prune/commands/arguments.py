@@ -241,3 +241,15 @@ def check_paths(args: argparse.Namespace) -> None:
         for path in _paths(getattr(args, dest, None)):
             check_output_location(path, inputs, writes=writes, name=name)
             check_writable(path, into=writes is not None)
+
+
+TRUST_HELP = ("unpickle checkpoints (and build the classes a pipeline's config.yaml names) with "
+              "pickle's full power, as pyannote.audio's own loaders do: a checkpoint can then run "
+              "any code it carries. Only for files whose origin you trust; without it, "
+              "checkpoints load without running code, and one that needs more is refused, "
+              "naming what it needs")
+
+
+def add_trust_argument(parser: argparse.ArgumentParser) -> None:
+    """--trust-checkpoints, on every command that loads checkpoints (the CLI reads it)."""
+    parser.add_argument("--trust-checkpoints", action="store_true", help=TRUST_HELP)

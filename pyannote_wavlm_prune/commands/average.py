@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..recipe.averaging import average_checkpoints, selected_checkpoints
-from .arguments import add_input, add_output
+from .arguments import add_input, add_output, add_trust_argument
 
 
 def add_arguments(parser):
@@ -13,6 +13,7 @@ def add_arguments(parser):
     add_input(parser, "--run", dest="run_directory", metavar="DIRECTORY",
               help="a stage's checkpoints/ directory: average the epochs it selected")
     add_output(parser, "--output", required=True, help="averaged checkpoint to write")
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

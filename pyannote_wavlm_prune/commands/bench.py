@@ -8,6 +8,7 @@ from .arguments import (
     Default,
     add_input,
     add_output,
+    add_trust_argument,
     non_negative_int,
     positive_float,
     positive_int,
@@ -33,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=Default(BENCH, "device"), help="torch device")
     add_output(parser, "--json", metavar="FILE", help="write the figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_input, add_output, positive_int
+from .arguments import add_input, add_output, add_trust_argument, positive_int
 
 RECORD = "diarize-options.json"
 
@@ -49,6 +49,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="diarize files whose outputs exist again (default: skip them, "
                              "which resumes an interrupted run)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def check_speakers(args: argparse.Namespace) -> None:

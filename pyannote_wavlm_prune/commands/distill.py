@@ -8,6 +8,7 @@ from .arguments import (
     Default,
     LearningRates,
     add_input,
+    add_trust_argument,
     non_negative_float,
     non_negative_int,
     positive_int,
@@ -63,6 +64,7 @@ def add_arguments(parser):
     add_distillation_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

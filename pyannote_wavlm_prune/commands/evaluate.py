@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_input, add_output, non_negative_float, ratio
+from .arguments import add_input, add_output, add_trust_argument, non_negative_float, ratio
 from .common import add_database_argument
 
 
@@ -35,6 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                help="write one <uri>.rttm per file here")
     add_output(parser, "--json", metavar="FILE", help="write per-file and total figures here")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

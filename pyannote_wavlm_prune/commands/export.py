@@ -9,6 +9,7 @@ from .arguments import (
     KeyValues,
     add_input,
     add_output,
+    add_trust_argument,
     positive_float,
     positive_int,
     ratio,
@@ -88,6 +89,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--lda-dimension", type=positive_int, default=None,
                        help="dimension kept by the LDA before the PLDA (default: min(dimension, "
                             "speakers - 1), capped at 128)")
+    add_trust_argument(parser)
 
 
 def _protocol(args):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_input, add_output, non_negative_float, positive_int
+from .arguments import add_input, add_output, add_trust_argument, non_negative_float, positive_int
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -20,6 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "log-probabilities for fp32 (default 1e-4), on probabilities "
                              "for int8 (default 0.1)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arguments import LearningRates, add_input, resolve_defaults
+from .arguments import LearningRates, add_input, add_trust_argument, resolve_defaults
 from .common import (
     add_budget_arguments,
     add_protocol_arguments,
@@ -28,6 +28,7 @@ def add_arguments(parser):
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=10)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

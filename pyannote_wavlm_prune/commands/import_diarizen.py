@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .arguments import add_input, add_output
+from .arguments import add_input, add_output, add_trust_argument
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -25,6 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the pipeline runs its speaker embedding (config.yaml's "
                              "embedding_runtime, see export --embedding-runtime; default: as "
                              "the model is)")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

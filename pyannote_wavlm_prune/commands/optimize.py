@@ -8,6 +8,7 @@ from .arguments import (
     Default,
     add_input,
     add_output,
+    add_trust_argument,
     non_negative_float,
     positive_int,
     resolve_defaults,
@@ -40,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="keep segmentation.min_duration_off at this value (default: tuned)")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --output")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_trust_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ import argparse
 from .arguments import (
     Default,
     add_input,
+    add_trust_argument,
     fraction,
     non_negative_float,
     non_negative_int,
@@ -67,6 +68,7 @@ def add_arguments(parser):
     add_distillation_arguments(parser, task="DistillPrune")
     add_budget_arguments(parser, max_epochs=30)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arguments import add_output
+from .arguments import add_output, add_trust_argument
 
 
 def add_arguments(parser):
@@ -17,6 +17,7 @@ def add_arguments(parser):
     parser.add_argument("--verbose", action="store_true",
                         help="show the libraries' warnings and Lightning's messages (hidden by "
                              "default; --debug shows them for every command)")
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .arguments import add_trust_argument
+
 EXAMPLE = Path(__file__).parent.parent / "recipe" / "example.yml"
 
 
@@ -15,6 +17,7 @@ def add_arguments(parser):
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("--restart", action="store_true",
                         help="start over the stages whose options changed (and those after them)")
+    add_trust_argument(parser)
 
 
 def write_example(path: str) -> Path:

@@ -9,6 +9,7 @@ from .arguments import (
     KeyValues,
     LearningRates,
     add_input,
+    add_trust_argument,
     non_negative_float,
     non_negative_int,
     positive_float,
@@ -80,6 +81,7 @@ def add_arguments(parser):
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)
     add_restart_argument(parser)
+    add_trust_argument(parser)
 
 
 def run(args) -> int:

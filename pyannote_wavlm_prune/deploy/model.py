@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -33,8 +32,11 @@ from .onnx import (
     export_onnx,
     inference_session,
     min_samples,
+    read_graph,
     require,
     run_session,
+    seal,
+    unseal,
 )
 
 CHECKPOINT_KEY = "onnx"
@@ -141,13 +143,8 @@ class OnnxSegmentation(Model):
 
         _check_segmentation(model)
         name = "ONNX graph" if isinstance(onnx_file, bytes) else f"ONNX file {onnx_file}"
-        if isinstance(onnx_file, bytes):
-            graph = onnx_file
-        else:
-            path = Path(onnx_file)
-            if not path.is_file():
-                raise FileNotFoundError(f"{name} does not exist.")
-            graph = path.read_bytes()
+        graph = (unseal(onnx_file, name, warn=False) if isinstance(onnx_file, bytes)
+                 else read_graph(onnx_file))
         if tolerance is None:
             tolerance = INT8_TOLERANCE if int8 else FP32_TOLERANCE
         try:
@@ -186,7 +183,8 @@ class OnnxSegmentation(Model):
         if self.onnx_model is None:
             raise ValueError("This OnnxSegmentation holds no ONNX graph: nothing to save.")
         super().on_save_checkpoint(checkpoint)
-        checkpoint[CHECKPOINT_KEY] = {"model": self.onnx_model}
+        # the graph carries its digest, checked when the checkpoint loads
+        checkpoint[CHECKPOINT_KEY] = {"model": seal(self.onnx_model)}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(CHECKPOINT_KEY)
@@ -196,7 +194,8 @@ class OnnxSegmentation(Model):
                 "a checkpoint written by save_checkpoint(OnnxSegmentation(...))."
             )
         super().on_load_checkpoint(checkpoint)
-        self.onnx_model = stored["model"]
+        # before any ONNX Runtime session sees it
+        self.onnx_model = unseal(stored["model"], "the ONNX graph of this checkpoint")
         self._sessions = {}
 
     def __getstate__(self):

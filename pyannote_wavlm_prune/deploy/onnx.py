@@ -33,8 +33,10 @@ pyannote-wavlm-prune[onnx]`): they are imported inside the functions that need t
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import tempfile
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -58,6 +60,73 @@ INSTALL_HINT = "pip install 'pyannote-wavlm-prune[onnx]' (onnx, onnxscript, onnx
 
 class OnnxMismatchError(ValueError):
     """An ONNX graph whose output differs from its torch model's beyond the tolerance."""
+
+
+class OnnxDigestError(ValueError):
+    """An ONNX graph whose bytes are not those its recorded digest was computed from."""
+
+
+# An exported graph carries the sha256 of its bytes in its own metadata_props, appended as
+# the last field of the serialized ModelProto (protobuf lets a field come after the others):
+# ONNX Runtime and onnx read the file as the graph plus one metadata entry, and the digest is
+# checked by hashing what comes before it, before the graph is handed to ONNX Runtime.
+DIGEST_KEY = "pyannote_wavlm_prune.sha256"
+# the encoded entry: field 14 (metadata_props, length-delimited) holding
+# StringStringEntryProto {1: key, 2: value}, the value 64 hexadecimal digits
+_ENTRY = b"\x0a" + bytes([len(DIGEST_KEY)]) + DIGEST_KEY.encode() + b"\x12\x40"
+_DIGEST_PREFIX = b"\x72" + bytes([len(_ENTRY) + 64]) + _ENTRY
+DIGEST_TRAILER_SIZE = len(_DIGEST_PREFIX) + 64
+_undigested: set[str] = set()
+
+
+def seal(graph: bytes) -> bytes:
+    """`graph` with the sha256 of its bytes appended as metadata (what is written to files)."""
+    return graph + _DIGEST_PREFIX + hashlib.sha256(graph).hexdigest().encode()
+
+
+def unseal(data: bytes, name: str, warn: bool = True) -> bytes:
+    """The graph `seal` wrote into `data`, its digest checked; `data` itself for a graph
+    written before graphs carried one (said once per `name`)
+
+    Raises OnnxDigestError, naming `name` (the file), when the bytes differ from those the
+    digest was computed from: altered or corrupted. `warn`: say that a graph without a
+    digest is loaded unchecked (not for bytes that never were a file).
+    """
+    trailer = data[-DIGEST_TRAILER_SIZE:]
+    # sealed: any of the record's parts still stands, so that no one altered byte makes a
+    # sealed graph read as one written before digests
+    sealed = (trailer.startswith(_DIGEST_PREFIX) or _is_hex_digest(data[-64:])
+              or DIGEST_KEY.encode() in data)
+    if not sealed:
+        if warn and name not in _undigested:
+            _undigested.add(name)
+            warnings.warn(f"{name} carries no sha256 digest (written before exported graphs did): "
+                          "loaded unchecked; export it again to have it checked.", stacklevel=3)
+        return data
+    if not trailer.startswith(_DIGEST_PREFIX):
+        raise OnnxDigestError(
+            f"{name} does not end with the sha256 record its export wrote: the graph was altered "
+            "or rewritten since (expected the bytes export_onnx wrote; export it again).")
+    graph = data[:-DIGEST_TRAILER_SIZE]
+    expected = trailer[len(_DIGEST_PREFIX):].decode("ascii", "replace")
+    found = hashlib.sha256(graph).hexdigest()
+    if found != expected:
+        raise OnnxDigestError(
+            f"{name} is not the graph that was exported: its sha256 is {found}, its export "
+            f"recorded {expected} (altered or corrupted; export it again).")
+    return graph
+
+
+def _is_hex_digest(data: bytes) -> bool:
+    return len(data) == 64 and all(byte in b"0123456789abcdef" for byte in data)
+
+
+def read_graph(path: str | os.PathLike) -> bytes:
+    """The graph of an .onnx file, its digest checked (see `unseal`)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"ONNX file {path} does not exist.")
+    return unseal(path.read_bytes(), f"ONNX file {path}")
 
 
 def require(name: str) -> ModuleType:
@@ -86,8 +155,14 @@ class OnnxExport:
     checked_shapes: list[tuple[int, int, int]]
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write the graph to `path` (temporary file beside it, then renamed into place)."""
-        return write_atomically(path, lambda file: file.write(self.onnx))
+        """Write the graph, carrying its digest (`seal`), to `path` (temporary file beside
+        it, then renamed into place)."""
+        return write_atomically(path, lambda file: file.write(seal(self.onnx)))
+
+    @property
+    def sha256(self) -> str:
+        """The digest a saved graph carries and is checked against when loaded."""
+        return hashlib.sha256(self.onnx).hexdigest()
 
     def summary(self) -> str:
         kind = "int8 (dynamic quantisation)" if self.int8 else "fp32"
@@ -96,7 +171,7 @@ class OnnxExport:
             f"ONNX {kind}, opset {self.opset}, {len(self.onnx) / 1e6:.1f} MB; against torch "
             f"on inputs {self.checked_shapes}: max abs diff {self.max_abs_diff:.3g} "
             f"(log-probabilities), {self.max_probability_diff:.3g} (probabilities); "
-            f"tolerance {self.tolerance:g} {checked}"
+            f"tolerance {self.tolerance:g} {checked}; sha256 {self.sha256}"
         )
 
 
@@ -202,6 +277,7 @@ def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch
     Parameters
     ----------
     onnx_model : bytes or path
+        The graph, or an .onnx file (its digest checked first, see `read_graph`).
     device : str or torch.device, optional
         "cuda" uses ONNX Runtime's CUDA execution provider when it is available (the
         onnxruntime-gpu package), CPU otherwise. Defaults to "cpu".
@@ -211,10 +287,7 @@ def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch
     """
     onnxruntime = require("onnxruntime")
     if not isinstance(onnx_model, bytes):
-        path = Path(onnx_model)
-        if not path.is_file():
-            raise FileNotFoundError(f"ONNX file {path} does not exist.")
-        onnx_model = path.read_bytes()
+        onnx_model = read_graph(onnx_model)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
     options.inter_op_num_threads = 1

@@ -15,6 +15,7 @@ moved or copied whole.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -41,7 +42,13 @@ from ..files import (
     writing,
 )
 from ..models.checkpoint import save_checkpoint
-from ..models.loading import load_model
+from ..models.loading import (
+    TRUST_HINT,
+    UntrustedCheckpointError,
+    checkpoints_trusted,
+    load_model,
+    trusted_checkpoints,
+)
 from .embedding import untrained_embedding
 from .offline import CLUSTERINGS, EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
@@ -390,37 +397,60 @@ def read_config(directory: str | os.PathLike) -> dict:
     return config
 
 
-def load_pipeline(directory: str | os.PathLike, **overrides: Any) -> SpeakerDiarization:
+def load_pipeline(directory: str | os.PathLike, trusted: bool | None = None,
+                  **overrides: Any) -> SpeakerDiarization:
     """Load a pipeline directory, optionally overriding arguments of its pipeline class
 
     `load_pipeline(d)` is `Pipeline.from_pretrained(d)` with clear errors for a missing
-    config.yaml. Overrides replace entries of config.yaml's `pipeline: params:`, e.g.
+    config.yaml, and safe: config.yaml must name this package's pipeline class (pyannote
+    builds whatever class it names), whose checkpoints load without running code (see
+    `models.loading`). `trusted=True` lifts both (only for a directory whose origin you
+    trust); None (default): as `models.loading.trusted_checkpoints()` says, False outside it.
+    Overrides replace entries of config.yaml's `pipeline: params:`, e.g.
     `clustering="OracleClustering"` to score the segmentation alone (the embedding, PLDA and
     clustering hyper-parameters are then dropped), or `segmentation_step=0.5`.
     """
     path = Path(directory)
     config = read_config(path)
     root = (path.parent if path.is_file() else path).absolute()
-    if not overrides:
-        return Pipeline.from_pretrained(path)
+    if not (checkpoints_trusted() if trusted is None else trusted):
+        _check_pipeline_class(config, path if path.is_file() else path / CONFIG)
+    with contextlib.nullcontext() if trusted is None else trusted_checkpoints(trusted):
+        if not overrides:
+            return Pipeline.from_pretrained(path)
 
-    # a config given as a dict resolves "$model/..." against the working directory
-    # (trap): resolve them against the pipeline directory here instead
-    arguments = dict(config["pipeline"].get("params", {}))
-    arguments.update(overrides)
-    params = dict(config.get("params", {}))
-    if arguments.get("clustering") == "OracleClustering":
-        for name in ("embedding", "plda"):
-            if name not in overrides:
-                arguments.pop(name, None)
-        params.pop("clustering", None)
-    for key, value in arguments.items():
-        if isinstance(value, str) and value.startswith("$model/"):
-            arguments[key] = {"checkpoint": str(root), "subfolder": value[len("$model/"):]}
-    config = {**config, "pipeline": {**config["pipeline"], "params": arguments}, "params": params}
-    return Pipeline.from_pretrained(config)
+        # a config given as a dict resolves "$model/..." against the working directory
+        # (trap): resolve them against the pipeline directory here instead
+        arguments = dict(config["pipeline"].get("params", {}))
+        arguments.update(overrides)
+        params = dict(config.get("params", {}))
+        if arguments.get("clustering") == "OracleClustering":
+            for name in ("embedding", "plda"):
+                if name not in overrides:
+                    arguments.pop(name, None)
+            params.pop("clustering", None)
+        for key, value in arguments.items():
+            if isinstance(value, str) and value.startswith("$model/"):
+                arguments[key] = {"checkpoint": str(root), "subfolder": value[len("$model/"):]}
+        config = {**config, "pipeline": {**config["pipeline"], "params": arguments},
+                  "params": params}
+        return Pipeline.from_pretrained(config)
 
 
+def _check_pipeline_class(config: Mapping[str, Any], config_file: Path) -> None:
+    """Raise UntrustedCheckpointError unless `config` builds nothing but this package's
+    pipeline: pyannote's `Pipeline.from_pretrained` calls whatever class config.yaml names
+    with the arguments it gives, and its preprocessors too (classes, or database.yml files
+    that pyannote.database reads). export_pipeline writes no preprocessors."""
+    name = config["pipeline"]["name"]
+    named = [f"names pipeline class {name}"] if name != PIPELINE_CLASS else []
+    if config.get("preprocessors"):
+        named.append(f"has preprocessors ({', '.join(map(str, config['preprocessors']))})")
+    if named:
+        raise UntrustedCheckpointError(
+            f"{config_file} {' and '.join(named)}: refused, as pyannote builds what a config "
+            f"names (expected {PIPELINE_CLASS} alone, whose checkpoints load without running "
+            f"code); {TRUST_HINT}.")
 
 
 def _missing_parameters(pipeline) -> list[str]:

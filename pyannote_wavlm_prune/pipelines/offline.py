@@ -23,12 +23,12 @@ from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiariz
 from pyannote.audio.pipelines.clustering import Clustering
 from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
-from pyannote.audio.pipelines.utils import get_model
 from pyannote.audio.utils.hf_hub import AssetFileName
 from pyannote.core import Annotation, Segment, SlidingWindowFeature
 
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
+from ..models.loading import load_model
 
 CLUSTERINGS = tuple(Clustering.__members__)
 
@@ -230,13 +230,14 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             _check_plda_exists(plda)
 
         # the model as its checkpoint holds it (what save_pipeline writes), and the one run
-        source = get_model(segmentation, token=kwargs.get("token"),
-                           cache_dir=kwargs.get("cache_dir"))
+        source = _get_model(segmentation, "segmentation", kwargs)
         segmentation = segmentation_for_runtime(source, segmentation_runtime)
-        if embedding is not None and embedding_runtime is not None:
-            embedding = embedding_for_runtime(get_model(embedding, token=kwargs.get("token"),
-                                                        cache_dir=kwargs.get("cache_dir")),
-                                              embedding_runtime)
+        if embedding is not None and (embedding_runtime is not None
+                                      or _is_pyannote_embedding(embedding)):
+            # loaded here, safely, rather than by pyannote's embedding wrapper
+            embedding = _get_model(embedding, "embedding", kwargs)
+            if embedding_runtime is not None:
+                embedding = embedding_for_runtime(embedding, embedding_runtime)
 
         super().__init__(
             segmentation=segmentation,
@@ -588,6 +589,30 @@ def frame_wise_split_problem(model) -> str | None:
     if not (joint - each).abs().max().item() <= 1e-4 * max(scale, 1.0):
         return f"{name}'s forward_frames / forward_embedding do not compute its forward"
     return None
+
+
+def _get_model(model: Any, role: str, options: Mapping[str, Any]):
+    """What pyannote's `get_model(model, token, cache_dir)` returns, in eval mode, its
+    checkpoint loaded without running code (`models.loading.load_model`)."""
+    if isinstance(model, Mapping):
+        # pyannote loads a dict (what "$model/segmentation" expands to) strictly
+        given = {"token": options.get("token"), "cache_dir": options.get("cache_dir"),
+                 "strict": True, **model}
+        return load_model(given, role).eval()
+    if isinstance(model, (str, os.PathLike)):
+        given = {"checkpoint": model, "token": options.get("token"),
+                 "cache_dir": options.get("cache_dir")}
+        return load_model(given, role, strict=False).eval()
+    return load_model(model, role).eval()
+
+
+def _is_pyannote_embedding(embedding: Any) -> bool:
+    """Whether pyannote's `PretrainedSpeakerEmbedding(embedding)` would load a pyannote Model
+    checkpoint (rather than a SpeechBrain, NeMo or ONNX WeSpeaker model): its own test."""
+    if isinstance(embedding, str):
+        return "pyannote" in embedding or not any(
+            name in embedding for name in ("speechbrain", "nvidia", "wespeaker"))
+    return isinstance(embedding, (Mapping, os.PathLike))
 
 
 def _checkpoint_file(model: Any) -> Path | None:

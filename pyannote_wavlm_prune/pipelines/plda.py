@@ -28,8 +28,9 @@ from typing import Any
 import numpy as np
 import torch
 from pyannote.audio.core.plda import PLDA
-from pyannote.audio.pipelines.utils import get_model
 from scipy.linalg import eigh
+
+from ..models.loading import load_model
 
 TRANSFORM_FILE = "xvec_transform.npz"
 PLDA_FILE = "plda.npz"
@@ -264,7 +265,7 @@ def speaker_embeddings(
             f"min_duration={min_duration}, duration={duration}: expected 0 < min_duration "
             "<= duration."
         )
-    model = get_model(embedding)
+    model = load_model(embedding, "embedding", strict=False).eval()
     sample_rate = model.hparams.sample_rate
     # windows grouped by length, so that each batch stacks into one tensor
     windows: dict[int, list[torch.Tensor]] = defaultdict(list)

@@ -16,6 +16,7 @@ from lightning.fabric.utilities.seed import _collect_rng_states, _set_rng_states
 from ..files import atomic_path, check_output_location, finite_or_none, write_json_atomically
 from ..interrupts import uninterrupted
 from ..models.checkpoint import save_atomically
+from ..models.loading import read_checkpoint
 
 # what a Lightning checkpoint holds for resuming, not for inference
 TRAINING_STATE_KEYS = ("optimizer_states", "lr_schedulers", "loops", "callbacks", "MixedPrecision")
@@ -182,14 +183,14 @@ def average_checkpoints(paths: Sequence[str | os.PathLike], output: str | os.Pat
     # inputs are never modified: not through a link to one either
     check_output_location(output, [("a checkpoint to average", path) for path in paths])
 
-    first = torch.load(paths[0], map_location="cpu", weights_only=False)
+    first = read_checkpoint(paths[0], "averaged")
     if "pyannote.audio" not in first:
         raise ValueError(f"{paths[0]} is not a pyannote checkpoint (no 'pyannote.audio' block).")
     architecture = first["pyannote.audio"]["architecture"]
     total = {name: tensor.double() if tensor.is_floating_point() else tensor
              for name, tensor in first["state_dict"].items()}
     for path in paths[1:]:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(path, "averaged")
         if checkpoint.get("pyannote.audio", {}).get("architecture") != architecture:
             raise ValueError(f"{path} is not a {architecture['class']} like {paths[0]}.")
         state = checkpoint["state_dict"]

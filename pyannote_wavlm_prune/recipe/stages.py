@@ -26,7 +26,7 @@ from pyannote.database import Protocol
 
 from ..files import write_json_atomically
 from ..models.checkpoint import save_checkpoint
-from ..models.loading import load_model
+from ..models.loading import load_model, unpickling
 from ..models.pruning import prune
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import merge_options, unknown_keys_error
@@ -147,8 +147,10 @@ def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[st
     last = checkpoints / "last.ckpt"
     fit = trainer(default_root_dir=directory, callbacks=callbacks, progress=progress,
                   **budget.trainer_options())
-    # our own checkpoints: they hold pyannote objects (task specifications), not only tensors
-    fit.fit(model, ckpt_path=last if last.exists() else None, weights_only=False)
+    # our own checkpoints, resumed without running code: their pyannote objects (task
+    # specifications) and random states are what `checkpoint_globals` allows
+    with unpickling(last, "resumed") as weights_only:
+        fit.fit(model, ckpt_path=last if last.exists() else None, weights_only=weights_only)
     return selected_checkpoints(checkpoints)
 
 
