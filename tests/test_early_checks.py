@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from pyannote_wavlm_prune import files
 from pyannote_wavlm_prune.cli import main
 
 PROTOCOL = "Simulated.SpeakerDiarization.tiny"
@@ -402,10 +403,10 @@ class FullDisk:
 
 @pytest.fixture
 def full_disk(monkeypatch):
-    """Every file opened from a descriptor (what `write_atomically` writes through) fails to
-    write, as on a full disk."""
-    fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDisk(fdopen(fd, *args, **kwargs)))
+    """Every file `write_atomically` opens (files.py's `open`) fails to write, as on a full
+    disk."""
+    monkeypatch.setattr(files, "open", lambda *args, **kwargs: FullDisk(open(*args, **kwargs)),
+                        raising=False)
 
 
 def test_a_full_disk_is_said_as_such_and_leaves_nothing(workspace, capsys, full_disk):
@@ -423,8 +424,8 @@ def test_a_full_disk_while_a_checkpoint_is_written_is_said_as_such(workspace, ca
 
     first = save_checkpoint(tiny_model(), workspace / "epoch=1.ckpt")
     second = save_checkpoint(tiny_model(), workspace / "epoch=2.ckpt")
-    fdopen = os.fdopen
-    monkeypatch.setattr(os, "fdopen", lambda fd, *args, **kwargs: FullDisk(fdopen(fd, *args, **kwargs)))
+    monkeypatch.setattr(files, "open", lambda *args, **kwargs: FullDisk(open(*args, **kwargs)),
+                        raising=False)
     message = refused(["average", first, second, "--output", "out/average.ckpt"], capsys)
     assert message == ("pyannote-wavlm-prune average: error: no space left on device writing "
                        "out/average.ckpt: expected room for it (free some space, or write "
