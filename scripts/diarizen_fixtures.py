@@ -67,22 +67,21 @@ def diarizen_wavlm_config(structure: dict) -> dict:
         "extractor_mode": "group_norm" if config.feat_extract_norm == "group" else "layer_norm",
         "extractor_conv_layer_config": [
             (channels, kernel, stride) for channels, kernel, stride in zip(
-                resolved["conv_channels"], config.conv_kernel, config.conv_stride)],
+                resolved.conv_channels, config.conv_kernel, config.conv_stride)],
         "extractor_conv_bias": config.conv_bias,
         "encoder_embed_dim": config.hidden_size,
         "encoder_projection_dropout": 0.1,
         "encoder_pos_conv_kernel": config.num_conv_pos_embeddings,
         "encoder_pos_conv_groups": config.num_conv_pos_embedding_groups,
         "encoder_num_layers": layers,
-        "encoder_use_attention": list(resolved.get("attention_layers") or
-                                      [bool(h) for h in resolved["kept_heads"]]),
-        "encoder_use_feed_forward": [width > 0 for width in resolved["ffn_widths"]],
+        "encoder_use_attention": list(resolved.attention_layers),
+        "encoder_use_feed_forward": list(resolved.ffn_layers),
         "encoder_total_num_heads": [config.num_attention_heads] * layers,
-        "encoder_remaining_heads": [list(h) for h in resolved["kept_heads"]],
+        "encoder_remaining_heads": [list(h) for h in resolved.kept_heads],
         "encoder_num_buckets": config.num_buckets,
         "encoder_max_distance": config.max_bucket_distance,
         "encoder_attention_dropout": 0.1,
-        "encoder_ff_interm_features": list(resolved["ffn_widths"]),
+        "encoder_ff_interm_features": list(resolved.ffn_widths),
         "encoder_ff_interm_dropout": 0.0,
         "encoder_dropout": 0.1,
         "encoder_layer_norm_first": config.do_stable_layer_norm,
@@ -120,8 +119,9 @@ def inputs(work: Path, large: bool, diarizen: Path | None) -> None:
     print(f"inputs written under {work}")
 
 
-def run_diarizen(work: Path) -> None:
-    """DiariZen's DiariZenPipeline on every case: RTTM and clusters under work/diarizen/."""
+def run_diarizen(work: Path, only: list[str] | None = None) -> None:
+    """DiariZen's DiariZenPipeline on every case (or those of `only`, in that order): RTTM
+    and clusters under work/diarizen/."""
     import numpy as np
     import torch
     from diarizen.pipelines.inference import DiariZenPipeline
@@ -147,6 +147,8 @@ def run_diarizen(work: Path) -> None:
         if (work / "large-hubs" / model).is_dir():
             runs += [(f"{model}.{audio}.free", work / "large-hubs" / model,
                       work / "audio" / f"{audio}.wav") for audio in LARGE_AUDIO]
+    if only:
+        runs = sorted((run for run in runs if run[0] in only), key=lambda run: only.index(run[0]))
     pipelines: dict = {}
     for name, hub, audio in runs:
         if hub not in pipelines:
@@ -178,6 +180,8 @@ def store(work: Path) -> None:
     target = cases.FIXTURES / "outputs"
     target.mkdir(parents=True, exist_ok=True)
     for name in cases.cases():
+        if not (work / "diarizen" / f"{name}.rttm").is_file():
+            continue
         for suffix in (".rttm", ".json"):
             shutil.copy(work / "diarizen" / f"{name}{suffix}", target / f"{name}{suffix}")
     print(f"{len(cases.cases())} cases stored in {target}")
@@ -240,8 +244,10 @@ def main(argv=None) -> int:
     command.add_argument("work", type=Path)
     command.add_argument("--large", action="store_true")
     command.add_argument("--diarizen", type=Path, help="DiariZen's checkout (for --large)")
-    for name in ("diarizen", "store"):
-        commands.add_parser(name).add_argument("work", type=Path)
+    command = commands.add_parser("diarizen")
+    command.add_argument("work", type=Path)
+    command.add_argument("--only", nargs="+", metavar="CASE", help="these cases, in this order")
+    commands.add_parser("store").add_argument("work", type=Path)
     command = commands.add_parser("compare")
     command.add_argument("work", type=Path)
     command.add_argument("--label", default="branch")
@@ -251,7 +257,7 @@ def main(argv=None) -> int:
     elif args.command == "inputs":
         inputs(args.work, args.large, args.diarizen)
     elif args.command == "diarizen":
-        run_diarizen(args.work)
+        run_diarizen(args.work, args.only)
     elif args.command == "store":
         store(args.work)
     else:
