@@ -9,8 +9,15 @@ the hub directories are DiariZen-format ones with tiny random models (tests/diar
     python scripts/diarizen_fixtures.py simulate tests/data/diarizen/simulated.wav
     python scripts/diarizen_fixtures.py inputs WORK [--large --diarizen DIR]
     # 2. DiariZen's environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch >= 2.6 loads
-    #    weights only, DiariZen's checkpoints need more)
-    PYTHONPATH=DIR:DIR/pyannote-audio python scripts/diarizen_fixtures.py diarizen WORK
+    #    weights only, DiariZen's checkpoints need more). Made with: torch==2.8.0
+    #    torchaudio==2.8.0 from PyPI, then (torch pinned) "numpy<2" scipy einops toml
+    #    pyannote.core==5.0.0 pyannote.database==5.1.3 pyannote.metrics==3.2.1
+    #    pyannote.pipeline==3.0.1 "lightning<2.6" "torchmetrics<1.8" asteroid-filterbanks
+    #    huggingface_hub omegaconf soundfile scikit-learn rich semver pytorch_metric_learning
+    #    torch_audiomentations tensorboardX psutil accelerate; DIR and DIR/pyannote-audio on
+    #    the path (a .pth file), and DIR/pyannote-audio/pyannote/__init__.py deleted so that
+    #    the fork's pyannote.audio joins the installed pyannote.* namespace
+    python scripts/diarizen_fixtures.py diarizen WORK [--only CASE ...]
     # 3. this project's environment: keep what DiariZen produced, compare ours with it
     python scripts/diarizen_fixtures.py store WORK
     python scripts/diarizen_fixtures.py compare WORK --label branch   # DER per case
