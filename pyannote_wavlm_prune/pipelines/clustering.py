@@ -70,7 +70,7 @@ class CleanFrameFilter:
         every active speaker with a finite embedding when fewer than two pass. DiariZen
         rounds `min_clean_ratio * frames` to the nearest frame; the two rules agree whenever
         the ratio falls on a fraction above one half of a frame (0.1 of 799 frames, 16 s of
-        WavLM frames; of 399, 8 s), and are told apart in the tests only for the others.
+        WavLM frames; of 399, 8 s), and differ by one frame otherwise.
         """
         ratio = self.min_clean_ratio if min_active_ratio is None else min_active_ratio
         data = segmentations.data
