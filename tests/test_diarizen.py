@@ -218,7 +218,8 @@ def test_imported_directory_carries_diarizen_s_pipeline_settings(imported_base):
     assert pipeline["segmentation_step"] == 0.1 and pipeline["embedding_exclude_overlap"] is True
     assert pipeline["segmentation_batch_size"] == pipeline["embedding_batch_size"] == 32
     assert config["diarizen"] == {
-        "source": config["diarizen"]["source"], "wavlm_src": "wavlm_base_s80_md", "window": 16.0,
+        "source": config["diarizen"]["source"], "wavlm_src": "wavlm_base_s80_md",
+        "pipeline": "diarizen", "window": 16.0,
         "min_speakers": 1, "max_speakers": 20, "apply_median_filtering": True,
         "ahc_criterion": "distance", "lda_dim": 128, "max_iters": 20}
     model = Model.from_pretrained(imported_base / "segmentation" / "pytorch_model.bin")
@@ -229,12 +230,13 @@ def test_pipeline_from_pretrained_diarizes_the_sample_file(wespeaker, tmp_path):
     from pyannote.audio import Pipeline
     from pyannote.audio.sample import SAMPLE_FILE
 
-    # a small WavLM and an 8 s window, 1 s step: the embedding dominates on a CPU
+    # a small WavLM and an 8 s window, 1 s step: the embedding dominates on a CPU; pyannote
+    # 4's pipeline (DiariZen's is compared with DiariZen's own in test_diarizen_pipeline.py)
     hub = tmp_path / "hub"
     write_hub(hub, TINY_PRUNED, seed=6, backend=TINY_BACKEND, seg_duration=8,
               segmentation_step=1.0)
     output = import_diarizen(hub, tmp_path / "pipeline", embedding=wespeaker,
-                             structure=TINY_PRUNED)
+                             structure=TINY_PRUNED, pipeline="pyannote")
     pipeline = Pipeline.from_pretrained(output)
     assert pipeline._segmentation.model.specifications.duration == 8.0
     assert pipeline.klustering == "VBxClustering" and pipeline.clustering.threshold == 0.6

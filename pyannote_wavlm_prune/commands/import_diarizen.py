@@ -25,6 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how the pipeline runs its speaker embedding (config.yaml's "
                              "embedding_runtime, see export --embedding-runtime; default: as "
                              "the model is)")
+    parser.add_argument("--pipeline", default="diarizen", choices=["diarizen", "pyannote"],
+                        help="diarizen (default): compute what DiariZen's own pipeline "
+                             "computes (its median filter, clean-frame rule, speaker bounds, "
+                             "first channel, ...; see docs/diarizen.md); pyannote: pyannote "
+                             "4's pipeline with DiariZen's models and hyper-parameters")
     add_trust_argument(parser)
 
 
@@ -34,7 +39,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         directory = import_diarizen(args.src, args.output, embedding=args.embedding,
                                     structure=args.structure,
-                                    embedding_runtime=args.embedding_runtime)
+                                    embedding_runtime=args.embedding_runtime,
+                                    pipeline=args.pipeline)
     except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
         raise SystemExit(f"import-diarizen: {error}") from error
     print(f"pipeline written to {directory}")

@@ -89,6 +89,12 @@ CLUSTERING_DEFAULTS = {
 }
 # what pyannote 4's VBxClustering and PLDA fix (no hyper-parameter for them)
 _PYANNOTE_VBX_FIXED = {"ahc_criterion": "distance", "max_iters": 20, "lda_dim": 128}
+# the pipelines `import_diarizen` writes: DiariZen's computation, or pyannote 4's
+PIPELINES = ("diarizen", "pyannote")
+# DiariZenPipeline's median filter (inference.py: size (1, 11, 1)) and clean-frame share
+# (its fork's VBxClustering: min_frames_ratio=0.1)
+DIARIZEN_MEDIAN_FILTER = 11
+DIARIZEN_MIN_CLEAN_RATIO = 0.1
 
 
 def diarizen_model_options() -> dict[str, Any]:
@@ -506,8 +512,9 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     -------
     settings : dict
         "window" (s), "clustering", "params", "segmentation_step", "batch_size",
-        "lda_dimension", and "diarizen" (the settings recorded in config.yaml for
-        reference, with those pyannote 4 handles differently).
+        "lda_dimension", "options" (the `SpeakerDiarization` options under which it computes
+        what DiariZenPipeline computes, see `diarizen_options`) and "diarizen" (the settings
+        recorded in config.yaml for reference).
     """
     model_args = {**MODEL_DEFAULTS, **config["model"]["args"]}
     inference = {**INFERENCE_DEFAULTS, **config.get("inference", {}).get("args", {})}
@@ -537,6 +544,7 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "window": window,
         "clustering": method,
+        "options": diarizen_options(method, inference, clustering),
         "params": {"segmentation": {"min_duration_off": 0.0}, "clustering": params},
         "segmentation_step": float(inference["segmentation_step"]),
         "batch_size": int(inference["batch_size"]),
@@ -545,12 +553,38 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+def diarizen_options(method: str, inference: Mapping[str, Any],
+                     clustering: Mapping[str, Any]) -> dict[str, Any]:
+    """`SpeakerDiarization` options computing what DiariZenPipeline computes
+
+    From config.toml's [inference.args] (`apply_median_filtering`) and [clustering.args]
+    (`min_speakers`, `max_speakers`), with DiariZen's fixed rules: the first channel, 10 %
+    clean frames with its fall-back, and, for VBx, no k-means re-clustering, inactive
+    speakers scored as active ones, the renumbering that makes unassigned speakers a speaker,
+    no cut at the file's end.
+    """
+    options: dict[str, Any] = {
+        "median_filter": DIARIZEN_MEDIAN_FILTER if inference["apply_median_filtering"] else 1,
+        "min_clean_ratio": DIARIZEN_MIN_CLEAN_RATIO,
+        "clean_ratio_fallback": True,
+        "min_speakers": int(clustering["min_speakers"]),
+        "max_speakers": int(clustering["max_speakers"]),
+        "channel": 0,
+        "crop_to_audio": False,
+    }
+    if method == "VBxClustering":
+        options.update(inactive_speakers_last=False, recluster_to_bounds=False,
+                       unassigned_as_speaker=True)
+    return options
+
+
 def import_diarizen(
     src: str | os.PathLike,
     output: str | os.PathLike,
     embedding: str | os.PathLike | None = None,
     structure: Mapping[str, Any] | str | os.PathLike | None = None,
     embedding_runtime: str | None = None,
+    pipeline: str = "diarizen",
 ) -> Path:
     """Write a pyannote 4 pipeline directory from a DiariZen hub repository
 
@@ -574,6 +608,10 @@ def import_diarizen(
         How the pipeline runs its speaker embedding: "torch", "onnxruntime" or
         "onnxruntime-int8", written in config.yaml (see `export_pipeline`). Defaults to None:
         the model as it is.
+    pipeline : str, optional
+        "diarizen" (default): the pipeline computes what DiariZen's DiariZenPipeline computes
+        (the options of `diarizen_options`, written in config.yaml); "pyannote": pyannote
+        4's pipeline with DiariZen's models, window, step and clustering hyper-parameters.
 
     Returns
     -------
@@ -590,6 +628,8 @@ def import_diarizen(
     if output.exists() or output.is_symlink():
         raise FileExistsError(f"{output} exists: expected the path of a new pipeline directory.")
     check_embedding_runtime(embedding_runtime)
+    if pipeline not in PIPELINES:
+        raise ValueError(f"pipeline={pipeline!r}: expected one of {list(PIPELINES)}.")
     directory = resolve_source(src)
     check_output_location(output, [("the DiariZen repository", directory)])
     config = read_config(directory)
@@ -633,8 +673,9 @@ def import_diarizen(
         segmentation_batch_size=settings["batch_size"],
         embedding_batch_size=settings["batch_size"],
         embedding_runtime=embedding_runtime,
+        diarization_options=settings["options"] if pipeline == "diarizen" else None,
         extra={"diarizen": {"source": os.fspath(src), "wavlm_src": str(
-            config["model"]["args"]["wavlm_src"]), **settings["diarizen"]}},
+            config["model"]["args"]["wavlm_src"]), "pipeline": pipeline, **settings["diarizen"]}},
         **embedding_options,
     )
 

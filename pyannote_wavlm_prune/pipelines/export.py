@@ -159,6 +159,7 @@ def export_pipeline(
     extra: Mapping[str, Any] | None = None,
     overwrite: bool = False,
     embedding_name: str | None = None,
+    diarization_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Write a diarization pipeline directory that `Pipeline.from_pretrained` loads offline
 
@@ -206,6 +207,10 @@ def export_pipeline(
         "pyannote/wespeaker-voxceleb-resnet34-LM") that config.yaml names as it is. Nothing
         is downloaded or copied (the pipeline then loads it from the hub or its cache); the
         hyper-parameters are checked with a stand-in embedding.
+    diarization_options : dict, optional
+        Options of `SpeakerDiarization` beyond pyannote's (`offline.PIPELINE_OPTIONS`:
+        median_filter, min_clean_ratio, ..., e.g. DiariZen's), saved in config.yaml.
+        Defaults to None: pyannote 4's behaviour.
 
     Returns
     -------
@@ -256,6 +261,7 @@ def export_pipeline(
         "segmentation_batch_size": segmentation_batch_size,
         "embedding_batch_size": embedding_batch_size,
         "der_variant": None if der_variant is None else dict(der_variant),
+        **_plain(dict(diarization_options or {})),
     }
     if embedding_name is not None:
         # checks hyper-parameters without the hub: the named model is loaded by the pipeline
@@ -375,6 +381,7 @@ def save_pipeline(
         embedding_runtime=getattr(pipeline, "embedding_runtime", None),
         extra=extra,
         overwrite=overwrite,
+        diarization_options=pipeline.diarization_options,
     )
 
 

@@ -25,10 +25,17 @@ from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 from pyannote.audio.utils.hf_hub import AssetFileName
 from pyannote.core import Annotation, Segment, SlidingWindowFeature
+from scipy.ndimage import median_filter as scipy_median_filter
 
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.loading import load_model
+from .clustering import (
+    CLUSTERING_CLASSES,
+    PYANNOTE_MIN_CLEAN_RATIO,
+    VBX_OPTIONS,
+    check_clean_ratio,
+)
 
 CLUSTERINGS = tuple(Clustering.__members__)
 
@@ -50,6 +57,21 @@ DEFAULT_PARAMETERS = {
     "KMeansClustering": {},
     "VBxClustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
     "OracleClustering": {},
+}
+
+# the options of this class beyond pyannote's, each at pyannote 4.0.7's behaviour (the
+# defaults); `import-diarizen` writes DiariZen's values into config.yaml (see docs/diarizen.md)
+PIPELINE_OPTIONS = {
+    "median_filter": 1,
+    "min_clean_ratio": PYANNOTE_MIN_CLEAN_RATIO,
+    "clean_ratio_fallback": False,
+    "inactive_speakers_last": True,
+    "recluster_to_bounds": True,
+    "unassigned_as_speaker": False,
+    "min_speakers": None,
+    "max_speakers": None,
+    "channel": None,
+    "crop_to_audio": True,
 }
 
 
@@ -172,6 +194,42 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         models and this project's XVectorMFCC); False takes pyannote's path, one pass of the
         whole model per (chunk, speaker) pair. `embedding_path` says which path is taken.
 
+    Options that make it compute what DiariZen's pipeline computes (its names in brackets;
+    the defaults are pyannote 4.0.7's behaviour, `PIPELINE_OPTIONS`):
+
+    median_filter : int, optional
+        Kernel, in frames, of a median filter over each chunk's segmentation (the hard one of
+        a powerset model) before speakers are counted, embedded, clustered and reassembled
+        (DiariZen `apply_median_filtering`: 11, reflected at the chunk's edges). Defaults to
+        1: none.
+    min_clean_ratio : float, optional
+        Share of a chunk's frames a local speaker must hold alone for its embedding to be
+        clustered (DiariZen `min_frames_ratio`: 0.1). Defaults to 0.2.
+    clean_ratio_fallback : bool, optional
+        When fewer than two embeddings pass `min_clean_ratio`, cluster those of every active
+        speaker (DiariZen: always). Defaults to False.
+    inactive_speakers_last : bool, optional
+        VBx only: score speakers without an active frame below every active one in the
+        one-speaker-per-cluster assignment (DiariZen: no, `const_location=None`). Defaults
+        to True.
+    recluster_to_bounds : bool, optional
+        VBx only: re-cluster with k-means when VBx's number of speakers falls outside
+        num/min/max speakers (DiariZen's VBx ignores them). Defaults to True.
+    unassigned_as_speaker : bool, optional
+        VBx only: renumber the clusters so that the active local speakers the assignment left
+        without a cluster become one more output speaker (DiariZen's VBx does, with
+        `np.unique`: a defect kept for DiariZen's pipelines only). Defaults to False.
+    min_speakers, max_speakers : int, optional
+        Bounds used when a call gives none (DiariZen [clustering.args] `min_speakers`,
+        `max_speakers`: 1 and 20); `max_speakers` also caps the instantaneous speaker count,
+        as pyannote's does with the call's. Default to None: unbounded.
+    channel : int, optional
+        Diarize this channel of a multi-channel file (DiariZen: 0, the first). Defaults to
+        None: the channels' mean, pyannote's downmix.
+    crop_to_audio : bool, optional
+        Cut what the output says after the file's end, where the last chunk was padded with
+        zeros (DiariZen does not). Defaults to True.
+
     Differences in behaviour, each fixing a trap of pyannote 4.0.7:
 
     - nothing is fetched from the hub: no default embedding, PLDA or segmentation;
@@ -204,10 +262,27 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         segmentation_batch_size: int = SEGMENTATION_BATCH_SIZE,
         embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
         chunkwise_embeddings: bool | None = None,
+        median_filter: int = 1,
+        min_clean_ratio: float = PYANNOTE_MIN_CLEAN_RATIO,
+        clean_ratio_fallback: bool = False,
+        inactive_speakers_last: bool = True,
+        recluster_to_bounds: bool = True,
+        unassigned_as_speaker: bool = False,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        channel: int | None = None,
+        crop_to_audio: bool = True,
         **kwargs,
     ):
         if clustering not in CLUSTERINGS:
             raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
+        options = _checked_options(
+            clustering, median_filter=median_filter, min_clean_ratio=min_clean_ratio,
+            clean_ratio_fallback=clean_ratio_fallback,
+            inactive_speakers_last=inactive_speakers_last,
+            recluster_to_bounds=recluster_to_bounds, unassigned_as_speaker=unassigned_as_speaker,
+            min_speakers=min_speakers, max_speakers=max_speakers, channel=channel,
+            crop_to_audio=crop_to_audio)
         check_runtime(segmentation_runtime)
         check_embedding_runtime(embedding_runtime)
         _check_checkpoint_exists("segmentation", segmentation)
@@ -266,6 +341,23 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         self.chunkwise_embeddings = chunkwise_embeddings
         self._frame_wise_model = self._choose_embedding_path(chunkwise_embeddings)
 
+        if clustering in CLUSTERING_CLASSES:
+            # pyannote's clustering, with the options of `clustering.py`
+            klass = CLUSTERING_CLASSES[clustering]
+            metric = self.clustering.metric
+            self.clustering = (klass(self._plda, metric=metric) if clustering == "VBxClustering"
+                               else klass(metric=metric))
+        for name, value in options.items():
+            setattr(self, name, value)
+            if hasattr(type(self.clustering), name):  # a rule of the clustering itself
+                setattr(self.clustering, name, value)
+
+    @property
+    def diarization_options(self) -> dict[str, Any]:
+        """The options of `PIPELINE_OPTIONS` that differ from pyannote's behaviour."""
+        return {name: getattr(self, name) for name, default in PIPELINE_OPTIONS.items()
+                if getattr(self, name) != default}
+
     @property
     def embedding_path(self) -> str | None:
         """"per-chunk" (one frame-wise pass per chunk with an active speaker), "per-pair"
@@ -299,6 +391,22 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         warnings.warn(f"Speaker embeddings take pyannote's path, one pass of the whole model per "
                       f"(chunk, speaker) pair, active or not: {reason}.", stacklevel=3)
         return None
+
+    def get_segmentations(self, file: AudioFile, hook=None) -> SlidingWindowFeature:
+        """(chunks, frames, speakers) segmentation of each chunk, median-filtered over
+        `median_filter` frames when asked (pyannote's, and its cache when optimized, stay
+        unfiltered); non-finite scores are refused (NonFiniteScoresError), which pyannote's
+        powerset conversion would turn into silence."""
+        handle = self._segmentation.model.register_forward_hook(_refuse_non_finite_scores)
+        try:
+            segmentations = super().get_segmentations(file, hook=hook)
+        finally:
+            handle.remove()
+        if self.median_filter == 1:
+            return segmentations
+        filtered = scipy_median_filter(segmentations.data, size=(1, self.median_filter, 1),
+                                       mode="reflect")
+        return SlidingWindowFeature(filtered, segmentations.sliding_window)
 
     def default_parameters(self) -> dict:
         return {
@@ -420,11 +528,21 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 kwargs.pop(name, None)
         return super().__call__(file, preload=preload, **kwargs)
 
-    def apply(self, file: AudioFile, **kwargs) -> DiarizeOutput | Annotation:
-        """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)."""
+    def apply(self, file: AudioFile, num_speakers: int | None = None,
+              min_speakers: int | None = None, max_speakers: int | None = None,
+              **kwargs) -> DiarizeOutput | Annotation:
+        """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)
+
+        Bounds the call does not give are the pipeline's `min_speakers` / `max_speakers`.
+        """
         file, duration = self._readable(file)
+        if num_speakers is None:
+            min_speakers = self.min_speakers if min_speakers is None else min_speakers
+            max_speakers = self.max_speakers if max_speakers is None else max_speakers
         try:
-            output = super().apply(file, **kwargs)
+            output = super().apply(self._with_channel(file), num_speakers=num_speakers,
+                                   min_speakers=min_speakers, max_speakers=max_speakers,
+                                   **kwargs)
         except NonFiniteScoresError:
             # the samples of a file read chunk by chunk are unchecked: they, or the weights
             if "waveform" not in file:
@@ -433,21 +551,25 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 f"The segmentation model gives NaN or infinite scores on {_where(file)}, whose "
                 f"samples are finite: {_non_finite_weights(self._segmentation.model)}"
             ) from None
-        output = _within(output, duration)
+        if self.crop_to_audio:
+            output = _within(output, duration)
         if self.training and isinstance(output, DiarizeOutput):
             # pyannote.pipeline's Optimizer feeds the output to a metric, which needs an
             # Annotation (trap: DiarizeOutput has no `crop`)
             return output.speaker_diarization
         return output
 
-    def get_segmentations(self, file, hook=None) -> SlidingWindowFeature:
-        """pyannote's, refusing non-finite scores (NonFiniteScoresError), which pyannote's
-        powerset conversion would turn into silence."""
-        handle = self._segmentation.model.register_forward_hook(_refuse_non_finite_scores)
-        try:
-            return super().get_segmentations(file, hook=hook)
-        finally:
-            handle.remove()
+    def _with_channel(self, file: AudioFile) -> AudioFile:
+        """`file`, or its `channel` alone as an in-memory waveform when one is chosen."""
+        if self.channel is None:
+            return file
+        waveform, sample_rate = Audio(mono=None)(file)
+        if self.channel >= waveform.shape[0]:
+            raise ValueError(f"channel={self.channel}: {file.get('uri', '?')!r} has "
+                             f"{waveform.shape[0]} channel(s), expected more than {self.channel}.")
+        selected = {key: value for key, value in file.items() if key != "audio"}
+        selected.update(waveform=waveform[self.channel:self.channel + 1], sample_rate=sample_rate)
+        return selected
 
     def _readable(self, file: AudioFile) -> tuple[Mapping, float]:
         """`file` as the pipeline reads it, and its duration: checked, and decoded once into
@@ -532,6 +654,35 @@ def _non_finite_weights(model) -> str:
         return (f"{bad} of its {total} weights are NaN or infinite. Expected a model with "
                 "finite weights (retrain, or use an earlier checkpoint).")
     return "expected a model with finite scores (its weights are finite)."
+
+
+def _checked_options(clustering: str, **options: Any) -> dict[str, Any]:
+    """`options` (of `PIPELINE_OPTIONS`), or a one-line error naming the first bad one."""
+    kernel = options["median_filter"]
+    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1:
+        raise ValueError(f"median_filter={kernel!r}: expected a kernel of at least 1 frame "
+                         "(1: no filtering, DiariZen 11).")
+    options["min_clean_ratio"] = check_clean_ratio(options["min_clean_ratio"])
+    for name in ("min_speakers", "max_speakers", "channel"):
+        value, least = options[name], 0 if name == "channel" else 1
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < least):
+            raise ValueError(f"{name}={value!r}: expected None or an integer >= {least}.")
+    if (options["min_speakers"] or 1) > (options["max_speakers"] or math.inf):
+        raise ValueError(f"min_speakers={options['min_speakers']} exceeds max_speakers="
+                         f"{options['max_speakers']}: expected min_speakers <= max_speakers.")
+    for name in ("clean_ratio_fallback", "crop_to_audio", *VBX_OPTIONS):
+        if not isinstance(options[name], bool):
+            raise ValueError(f"{name}={options[name]!r}: expected True or False.")
+    applies = {name: clustering in CLUSTERING_CLASSES
+               for name in ("min_clean_ratio", "clean_ratio_fallback")}
+    applies.update({name: clustering == "VBxClustering" for name in VBX_OPTIONS})
+    for name, ok in applies.items():
+        if not ok and options[name] != PIPELINE_OPTIONS[name]:
+            raise ValueError(f"{name}={options[name]!r} has no effect with clustering="
+                             f"{clustering!r}: expected its default "
+                             f"{PIPELINE_OPTIONS[name]!r}, or VBxClustering.")
+    return options
 
 
 def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutput | Annotation:

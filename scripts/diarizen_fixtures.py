@@ -1,0 +1,276 @@
+"""How tests/data/diarizen/ was made: DiariZen's own pipeline, run from its code, on tiny models.
+
+Two Python environments: this project's, and a scratch one with DiariZen's code
+(github.com/BUTSpeechFIT/DiariZen, MIT, and the fork of pyannote.audio 3.1 it ships in
+pyannote-audio/), torch and torchaudio 2.8.0, numpy < 2. The Hugging Face hub is not needed:
+the hub directories are DiariZen-format ones with tiny random models (tests/diarizen_cases.py).
+
+    # 1. this project's environment: the simulated conversation (once), then the inputs
+    python scripts/diarizen_fixtures.py simulate tests/data/diarizen/simulated.wav
+    python scripts/diarizen_fixtures.py inputs WORK [--large --diarizen DIR]
+    # 2. DiariZen's environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch >= 2.6 loads
+    #    weights only, DiariZen's checkpoints need more). Made with: torch==2.8.0
+    #    torchaudio==2.8.0 from PyPI, then (torch pinned) "numpy<2" scipy einops toml
+    #    pyannote.core==5.0.0 pyannote.database==5.1.3 pyannote.metrics==3.2.1
+    #    pyannote.pipeline==3.0.1 "lightning<2.6" "torchmetrics<1.8" asteroid-filterbanks
+    #    huggingface_hub omegaconf soundfile scikit-learn rich semver pytorch_metric_learning
+    #    torch_audiomentations tensorboardX psutil accelerate; DIR and DIR/pyannote-audio on
+    #    the path (a .pth file), and DIR/pyannote-audio/pyannote/__init__.py deleted so that
+    #    the fork's pyannote.audio joins the installed pyannote.* namespace
+    python scripts/diarizen_fixtures.py diarizen WORK [--only CASE ...]
+    # 3. this project's environment: keep what DiariZen produced, compare ours with it
+    python scripts/diarizen_fixtures.py store WORK
+    python scripts/diarizen_fixtures.py compare WORK --label branch   # DER per case
+
+`inputs` also writes tests/data/diarizen/inputs.json (digests of the rebuilt inputs, which
+the tests check before comparing). `--large` adds random-weight hubs in the published
+Base+ s80 (seeds 1, 2) and Large s80 (seed 1) structures and DiariZen's
+example/EN2002a_30s.wav: compared by `compare`, too large to be kept as fixtures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+import diarizen_cases as cases  # noqa: E402
+
+# the published structures compared with random weights (not kept as fixtures)
+LARGE_MODELS = {"base-s80-1": ("wavlm_base_s80_md", 1), "base-s80-2": ("wavlm_base_s80_md", 2),
+                "large-s80-1": ("wavlm_large_s80_md", 1)}
+LARGE_AUDIO = ("sample", "EN2002a_30s", "simulated")
+
+
+def simulate(output: Path) -> None:
+    """A 30 s conversation of 4 simulated voices with overlap (this project's simulator)."""
+    import numpy as np
+
+    from pyannote_wavlm_prune.data.config import SimulationConfig
+    from pyannote_wavlm_prune.data.simulate import Simulator
+
+    config = SimulationConfig.from_preset("tiny", num_speakers=(4, 4), duration=(32.0, 32.0),
+                                          overlap=0.25, seed=7)
+    waveform = Simulator(config).render("test", 0).waveform
+    waveform = waveform[:30 * cases.SAMPLE_RATE]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    cases.write_wav(output, np.asarray(waveform))
+    print(f"{output}: {len(waveform) / cases.SAMPLE_RATE:.1f} s")
+
+
+def diarizen_wavlm_config(structure: dict) -> dict:
+    """The keyword arguments of DiariZen's wav2vec2_model for a structure description."""
+    from diarizen_helpers import resolve
+
+    config, resolved = resolve(structure)
+    layers = config.num_hidden_layers
+    return {
+        "extractor_mode": "group_norm" if config.feat_extract_norm == "group" else "layer_norm",
+        "extractor_conv_layer_config": [
+            (channels, kernel, stride) for channels, kernel, stride in zip(
+                resolved.conv_channels, config.conv_kernel, config.conv_stride)],
+        "extractor_conv_bias": config.conv_bias,
+        "encoder_embed_dim": config.hidden_size,
+        "encoder_projection_dropout": 0.1,
+        "encoder_pos_conv_kernel": config.num_conv_pos_embeddings,
+        "encoder_pos_conv_groups": config.num_conv_pos_embedding_groups,
+        "encoder_num_layers": layers,
+        "encoder_use_attention": list(resolved.attention_layers),
+        "encoder_use_feed_forward": list(resolved.ffn_layers),
+        "encoder_total_num_heads": [config.num_attention_heads] * layers,
+        "encoder_remaining_heads": [list(h) for h in resolved.kept_heads],
+        "encoder_num_buckets": config.num_buckets,
+        "encoder_max_distance": config.max_bucket_distance,
+        "encoder_attention_dropout": 0.1,
+        "encoder_ff_interm_features": list(resolved.ffn_widths),
+        "encoder_ff_interm_dropout": 0.0,
+        "encoder_dropout": 0.1,
+        "encoder_layer_norm_first": config.do_stable_layer_norm,
+        "encoder_layer_drop": 0.0,
+        "aux_num_out": None,
+        "normalize_waveform": config.do_stable_layer_norm,
+        "extractor_prune_conv_channels": False,
+        "encoder_prune_attention_heads": False,
+        "encoder_prune_attention_layer": False,
+        "encoder_prune_feed_forward_intermediate": False,
+        "encoder_prune_feed_forward_layer": False,
+        "use_layerwise_prune": False,
+    }
+
+
+def inputs(work: Path, large: bool, diarizen: Path | None) -> None:
+    """Every case's inputs under `work`; their digests into tests/data/diarizen/inputs.json."""
+    import torch
+    from diarizen_helpers import TINY_PRUNED, write_hub
+
+    from pyannote_wavlm_prune.files import write_json_atomically
+
+    digests = cases.write_inputs(work)
+    write_json_atomically(cases.FIXTURES / "inputs.json", digests)
+    # DiariZen builds a WavLM from a named structure or from a file of its arguments
+    wavlm_file = work / "wavlm_tiny.pt"
+    torch.save({"config": diarizen_wavlm_config(TINY_PRUNED), "state_dict": {}}, wavlm_file)
+    for config_toml in (work / "hubs").glob("*/config.toml"):
+        config_toml.write_text(config_toml.read_text().replace(
+            'wavlm_src = "custom_wavlm"', f'wavlm_src = "{wavlm_file}"'))
+    if large:
+        for name, (wavlm_src, seed) in LARGE_MODELS.items():
+            write_hub(work / "large-hubs" / name, wavlm_src, seed=seed)
+        shutil.copy(diarizen / "example" / "EN2002a_30s.wav", work / "audio" / "EN2002a_30s.wav")
+    print(f"inputs written under {work}")
+
+
+def run_diarizen(work: Path, only: list[str] | None = None) -> None:
+    """DiariZen's DiariZenPipeline on every case (or those of `only`, in that order): RTTM
+    and clusters under work/diarizen/."""
+    import numpy as np
+    import torch
+    from diarizen.pipelines.inference import DiariZenPipeline
+    from pyannote.audio.pipelines import clustering as fork_clustering
+
+    recorded: dict = {}
+    vbx_call = fork_clustering.VBxClustering.__call__
+
+    def recording_call(self, embeddings, segmentations=None, **kwargs):
+        hard_clusters, soft_clusters, centroids = vbx_call(self, embeddings, segmentations,
+                                                           **kwargs)
+        recorded["hard_clusters"] = np.asarray(hard_clusters).tolist()
+        recorded["segmentation_sum"] = float(np.nansum(segmentations.data))
+        return hard_clusters, soft_clusters, centroids
+
+    fork_clustering.VBxClustering.__call__ = recording_call  # scratch process only
+    output = work / "diarizen"
+    output.mkdir(exist_ok=True)
+    embedding = str(work / "embedding" / "pytorch_model.bin")
+    runs = [(name, work / "hubs" / cases.hub_name(*name.split(".")[0::2]),
+             work / "audio" / f"{name.split('.')[1]}.wav") for name in cases.cases()]
+    for model in LARGE_MODELS:
+        if (work / "large-hubs" / model).is_dir():
+            runs += [(f"{model}.{audio}.free", work / "large-hubs" / model,
+                      work / "audio" / f"{audio}.wav") for audio in LARGE_AUDIO]
+    if only:
+        runs = sorted((run for run in runs if run[0] in only), key=lambda run: only.index(run[0]))
+    pipelines: dict = {}
+    for name, hub, audio in runs:
+        if hub not in pipelines:
+            pipelines[hub] = DiariZenPipeline(diarizen_hub=hub, embedding_model=embedding)
+            _check_all_weights_loaded(pipelines[hub], hub / "pytorch_model.bin", torch)
+        recorded.clear()
+        start = time.perf_counter()
+        result = pipelines[hub](str(audio), sess_name=name)
+        (output / f"{name}.rttm").write_text(result.to_rttm())
+        (output / f"{name}.json").write_text(json.dumps(recorded))
+        print(f"{name}: {len(result.labels())} speakers, {len(result)} turns, "
+              f"{time.perf_counter() - start:.1f} s", flush=True)
+
+
+def _check_all_weights_loaded(pipeline, checkpoint: Path, torch) -> None:
+    """DiariZen loads its checkpoint with strict=False: check that nothing was left random."""
+    state = torch.load(checkpoint, map_location="cpu")
+    model = pipeline._segmentation.model.state_dict()
+    missing = sorted(set(model) - set(state))
+    unused = sorted(set(state) - set(model))
+    different = [k for k in state if k in model and not torch.equal(state[k], model[k].cpu())]
+    if missing or unused or different:
+        raise RuntimeError(f"{checkpoint}: missing {missing[:5]}, unused {unused[:5]}, "
+                           f"not loaded {different[:5]}")
+
+
+def store(work: Path) -> None:
+    """DiariZen's outputs of the tiny cases into tests/data/diarizen/ (RTTM, clusters)."""
+    target = cases.FIXTURES / "outputs"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in cases.cases():
+        if not (work / "diarizen" / f"{name}.rttm").is_file():
+            continue
+        for suffix in (".rttm", ".json"):
+            shutil.copy(work / "diarizen" / f"{name}{suffix}", target / f"{name}{suffix}")
+    print(f"{len(cases.cases())} cases stored in {target}")
+
+
+def compare(work: Path, label: str) -> None:
+    """DER of our imported pipeline against DiariZen's output, per case (as a table row)."""
+    import inspect
+
+    from diarizen_helpers import TINY_PRUNED
+    from pyannote.audio import Pipeline
+    from pyannote.core import Annotation, Segment
+    from pyannote.metrics.diarization import DiarizationErrorRate
+
+    from pyannote_wavlm_prune.importers.diarizen import import_diarizen
+
+    def annotation(turns):
+        result = Annotation()
+        for start, duration, speaker in turns:
+            result[Segment(start, start + duration)] = speaker
+        return result
+
+    supports_pipeline = "pipeline" in inspect.signature(import_diarizen).parameters
+    imported = work / f"ours-{label}"
+    shutil.rmtree(imported, ignore_errors=True)
+    rows = {}
+    for rttm in sorted((work / "diarizen").glob("*.rttm")):
+        name = rttm.stem
+        model, audio, bounds = name.split(".")
+        large = model in LARGE_MODELS
+        hub = (work / "large-hubs" / model) if large else work / "hubs" / cases.hub_name(
+            model, bounds)
+        directory = imported / hub.name
+        if not directory.exists():
+            import_diarizen(hub, directory, embedding=work / "embedding" / "pytorch_model.bin",
+                            structure=None if large else TINY_PRUNED,
+                            **({"pipeline": "diarizen"} if supports_pipeline else {}))
+        pipeline = Pipeline.from_pretrained(directory)
+        output = pipeline(str(work / "audio" / f"{audio}.wav"))
+        ours = getattr(output, "speaker_diarization", output)
+        ours_turns = cases.read_rttm(ours.to_rttm())
+        theirs_turns = cases.read_rttm(rttm.read_text())
+        reference, hypothesis = annotation(theirs_turns), annotation(ours_turns)
+        der = DiarizationErrorRate()(reference, hypothesis) if theirs_turns else float(
+            bool(ours_turns))
+        same = cases.canonical(ours_turns) == cases.canonical(theirs_turns)
+        rows[name] = {"der": 100 * der, "identical": same,
+                      "speakers": [len(hypothesis.labels()), len(reference.labels())]}
+        print(f"| {name} | {100 * der:.2f} | {'yes' if same else 'no'} | "
+              f"{len(hypothesis.labels())} / {len(reference.labels())} |", flush=True)
+    (work / f"compare-{label}.json").write_text(json.dumps(rows, indent=1))
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    command = commands.add_parser("simulate")
+    command.add_argument("output", type=Path)
+    command = commands.add_parser("inputs")
+    command.add_argument("work", type=Path)
+    command.add_argument("--large", action="store_true")
+    command.add_argument("--diarizen", type=Path, help="DiariZen's checkout (for --large)")
+    command = commands.add_parser("diarizen")
+    command.add_argument("work", type=Path)
+    command.add_argument("--only", nargs="+", metavar="CASE", help="these cases, in this order")
+    commands.add_parser("store").add_argument("work", type=Path)
+    command = commands.add_parser("compare")
+    command.add_argument("work", type=Path)
+    command.add_argument("--label", default="branch")
+    args = parser.parse_args(argv)
+    if args.command == "simulate":
+        simulate(args.output)
+    elif args.command == "inputs":
+        inputs(args.work, args.large, args.diarizen)
+    elif args.command == "diarizen":
+        run_diarizen(args.work, args.only)
+    elif args.command == "store":
+        store(args.work)
+    else:
+        compare(args.work, args.label)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

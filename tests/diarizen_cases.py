@@ -1,0 +1,202 @@
+"""The cases on which DiariZen's own pipeline was run to make tests/data/diarizen/.
+
+Shared by `scripts/diarizen_fixtures.py` (which ran DiariZen's code) and
+`tests/test_diarizen_pipeline.py` (which compares ours with what it produced). The case
+lists need nothing but the standard library: DiariZen's environment imports them too; what
+builds the inputs (`write_inputs`) needs this project.
+
+Inputs are rebuilt, not stored: hub directories of tiny DiariZen-format models (random
+weights from a seed, `diarizen_helpers`), the random WeSpeaker ResNet34 (seed 0) and PLDA,
+and four audio files made from pyannote's sample and the stored `simulated.wav`. Their
+digests (`inputs.json`) say whether a rebuild gave the inputs DiariZen was given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+FIXTURES = Path(__file__).parent / "data" / "diarizen"
+SAMPLE_RATE = 16000
+
+# tiny models: random weights (degenerate segmentations: one class almost everywhere), and
+# seed 0 with BIAS added to its classifier's bias, so that its decisions change from frame to
+# frame between silence, three speakers and their overlaps (on 16 s of the simulated
+# conversation: 346 frames of silence, 122 / 92 / 173 of speakers 1 / 2 / 3 alone, 63 of
+# overlap, 483 changes of class)
+MODELS = {
+    "random-0": {"seed": 0},
+    "random-1": {"seed": 1},
+    "random-2": {"seed": 2},
+    "biased": {"seed": 0, "bias": True},
+}
+# one value per powerset class of 4 speakers, at most 2 per frame: silence, speakers 1-4,
+# then pairs 1+2, 1+3, 1+4, 2+3, 2+4, 3+4 (chosen from the classes' mean scores)
+BIAS = [1.2, 2.8, 1.4, 3.5, 0.0, 2.0, -0.5, -1.5, 1.1, 0.0, 0.0]
+AUDIO = ("sample", "simulated", "short", "stereo")
+# (min_speakers, max_speakers) written in config.toml's [clustering.args]
+BOUNDS = {"free": (1, 20), "two": (2, 2)}
+# the seconds of the simulated conversation that make the short (shorter than a 16 s chunk)
+# and, with pyannote's sample as the second channel, the stereo file
+SHORT = (0.0, 6.0)
+STEREO = (10.0, 30.0)
+
+
+def cases() -> list[str]:
+    """Every case name, "<model>.<audio>.<bounds>"."""
+    return [f"{model}.{audio}.{bounds}" for model in MODELS for audio in AUDIO for bounds in BOUNDS]
+
+
+def hub_name(model: str, bounds: str) -> str:
+    return f"{model}-{bounds}"
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def write_inputs(work: Path, simulated: Path | None = None) -> dict[str, str]:
+    """Hub directories, embedding and audio files of every case under `work`; their digests
+
+    `simulated`: the WAV of the simulated conversation (defaults to the stored one).
+    """
+    import numpy as np
+    import torch
+    from diarizen_helpers import TINY_BACKEND, TINY_PRUNED, diarizen_state_dict, write_hub
+    from helpers import random_wespeaker
+
+    from pyannote_wavlm_prune.models.checkpoint import save_checkpoint
+
+    digests: dict[str, str] = {}
+    embedding = work / "embedding" / "pytorch_model.bin"
+    save_checkpoint(random_wespeaker(), embedding)
+    digests["embedding"] = state_digest(torch.load(embedding, map_location="cpu",
+                                                   weights_only=False)["state_dict"])
+    for model, description in MODELS.items():
+        state = diarizen_state_dict(TINY_PRUNED, description["seed"], TINY_BACKEND)
+        if description.get("bias"):
+            state["classifier.bias"] += torch.tensor(BIAS)
+        digests[model] = state_digest(state)
+        for bounds, (low, high) in BOUNDS.items():
+            hub = work / "hubs" / hub_name(model, bounds)
+            write_hub(hub, TINY_PRUNED, seed=description["seed"], backend=TINY_BACKEND,
+                      state=state)
+            set_speaker_bounds(hub / "config.toml", low, high)
+    digests["plda"] = file_digest(*(work / "hubs" / hub_name("random-0", "free") / "plda").glob(
+        "*.npz"))
+
+    audio = work / "audio"
+    audio.mkdir(parents=True, exist_ok=True)
+    sample = read_wav(sample_wav())
+    conversation = read_wav(simulated or FIXTURES / "simulated.wav")
+    rate = SAMPLE_RATE
+    short = conversation[int(SHORT[0] * rate):int(SHORT[1] * rate)]
+    start, end = (int(t * rate) for t in STEREO)
+    stereo = np.stack([conversation[start:end, 0], sample[:end - start, 0]], axis=1)
+    for name, waveform in (("sample", sample), ("simulated", conversation), ("short", short),
+                           ("stereo", stereo)):
+        write_wav(audio / f"{name}.wav", waveform)
+        digests[f"audio/{name}"] = hashlib.sha256(waveform.tobytes()).hexdigest()
+    return digests
+
+
+def read_wav(path: Path):
+    """(samples, channels) int16 array of a 16 kHz 16-bit PCM WAV file."""
+    import wave
+
+    import numpy as np
+
+    with wave.open(str(path), "rb") as file:
+        if file.getframerate() != SAMPLE_RATE or file.getsampwidth() != 2:
+            raise ValueError(f"{path}: {file.getframerate()} Hz, {8 * file.getsampwidth()} bit: "
+                             f"expected {SAMPLE_RATE} Hz 16-bit PCM.")
+        data = np.frombuffer(file.readframes(file.getnframes()), dtype="<i2")
+        return data.reshape(-1, file.getnchannels())
+
+
+def write_wav(path: Path, waveform) -> None:
+    """Write a (samples, channels) int16 array as a 16 kHz 16-bit PCM WAV file."""
+    import wave
+
+    import numpy as np
+
+    waveform = np.asarray(waveform, dtype="<i2")
+    waveform = waveform.reshape(len(waveform), -1)
+    with wave.open(str(path), "wb") as file:
+        file.setnchannels(waveform.shape[1])
+        file.setsampwidth(2)
+        file.setframerate(SAMPLE_RATE)
+        file.writeframes(waveform.tobytes())
+
+
+def set_speaker_bounds(config_toml: Path, low: int, high: int) -> None:
+    """Rewrite [clustering.args] min_speakers / max_speakers of a DiariZen config.toml."""
+    lines = []
+    for line in config_toml.read_text().splitlines():
+        if line.startswith("min_speakers ="):
+            line = f"min_speakers = {low}"
+        elif line.startswith("max_speakers ="):
+            line = f"max_speakers = {high}"
+        lines.append(line)
+    config_toml.write_text("\n".join(lines) + "\n")
+
+
+def sample_wav() -> Path:
+    """pyannote.audio's sample file (30 s, two speakers)."""
+    import pyannote.audio
+
+    return Path(pyannote.audio.__file__).parent / "sample" / "sample.wav"
+
+
+def state_digest(state) -> str:
+    """sha256 of a state dict's names, shapes and float64 values (device and dtype aside)."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name]
+        digest.update(f"{name}{tuple(tensor.shape)}".encode())
+        digest.update(tensor.detach().double().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def file_digest(*paths: Path) -> str:
+    """sha256 of the arrays of .npz files (their order of names, not their zip metadata)."""
+    import numpy as np
+
+    digest = hashlib.sha256()
+    for path in sorted(paths):
+        with np.load(path) as arrays:
+            for name in sorted(arrays.files):
+                digest.update(name.encode())
+                digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return digest.hexdigest()
+
+
+def stored_digests() -> dict[str, str]:
+    return json.loads((FIXTURES / "inputs.json").read_text())
+
+
+# ----------------------------------------------------------------------------- RTTM
+
+
+def read_rttm(text: str) -> list[tuple[float, float, str]]:
+    """(start, duration, label) of each SPEAKER line, in the order written."""
+    turns = []
+    for line in text.splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            turns.append((float(fields[3]), float(fields[4]), fields[7]))
+    return turns
+
+
+def canonical(turns: list[tuple[float, float, str]]) -> list[tuple[float, float, int]]:
+    """Turns sorted, labels replaced by their rank among the sorted labels
+
+    DiariZen writes its cluster indices (0, 1, ...), pyannote SPEAKER_00, ... in the order of
+    those indices: ranks make the two comparable.
+    """
+    def key(label: str):
+        return (0, int(label), "") if label.lstrip("-").isdigit() else (1, 0, label)
+
+    ranks = {label: rank for rank, label in enumerate(sorted({t[2] for t in turns}, key=key))}
+    return sorted((round(start, 3), round(duration, 3), ranks[label])
+                  for start, duration, label in turns)
