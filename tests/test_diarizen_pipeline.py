@@ -22,7 +22,7 @@ from diarizen_cases import (
     write_inputs,
 )
 from diarizen_helpers import TINY_PRUNED
-from pyannote.audio import Pipeline
+from pyannote.audio import Audio, Pipeline
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 from scipy.ndimage import median_filter
 
@@ -35,7 +35,7 @@ from pyannote_wavlm_prune.pipelines.offline import PIPELINE_OPTIONS
 DIARIZEN_OPTIONS = {"median_filter": 11, "min_clean_ratio": 0.1, "clean_ratio_fallback": True,
                     "inactive_speakers_last": False, "recluster_to_bounds": False,
                     "unassigned_as_speaker": True, "min_speakers": 1, "max_speakers": 20,
-                    "channel": 0, "crop_to_audio": False}
+                    "channel": 0}  # and pyannote 4's crop_to_audio=True: no turn after the end
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +76,14 @@ def diarizen_rttm(case: str) -> list:
     return read_rttm((FIXTURES / "outputs" / f"{case}.rttm").read_text())
 
 
+def within(turns: list, audio) -> list:
+    """DiariZen's turns cut at the end of `audio` (the imported pipeline cuts there; DiariZen's
+    can run into the zero-padded end of the last chunk)."""
+    end = Audio().get_duration(str(audio))
+    return [(start, min(start + duration, end) - start, label)
+            for start, duration, label in turns if start < end]
+
+
 def ours(pipeline, audio) -> list:
     output = pipeline(str(audio))
     return read_rttm(output.speaker_diarization.to_rttm())
@@ -95,8 +103,8 @@ def test_imported_pipeline_gives_diarizen_s_rttm_turn_for_turn(case, work, impor
     directory, _ = work
     model, audio, bounds = case.split(".")
     pipeline = imported(hub_name(model, bounds))
-    theirs = diarizen_rttm(case)
-    assert canonical(ours(pipeline, directory / "audio" / f"{audio}.wav")) == canonical(theirs)
+    path = directory / "audio" / f"{audio}.wav"
+    assert canonical(ours(pipeline, path)) == canonical(within(diarizen_rttm(case), path))
 
 
 def test_pyannote_s_embedding_path_gives_diarizen_s_rttm_too(work, imported):
@@ -105,8 +113,8 @@ def test_pyannote_s_embedding_path_gives_diarizen_s_rttm_too(work, imported):
     directory, _ = work
     pipeline = imported(hub_name("biased", "free"), chunkwise_embeddings=False)
     assert pipeline.embedding_path == "per-pair"
-    theirs = diarizen_rttm("biased.simulated.free")
-    assert canonical(ours(pipeline, directory / "audio" / "simulated.wav")) == canonical(theirs)
+    path = directory / "audio" / "simulated.wav"
+    assert canonical(ours(pipeline, path)) == canonical(within(diarizen_rttm("biased.simulated.free"), path))
 
 
 def test_the_cases_exercise_speakers_overlap_silence_and_a_capped_count():

@@ -560,8 +560,9 @@ def diarizen_options(method: str, inference: Mapping[str, Any],
     From config.toml's [inference.args] (`apply_median_filtering`) and [clustering.args]
     (`min_speakers`, `max_speakers`), with DiariZen's fixed rules: the first channel, 10 %
     clean frames with its fall-back, and, for VBx, no k-means re-clustering, inactive
-    speakers scored as active ones, the renumbering that makes unassigned speakers a speaker,
-    no cut at the file's end.
+    speakers scored as active ones, the renumbering that makes unassigned speakers a speaker.
+    Unlike DiariZen, turns are cut at the file's end (its turns can run into the zero-padded
+    end of the last chunk, where there is no audio): the same turns within the file.
     """
     options: dict[str, Any] = {
         "median_filter": DIARIZEN_MEDIAN_FILTER if inference["apply_median_filtering"] else 1,
@@ -570,7 +571,7 @@ def diarizen_options(method: str, inference: Mapping[str, Any],
         "min_speakers": int(clustering["min_speakers"]),
         "max_speakers": int(clustering["max_speakers"]),
         "channel": 0,
-        "crop_to_audio": False,
+        "crop_to_audio": True,  # no turn after the file's end, in every pipeline we write
     }
     if method == "VBxClustering":
         options.update(inactive_speakers_last=False, recluster_to_bounds=False,
