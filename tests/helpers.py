@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 from pyannote.audio.core.task import Problem, Resolution, Specifications
+from wavlm_helpers import layout_config
 
 from pyannote_wavlm_prune import WavLMSegmentation
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 # a back end small enough for CPU tests
 TINY_BACKEND = {
@@ -30,7 +30,7 @@ def powerset_specifications(duration: float = 2.0, num_speakers: int = 3) -> Spe
 
 def tiny_model(family: str = "base", duration: float = 2.0, **kwargs) -> WavLMSegmentation:
     """A built (task-ready) tiny WavLMSegmentation in eval mode."""
-    options = {"wavlm": tiny_config(family), **TINY_BACKEND, **kwargs}
+    options = {"wavlm": layout_config(family), **TINY_BACKEND, **kwargs}
     model = WavLMSegmentation(**options)
     model.specifications = powerset_specifications(duration)
     model.build()

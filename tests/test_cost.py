@@ -4,6 +4,7 @@ is random."""
 import pytest
 import torch
 from wavlm_helpers import (
+    LAYOUTS,
     NUM_SAMPLES,
     count_parameters,
     flop_counter_macs,
@@ -30,14 +31,19 @@ from pyannote_wavlm_prune.wavlm.structure import Structure
 EIGHT_SECONDS = 8 * 16000
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_ungated_front_end_cost_is_its_exact_parameter_count(family):
     frontend = tiny_frontend(family)
-    assert expected_params(frontend) == count_parameters(frontend) == 57856 + 544 * (
-        family == "large")
+    large, wavlm = family.endswith("large"), "-" not in family
+    # Large: CNN biases and norms (7 x 32 + 8 x 32 + ...); not WavLM: no position table
+    # (320 buckets x 4 heads) nor, per layer, 4 gate constants and the gate projection 8 x 8 + 8;
+    # HuBERT Base (tiny): no feature-projection norm (2 x 32)
+    expected = (57856 + 544 * large - (320 * 4 + 4 * (4 + 8 * 8 + 8)) * (not wavlm)
+                - 2 * 32 * (family == "hubert-base"))
+    assert expected_params(frontend) == count_parameters(frontend) == expected
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_expected_params_with_every_gate_open_equal_the_ungated_count_to_the_unit(family):
     frontend = tiny_frontend(family)
     ungated = count_parameters(frontend)
@@ -48,12 +54,15 @@ def test_expected_params_with_every_gate_open_equal_the_ungated_count_to_the_uni
     assert expected.item() == ungated
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_macs_equal_flop_counter_on_the_same_input(family):
     frontend = tiny_frontend(family)
     waveform = torch.randn(1, NUM_SAMPLES)
     counted = flop_counter_macs(frontend, waveform)
-    assert expected_macs(frontend, NUM_SAMPLES) == counted == 17_241_408
+    # not WavLM: no gate projection, 8 MACs per frame, head dimension, head and layer
+    # (64 frames, d = 8, 4 heads, 4 layers)
+    expected = 17_241_408 - 8 * 64 * 8 * 4 * 4 * ("-" in family)
+    assert expected_macs(frontend, NUM_SAMPLES) == counted == expected
     attach_frontend_gates(frontend, UNITS)
     open_all_gates(frontend)
     # gates add elementwise products only, which neither counts
@@ -87,7 +96,7 @@ def test_closing_a_whole_layer_removes_its_expected_cost():
     assert full - expected_params(frontend).item() == pytest.approx(attention + feed_forward)
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_pruned_front_end_costs_equal_the_cost_model_of_the_deterministic_masks(family):
     gated = heavily_pruned_frontend(family)
     structure = kept_structure(gated).to_dict()

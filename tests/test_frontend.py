@@ -3,7 +3,8 @@
 import pytest
 import torch
 from helpers import network_depth, rounding_bound
-from transformers import WavLMConfig, WavLMModel
+from transformers import WavLMConfig
+from wavlm_helpers import LAYOUTS, layout_config
 
 from pyannote_wavlm_prune.wavlm.config import resolve_wavlm
 from pyannote_wavlm_prune.wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
@@ -11,8 +12,9 @@ from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
 
 
 def reference_hidden_states(frontend: WavLMFrontEnd, waveforms: torch.Tensor):
-    """hidden_states of a stock transformers.WavLMModel holding the front end's weights."""
-    reference = WavLMModel(frontend.config).to(waveforms.dtype).eval()
+    """hidden_states of the stock transformers model (WavLMModel, HubertModel, Wav2Vec2Model)
+    holding the front end's weights."""
+    reference = frontend.architecture.model_class(frontend.config).to(waveforms.dtype).eval()
     missing, unexpected = reference.load_state_dict(frontend.wavlm.state_dict(), strict=False)
     # the front end drops the (unused) final layer norm of pre-LN configs
     assert unexpected == []
@@ -24,10 +26,10 @@ def reference_hidden_states(frontend: WavLMFrontEnd, waveforms: torch.Tensor):
     return reference(waveforms, output_hidden_states=True).hidden_states
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_hidden_states_equal_those_of_transformers(family):
     # float64: the same real arithmetic computed two ways, equal up to float64 rounding
-    frontend = WavLMFrontEnd(tiny_config(family, num_hidden_layers=3)).double().eval()
+    frontend = WavLMFrontEnd(layout_config(family, num_hidden_layers=3)).double().eval()
     waveforms = torch.randn(2, 16000 + 1234, dtype=torch.float64)
     with torch.inference_mode():
         ours = frontend(waveforms)
@@ -103,15 +105,17 @@ def test_base_plus_architecture_has_94_38_million_parameters():
     assert sum(p.numel() for p in frontend.parameters()) == 94_381_168
 
 
-def test_a_config_that_is_not_wavlm_is_refused():
-    from transformers import Wav2Vec2Config
+def test_a_config_of_no_supported_family_is_refused():
+    from transformers import BertConfig
 
-    with pytest.raises(ValueError, match="expected a transformers.WavLMConfig"):
-        resolve_wavlm(Wav2Vec2Config())
-    with pytest.raises(ValueError, match="'wav2vec2' config"):
-        resolve_wavlm(Wav2Vec2Config().to_dict())
+    with pytest.raises(ValueError, match=r"BertConfig \('bert'\), expected a WavLM, HuBERT or "
+                                         r"wav2vec 2.0 config \(model_type 'wavlm', 'hubert', "
+                                         r"'wav2vec2'\)"):
+        resolve_wavlm(BertConfig())
+    with pytest.raises(ValueError, match="'bert' config, expected a WavLM, HuBERT"):
+        resolve_wavlm(BertConfig().to_dict())
 
 
 def test_unknown_model_name_offline_is_refused_with_a_hint():
-    with pytest.raises(ValueError, match="Could not load WavLM 'nobody/no-such-wavlm'.*HF_HUB_OFFLINE"):
+    with pytest.raises(ValueError, match="Could not load 'nobody/no-such-wavlm'.*HF_HUB_OFFLINE"):
         resolve_wavlm("nobody/no-such-wavlm")

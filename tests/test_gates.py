@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 from helpers import network_depth, rounding_bound
-from wavlm_helpers import max_abs_diff, open_all_gates, randomise_gates, tiny_frontend
+from wavlm_helpers import LAYOUTS, max_abs_diff, open_all_gates, randomise_gates, tiny_frontend
 
 from pyannote_wavlm_prune.wavlm import (
     UNITS,
@@ -158,7 +158,7 @@ def test_an_empty_gate_group_has_no_unit_and_no_expected_unit():
     assert gate.expected_l0().item() == 0.0
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 @pytest.mark.parametrize("pruned_norms", ["original", "kept"])
 def test_open_gates_leave_a_pruned_front_end_s_hidden_states_unchanged(family, pruned_norms):
     # float64: "kept" recomputes the norms over the open channels, the same real arithmetic
@@ -175,7 +175,7 @@ def test_open_gates_leave_a_pruned_front_end_s_hidden_states_unchanged(family, p
     assert max_abs_diff(before, after) <= bound
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_open_gates_leave_hidden_states_unchanged(family):
     frontend = tiny_frontend(family, num_layers=2)
     waveforms = torch.randn(2, 8000)

@@ -6,6 +6,7 @@ import pytest
 import torch
 from helpers import network_depth, rounding_bound, tiny_model
 from pyannote.audio import Model
+from wavlm_helpers import LAYOUTS
 
 from pyannote_wavlm_prune import WavLMSegmentation, attach_gates, prune, save_checkpoint
 from pyannote_wavlm_prune.wavlm.cost import expected_params
@@ -28,7 +29,7 @@ def randomly_gated(family: str) -> WavLMSegmentation:
     return with_random_gates(tiny_model(family))
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_pruned_model_outputs_what_the_eval_mode_gated_model_outputs(family):
     # float64, pruning included: the same real arithmetic two ways, equal up to rounding
     gated = randomly_gated(family).double()
@@ -87,7 +88,7 @@ def test_unknown_gated_unit_is_refused():
         attach_gates(tiny_model(), units=("conv", "neurons"))
 
 
-@pytest.mark.parametrize("family", ["base", "large"])
+@pytest.mark.parametrize("family", LAYOUTS)
 def test_a_pruned_model_prunes_further_to_what_its_gated_copy_outputs(family):
     first = prune(randomly_gated(family)).eval()
     # float64, pruning included: the same real arithmetic two ways, equal up to rounding

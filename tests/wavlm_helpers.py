@@ -28,9 +28,20 @@ def flop_counter_macs(module: torch.nn.Module, waveforms: torch.Tensor) -> int:
     return counter.get_total_flops() // 2
 
 
+# every architecture in both layouts: "base" (post-LN, GroupNorm CNN), "large" (pre-LN,
+# LayerNorm CNN); a bare layout is WavLM's
+LAYOUTS = ["base", "large", "hubert-base", "hubert-large", "wav2vec2-base", "wav2vec2-large"]
+
+
+def layout_config(layout: str = "base", **overrides):
+    """The tiny config of a layout of `LAYOUTS` ("hubert-large": HuBERT's Large layout)."""
+    architecture, _, family = layout.rpartition("-")
+    return tiny_config(family, architecture=architecture or "wavlm", **overrides)
+
+
 def tiny_frontend(family: str = "base", num_layers: int = 4, **structure_or_nothing):
-    """A tiny random front end (unpruned unless `structure=` is given), eval mode."""
-    return WavLMFrontEnd(tiny_config(family, num_hidden_layers=num_layers),
+    """A tiny random front end of a layout (unpruned unless `structure=` is given), eval mode."""
+    return WavLMFrontEnd(layout_config(family, num_hidden_layers=num_layers),
                          **structure_or_nothing).eval()
 
 

@@ -193,3 +193,93 @@ class PrunedWavLMAttention(nn.Module):
 
     def _relative_positions_bucket(self, relative_positions: torch.Tensor) -> torch.Tensor:
         return WavLMAttention._relative_positions_bucket(self, relative_positions)
+
+
+class PrunedSelfAttention(nn.Module):
+    """Multi-head self-attention (wav2vec 2.0, HuBERT) restricted to `kept_heads`
+
+    Stock `Wav2Vec2Attention` / `HubertAttention` derive their head size from the width of
+    their projections, so they cannot run fewer heads of the original size. This module keeps
+    the original head size E / H, attends over the kept heads with
+    `F.scaled_dot_product_attention` (scale (E / H) ** -0.5, as the stock modules), and has the
+    stock call signature and return value (output, None), so that stock encoder layers run
+    it unchanged. Parameter names are the stock ones (q_proj, k_proj, v_proj, out_proj).
+
+    Parameters
+    ----------
+    embed_dim : int
+        Transformer width E (never pruned).
+    num_heads : int
+        Number of heads H of the original layer.
+    kept_heads : sequence of int
+        Indices of the kept heads in the original layer (only their number matters here: the
+        projections hold the kept heads' rows). May be empty: the output is then the constant
+        out_proj bias.
+    dropout : float, optional
+        Dropout on the attention weights (train mode). Defaults to 0.
+    has_output : bool, optional
+        False for a removed attention block: no parameter, zero output.
+    """
+
+    def __init__(self, embed_dim: int, num_heads: int, kept_heads: Sequence[int],
+                 dropout: float = 0.0, has_output: bool = True):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim={embed_dim} is not a multiple of num_heads={num_heads}.")
+        kept_heads = [int(head) for head in kept_heads]
+        if any(not 0 <= head < num_heads for head in kept_heads) or len(set(kept_heads)) != len(
+            kept_heads
+        ):
+            raise ValueError(
+                f"kept_heads={kept_heads}: expected distinct head indices in [0, {num_heads - 1}]."
+            )
+        if kept_heads and not has_output:
+            raise ValueError(f"kept_heads={kept_heads}: a removed block (has_output=False) "
+                             "keeps no head.")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.head_dim = embed_dim // num_heads
+        self.kept_heads = kept_heads
+        self.has_output = has_output
+        self.dropout = dropout
+        width = len(kept_heads) * self.head_dim
+        if kept_heads:
+            self.q_proj = nn.Linear(embed_dim, width)
+            self.k_proj = nn.Linear(embed_dim, width)
+            self.v_proj = nn.Linear(embed_dim, width)
+            self.out_proj = nn.Linear(width, embed_dim)
+        elif has_output:
+            self.out_proj = OutputBias(embed_dim)
+
+    def extra_repr(self) -> str:
+        return (f"embed_dim={self.embed_dim}, num_heads={self.num_heads}, "
+                f"kept_heads={self.kept_heads}, has_output={self.has_output}")
+
+    def forward(self, hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                **kwargs) -> tuple[torch.Tensor, None]:
+        """Attention output and no weights
+
+        hidden_states (Tensor): shape (batch, frames, embed_dim)
+        returns: output (Tensor) of shape (batch, frames, embed_dim) (a 0-d zero for a removed
+            block), None
+        """
+        if attention_mask is not None:
+            raise ValueError("PrunedSelfAttention does not support attention_mask (padding): "
+                             "the front end processes equal-length chunks.")
+        if not self.has_output:
+            return hidden_states.new_zeros(()), None
+        if not self.kept_heads:
+            return self.out_proj.expand(hidden_states), None
+        batch_size, num_frames, _ = hidden_states.shape
+        num_kept = len(self.kept_heads)
+
+        def heads(projection: nn.Linear) -> torch.Tensor:
+            x = projection(hidden_states).view(batch_size, num_frames, num_kept, self.head_dim)
+            return x.transpose(1, 2)
+
+        context = F.scaled_dot_product_attention(
+            heads(self.q_proj), heads(self.k_proj), heads(self.v_proj),
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        context = context.transpose(1, 2).reshape(batch_size, num_frames, num_kept * self.head_dim)
+        return self.out_proj(context), None

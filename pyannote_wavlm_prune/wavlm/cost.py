@@ -1,4 +1,4 @@
-"""Cost model of a WavLM front end: parameters and multiply-accumulates (MACs).
+"""Cost model of a front end (WavLM, HuBERT, wav2vec 2.0): parameters and multiply-accumulates.
 
 One set of formulas (each unit kind's terms, `units/`, plus the parts never pruned) serves:
 
@@ -38,12 +38,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import WavLMConfig
+from transformers import PretrainedConfig
 
 from .config import conv_frames
 from .gating import frontend_structure, is_gated, kept_structure
 from .structure import Structure, check_metric
-from .units import UNIT_KINDS, EmptyLayerError, Sizes, fixed_macs, fixed_params
+from .units import UNIT_KINDS, EmptyLayerError, Sizes, total_macs, total_params
 
 
 def _sizes(frontend: nn.Module) -> Sizes:
@@ -61,14 +61,12 @@ def _sizes(frontend: nn.Module) -> Sizes:
     return sizes
 
 
-def _params(config: WavLMConfig, sizes: Sizes):
-    return fixed_params(config) + sum(unit.params(config, sizes) for unit in UNIT_KINDS.values())
+def _params(config: PretrainedConfig, sizes: Sizes):
+    return total_params(config, sizes)
 
 
-def _macs(config: WavLMConfig, sizes: Sizes, num_samples: int):
-    frames = conv_frames(config, num_samples)
-    return fixed_macs(config, frames) + sum(
-        unit.macs(config, sizes, frames) for unit in UNIT_KINDS.values())
+def _macs(config: PretrainedConfig, sizes: Sizes, num_samples: int):
+    return total_macs(config, sizes, conv_frames(config, num_samples))
 
 
 def _as_result(value) -> torch.Tensor | int:
@@ -95,7 +93,7 @@ def expected_macs(frontend: nn.Module, num_samples: int) -> torch.Tensor | int:
 
 def expected_sparsity(
     frontend: nn.Module,
-    reference: nn.Module | WavLMConfig,
+    reference: nn.Module | PretrainedConfig,
     metric: str = "params",
     num_samples: int | None = None,
 ) -> torch.Tensor | float:
@@ -105,7 +103,7 @@ def expected_sparsity(
     ----------
     frontend : WavLMFrontEnd
         Gated (expected, differentiable tensor) or not (exact float).
-    reference : WavLMFrontEnd or WavLMConfig
+    reference : WavLMFrontEnd or transformers config
         The teacher. A config stands for its unpruned architecture.
     metric : {"params", "macs"}
         What is counted. Defaults to "params".
@@ -113,7 +111,7 @@ def expected_sparsity(
         Input length for "macs" (the training chunk length, as attention is quadratic in it).
     """
     check_metric(metric, num_samples)
-    if isinstance(reference, WavLMConfig):
+    if isinstance(reference, PretrainedConfig):
         reference_config, reference_sizes = reference, Structure.full(reference).sizes()
     else:
         reference_config, reference_sizes = reference.config, _sizes(reference)
@@ -133,7 +131,7 @@ def expected_sparsity(
 @torch.no_grad()
 def shift_gates_to_sparsity(
     frontend: nn.Module,
-    reference: nn.Module | WavLMConfig,
+    reference: nn.Module | PretrainedConfig,
     target: float,
     metric: str = "params",
     num_samples: int | None = None,

@@ -1,6 +1,6 @@
-"""Physically smaller WavLMs: building one at a structure's sizes, folding gates into one.
+"""Physically smaller front ends: building one at a structure's sizes, folding gates into one.
 
-`build_structured_wavlm(structure)` builds a `transformers.WavLMModel` whose modules have
+`build_structured_wavlm(structure)` builds a transformers model whose modules have
 the sizes of `structure` (random weights); `WavLMFrontEnd(config, structure=...)` uses it.
 `fold_frontend(gated)` turns a gated front end into the state dict and `Structure` of the
 pruned front end that computes what the gated one computes in eval mode (to float rounding).
@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import WavLMConfig, WavLMModel
+from transformers import PreTrainedModel
 
+from .architectures import architecture_of
 from .gating import deterministic_masks, frontend_options, is_gated, kept_structure
 from .structure import Structure
-from .units import UNIT_KINDS, Masks, PrunedFeatureProjection, State
+from .units import UNIT_KINDS, Masks, PrunedFeatureProjection, State, within_blocks
 
 _PARAMETRIZED = ".parametrizations.weight.original"
 # How LayerNorms over pruned CNN channels normalise (see `build_structured_wavlm`)
@@ -37,12 +38,14 @@ def check_pruned_norms(pruned_norms: str) -> str:
     return pruned_norms
 
 
-def build_structured_wavlm(structure: Structure, pruned_norms: str = "original") -> WavLMModel:
-    """A `transformers.WavLMModel` with the sizes of `structure` (random weights)
+def build_structured_wavlm(structure: Structure, pruned_norms: str = "original") -> PreTrainedModel:
+    """A transformers model (`WavLMModel`, `HubertModel`, ...) with the sizes of `structure`
+
+    Random weights.
 
     Stock modules are kept where sizes allow (CNN layers, stock encoder layers, norms,
-    positional convolution); attention always runs through `PrunedWavLMAttention` and FFNs
-    through `PrunedWavLMFeedForward`, even at full size, so every structure takes the same
+    positional convolution); attention always runs through the architecture's pruned attention
+    and FFNs through `PrunedFeedForward`, even at full size, so every structure takes the same
     code path. `wavlm.config` is the original (teacher) config: no stock config describes
     a pruned WavLM, the structure does.
 
@@ -54,10 +57,10 @@ def build_structured_wavlm(structure: Structure, pruned_norms: str = "original")
     config = structure.config
     # stock CNN layers and feature projection at the kept sizes; a 1-unit FFN placeholder
     # that the FFN units replace (saves initialising full-size FFNs)
-    shape_config = WavLMConfig.from_dict(config.to_dict())
+    shape_config = type(config).from_dict(config.to_dict())
     shape_config.conv_dim = list(structure.conv_channels)
     shape_config.intermediate_size = 1
-    wavlm = WavLMModel(shape_config)
+    wavlm = architecture_of(config).model_class(shape_config)
     wavlm.config = config
     new_modules: list[nn.Module] = []
     for unit in UNIT_KINDS.values():
@@ -105,6 +108,7 @@ def fold_frontend(gated: nn.Module, masks: Masks | None = None) -> tuple[State, 
         for key, tensor in gated.state_dict().items()
         if not key.startswith("gates.")
     }
+    masks = within_blocks(masks)
     for unit in UNIT_KINDS.values():
         unit.fold(state, masks, structure, **frontend_options(gated))
     return state, structure

@@ -1,4 +1,5 @@
-"""WavLM as a front end: waveform in, all L+1 hidden states out."""
+"""A self-supervised model (WavLM, HuBERT, wav2vec 2.0) as a front end: waveform in, all L+1
+hidden states out."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import WavLMConfig, WavLMModel
+from transformers import PretrainedConfig
 
+from .architectures import architecture_of
 from .config import conv_frames
 from .folding import build_structured_wavlm, check_pruned_norms
 from .structure import Structure
@@ -31,22 +33,24 @@ class ScaleGradient(torch.autograd.Function):
 
 
 class WavLMFrontEnd(nn.Module):
-    """WavLM feature extractor returning the input of every transformer layer and the last output
+    """SSL feature extractor returning the input of every transformer layer and the last output
 
     CNN > (gradient x 0.1) > feature projection > positional convolution > L transformer layers
 
-    The modules are those of `transformers.WavLMModel` (kept under `self.wavlm`, so pretrained
-    state dicts load as they are); the loop over them is ours, so that every hidden state is
-    returned without transformers' output recording and pruned layers can be swapped in.
+    The modules are those of the config's transformers model (`WavLMModel`, `HubertModel` or
+    `Wav2Vec2Model`, see `architectures.py`), kept under `self.wavlm` whatever the family (the
+    name every checkpoint's state dict has, so pretrained state dicts load as they are); the
+    loop over them is ours, so that every hidden state is returned without transformers'
+    output recording and pruned layers can be swapped in.
 
     Hidden state 0 is the input of layer 1, hidden state j the output of layer j, as in
     `WavLMModel(..., output_hidden_states=True).hidden_states` of transformers 5: for pre-LN
-    configs (Large) the last one is taken before the encoder's final layer norm, which is
+    configs (Large, "stable layer norm") the last one is taken before the encoder's final layer norm, which is
     therefore never used and is removed (it would be a parameter without gradient under DDP).
 
     Parameters
     ----------
-    config : WavLMConfig
+    config : WavLMConfig, HubertConfig or Wav2Vec2Config
         Architecture. Configs with a layer-normalised CNN (the Large family) get each input
         normalised to zero mean and unit variance, as WavLM Large was pre-trained.
     cnn_gradient_scale : float, optional
@@ -72,7 +76,7 @@ class WavLMFrontEnd(nn.Module):
 
     def __init__(
         self,
-        config: WavLMConfig,
+        config: PretrainedConfig,
         cnn_gradient_scale: float = 0.1,
         structure: Structure | Mapping[str, Any] | None = None,
         conv_output_scale: bool = False,
@@ -84,9 +88,12 @@ class WavLMFrontEnd(nn.Module):
         self.config = config
         self.cnn_gradient_scale = cnn_gradient_scale
         self.pruned_norms = pruned_norms
+        architecture = architecture_of(config)
+        architecture.check(config)
+        self.architecture = architecture
         if structure is None:
             self.structure = None
-            self.wavlm = WavLMModel(config)
+            self.wavlm = architecture.model_class(config)
         else:
             self.structure = Structure.from_dict(structure, config)
             self.wavlm = build_structured_wavlm(self.structure, pruned_norms=pruned_norms)
@@ -113,13 +120,13 @@ class WavLMFrontEnd(nn.Module):
         return self.config.hidden_size
 
     def load_pretrained(self, state_dict: dict[str, torch.Tensor]) -> None:
-        """Load the weights of a `transformers.WavLMModel`, checking that none is missing."""
+        """Load the weights of the transformers model, checking that none is missing."""
         missing, _ = self.wavlm.load_state_dict(state_dict, strict=False)
         if missing:
-            raise ValueError(f"Pretrained WavLM weights lack {len(missing)} tensors: {missing[:5]}...")
+            raise ValueError(f"Pretrained {self.architecture.label} weights lack {len(missing)} tensors: {missing[:5]}...")
 
     def num_frames(self, num_samples: int) -> int:
-        """Number of frames WavLM outputs for `num_samples` input samples (0 if too short)."""
+        """Number of frames the front end outputs for `num_samples` input samples (0 if too short)."""
         return conv_frames(self.config, num_samples)[-1]
 
     def receptive_field_size(self, num_frames: int = 1) -> int:
@@ -162,16 +169,12 @@ class WavLMFrontEnd(nn.Module):
         returns (list of L + 1 Tensors): each of shape (batch, frames, hidden_size)
         """
         features = self.extract_features(waveforms)
-        hidden_states, _ = self.wavlm.feature_projection(features)
+        hidden_states = self.wavlm.feature_projection(features)
+        if isinstance(hidden_states, tuple):  # (projected, normalised): all but HuBERT's
+            hidden_states = hidden_states[0]
         encoder = self.wavlm.encoder
         hidden_states = hidden_states + encoder.pos_conv_embed(hidden_states)
         if not self.config.do_stable_layer_norm:
             hidden_states = encoder.layer_norm(hidden_states)
         hidden_states = encoder.dropout(hidden_states)
-
-        all_hidden_states = [hidden_states]
-        position_bias = None
-        for layer in encoder.layers:
-            hidden_states, position_bias = layer(hidden_states, position_bias=position_bias)
-            all_hidden_states.append(hidden_states)
-        return all_hidden_states
+        return [hidden_states, *self.architecture.run_layers(encoder.layers, hidden_states)]

@@ -1,4 +1,4 @@
-"""Hard-concrete gates on the stock transformers modules of a WavLM front end.
+"""Hard-concrete gates on the stock transformers modules of a front end (WavLM, HuBERT, ...).
 
 Nothing of transformers is forked: each unit kind (`units/`) attaches its gates through
 forward hooks or a parametrization of a stock module. The gates live in `frontend.gates`
@@ -25,13 +25,12 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
-from .attention import PrunedWavLMAttention
+from .architectures import architecture_of
 from .gates import HardConcreteGate
 from .masks import DrawMasks, GateHook, GateMasks, GateParametrization
 from .structure import Structure
-from .units import DEFAULT_UNITS, UNIT_KINDS, UNITS
+from .units import DEFAULT_UNITS, UNIT_KINDS, UNITS, within_blocks
 
 
 def frontend_structure(frontend: nn.Module) -> Structure:
@@ -105,8 +104,9 @@ def attach_frontend_gates(
             "remove_frontend_gates() it first."
         )
     wavlm, structure = frontend.wavlm, frontend_structure(frontend)
-    attention = (WavLMAttention if getattr(frontend, "structure", None) is None
-                 else PrunedWavLMAttention)
+    architecture = architecture_of(frontend.config)
+    attention = (architecture.stock_attention if getattr(frontend, "structure", None) is None
+                 else architecture.pruned_attention_class)
     if not all(isinstance(layer.attention, attention) for layer in wavlm.encoder.layers):
         raise ValueError(f"The front end's attention modules are not {attention.__name__}s: "
                          "gates attach to a WavLMFrontEnd's own modules only.")
@@ -180,7 +180,7 @@ def kept_structure(frontend: nn.Module, masks: Mapping | None = None) -> Structu
     units.EmptyLayerError
         When the gates close every channel of a CNN layer.
     """
-    masks = deterministic_masks(frontend) if masks is None else masks
+    masks = within_blocks(deterministic_masks(frontend) if masks is None else masks)
     current = frontend_structure(frontend)
     fields: dict[str, list] = {}
     for kind in UNIT_KINDS.values():

@@ -1,16 +1,18 @@
-"""Architectures of the WavLM family, for random initialisation (no weights are downloaded).
+"""Architectures for random initialisation (no weights are downloaded).
 
 `base_plus_config()` and `large_config()` reproduce the architectures of
 microsoft/wavlm-base-plus and microsoft/wavlm-large; `tiny_config()` keeps the shape of either
-family at a size that trains in seconds on a CPU (tests, quickstart, tutorials).
+layout ("base": post-LN, GroupNorm CNN; "large": pre-LN, LayerNorm CNN) of WavLM, HuBERT or
+wav2vec 2.0 at a size that trains in seconds on a CPU (tests, quickstart, tutorials).
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from transformers import WavLMConfig
+from transformers import PretrainedConfig, WavLMConfig
 
+from .architectures import ARCHITECTURES
 from .config import FRONT_END_OVERRIDES
 
 
@@ -38,8 +40,16 @@ def large_config() -> WavLMConfig:
     )
 
 
-def tiny_config(family: Literal["base", "large"] = "base", **overrides) -> WavLMConfig:
-    """A WavLM of the given family small enough for CPU tests (about 60 k parameters)."""
+def tiny_config(family: Literal["base", "large"] = "base", architecture: str = "wavlm",
+                **overrides) -> PretrainedConfig:
+    """A front end of the given layout small enough for CPU tests (about 60 k parameters)
+
+    architecture: "wavlm" (default), "hubert" or "wav2vec2". A tiny HuBERT Base has no
+    feature-projection norm (`feat_proj_layer_norm=False`, as distilled HuBERTs), so that
+    both kinds of projection are exercised.
+    """
+    if architecture not in ARCHITECTURES:
+        raise ValueError(f"architecture={architecture!r}: expected one of {sorted(ARCHITECTURES)}.")
     arguments = {
         "hidden_size": 32,
         "num_hidden_layers": 2,
@@ -51,5 +61,7 @@ def tiny_config(family: Literal["base", "large"] = "base", **overrides) -> WavLM
         **_family(family),
         **FRONT_END_OVERRIDES,
     }
+    if architecture == "hubert" and family == "base":
+        arguments["feat_proj_layer_norm"] = False
     arguments.update(overrides)
-    return WavLMConfig(**arguments)
+    return ARCHITECTURES[architecture].config_class(**arguments)

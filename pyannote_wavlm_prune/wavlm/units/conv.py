@@ -37,27 +37,28 @@ is again plain LayerNorms over the kept channels.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import WavLMConfig, WavLMModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
-from transformers.models.wavlm.modeling_wavlm import (
-    WavLMGroupNormConvLayer,
-    WavLMLayerNormConvLayer,
-    WavLMNoLayerNormConvLayer,
-)
 
+from ..architectures import architecture_of
 from ..masks import GateHook, GateMasks
 from .base import (
     EmptyLayerError,
+    Fields,
     Masks,
     Number,
+    Panel,
     Sizes,
     State,
     UnitKind,
+    check_list,
+    is_int,
+    joined,
     nonzero,
     open_probabilities,
 )
@@ -235,42 +236,72 @@ class NormOverOpenChannels(GateHook):
         return (normalised * module.weight + module.bias) * is_open
 
 
+def _projection_has_norm(config: PretrainedConfig) -> bool:
+    return architecture_of(config).projection_has_norm(config)
+
+
 class ConvChannels(UnitKind):
     """Output channels of each CNN layer (and the feature projection's input)."""
 
     name = "conv"
     init_drop_rate = 0.01
+    fields = ("conv_channels",)
+
+    def full(self, config: PretrainedConfig) -> Fields:
+        return {"conv_channels": tuple(config.conv_dim)}
+
+    def validate(self, data: Mapping, config: PretrainedConfig) -> Fields:
+        channels = check_list(data, "conv_channels", len(config.conv_dim),
+                              "ints (one per CNN layer)")
+        for layer, (kept, original) in enumerate(zip(channels, config.conv_dim, strict=True)):
+            if not is_int(kept) or not 1 <= kept <= original:
+                raise ValueError(
+                    f"structure['conv_channels'][{layer}] = {kept!r}: expected an int in "
+                    f"[1, {original}] (a CNN layer without channel would cut the input off)."
+                )
+        return {"conv_channels": tuple(int(kept) for kept in channels)}
+
+    def summary(self, structure: Structure) -> list[str]:
+        return [f"CNN channels: {joined(structure.conv_channels)} "
+                f"(of {joined(structure.config.conv_dim)})"]
+
+    def panel(self, structure: Structure) -> Panel:
+        return ("CNN channels", list(structure.conv_channels), list(structure.config.conv_dim))
 
     def group_sizes(self, structure: Structure) -> list[int]:
         return list(structure.conv_channels)
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+    def attach(self, model: PreTrainedModel, masks: GateMasks, structure: Structure,
                pruned_norms: str = "original", **options) -> None:
         kept_norms = pruned_norms == "kept"
-        conv_layers = wavlm.feature_extractor.conv_layers
+        architecture = architecture_of(structure.config)
+        conv_layers = model.feature_extractor.conv_layers
         for index, layer in enumerate(conv_layers):
-            if isinstance(layer, WavLMGroupNormConvLayer):
+            if isinstance(layer, architecture.group_norm_conv):
                 layer.layer_norm.register_forward_hook(MaskChannels(masks, index, dim=1))
-            elif isinstance(layer, (WavLMLayerNormConvLayer, PrunedLayerNormConvLayer)):
+            elif isinstance(layer, (architecture.layer_norm_conv, PrunedLayerNormConvLayer)):
                 layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
                 # LayerNorm output is (batch, frames, channels)
                 layer.layer_norm.register_forward_hook(
                     NormOverOpenChannels(masks, self.name, index) if kept_norms
                     else MaskChannels(masks, index, dim=-1, hard=True))
-            elif isinstance(layer, WavLMNoLayerNormConvLayer):
+            elif isinstance(layer, architecture.no_norm_conv):
                 layer.conv.register_forward_hook(MaskChannels(masks, index, dim=1))
             else:
                 raise ValueError(f"CNN layer {index} is a {type(layer).__name__}: expected one "
-                                 "of transformers' WavLM conv layers or a "
+                                 f"of transformers' {architecture.name} conv layers or a "
                                  "PrunedLayerNormConvLayer.")
-        if kept_norms:
-            wavlm.feature_projection.layer_norm.register_forward_hook(
+        if kept_norms and architecture.projection_has_norm(structure.config):
+            model.feature_projection.layer_norm.register_forward_hook(
                 NormOverOpenChannels(masks, self.name, len(conv_layers) - 1))
 
     def exact_sizes(self, structure: Structure) -> Sizes:
         channels = list(structure.conv_channels)
-        return {"conv_channels": channels,
-                "last_conv_reduced": [int(channels[-1] < structure.config.conv_dim[-1])]}
+        # the projection's extra vector (`PrunedFeatureProjection`) exists iff channels of the
+        # last layer are pruned and the projection normalises them
+        reduced = (channels[-1] < structure.config.conv_dim[-1]
+                   and _projection_has_norm(structure.config))
+        return {"conv_channels": channels, "last_conv_reduced": [int(reduced)]}
 
     def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         probabilities = open_probabilities(gates)
@@ -278,10 +309,11 @@ class ConvChannels(UnitKind):
         # was already pruned
         reduced = structure.conv_channels[-1] < structure.config.conv_dim[-1]
         all_open = torch.prod(probabilities[-1])
+        vector = 1.0 - (0.0 if reduced else all_open)
         return {"conv_channels": [p.sum() for p in probabilities],
-                "last_conv_reduced": [1.0 - (0.0 if reduced else all_open)]}
+                "last_conv_reduced": [vector if _projection_has_norm(structure.config) else 0]}
 
-    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+    def params(self, config: PretrainedConfig, sizes: Sizes) -> Number:
         total: Number = 0
         previous: Number = 1
         for layer, (channels, kernel) in enumerate(zip(sizes["conv_channels"], config.conv_kernel,
@@ -294,10 +326,11 @@ class ConvChannels(UnitKind):
                 total = total + 2 * channels
             previous = channels
         E = config.hidden_size
-        # feature projection: LayerNorm, Linear, and the pruned channels' contribution vector
-        return total + 2 * previous + previous * E + E + E * sizes["last_conv_reduced"][0]
+        # feature projection: LayerNorm (if any), Linear, the pruned channels' vector
+        norm = 2 * previous if _projection_has_norm(config) else 0
+        return total + norm + previous * E + E + E * sizes["last_conv_reduced"][0]
 
-    def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
+    def macs(self, config: PretrainedConfig, sizes: Sizes, frames: list[int]) -> Number:
         total: Number = 0
         previous: Number = 1
         for channels, kernel, length in zip(sizes["conv_channels"], config.conv_kernel, frames,
@@ -318,7 +351,7 @@ class ConvChannels(UnitKind):
             channels.append(len(kept))
         return {"conv_channels": channels}
 
-    def build(self, wavlm: WavLMModel, structure: Structure, pruned_norms: str = "original",
+    def build(self, model: PreTrainedModel, structure: Structure, pruned_norms: str = "original",
               **options) -> list[nn.Module]:
         new_modules: list[nn.Module] = []
         if pruned_norms == "kept":
@@ -327,7 +360,7 @@ class ConvChannels(UnitKind):
             return new_modules
         config = structure.config
         channels = structure.conv_channels
-        conv_layers = wavlm.feature_extractor.conv_layers
+        conv_layers = model.feature_extractor.conv_layers
         if config.feat_extract_norm == "layer":
             previous = 1
             for index, (kept, original) in enumerate(zip(channels, config.conv_dim, strict=True)):
@@ -339,12 +372,12 @@ class ConvChannels(UnitKind):
                     )
                     new_modules.append(conv_layers[index])
                 previous = kept
-        if channels[-1] < config.conv_dim[-1]:
-            wavlm.feature_projection = PrunedFeatureProjection(
+        if channels[-1] < config.conv_dim[-1] and _projection_has_norm(config):
+            model.feature_projection = PrunedFeatureProjection(
                 channels[-1], config.conv_dim[-1], config.hidden_size, eps=config.layer_norm_eps,
                 dropout=config.feat_proj_dropout,
             )
-            new_modules.append(wavlm.feature_projection)
+            new_modules.append(model.feature_projection)
         return new_modules
 
     def fold(self, state: State, masks: Masks, structure: Structure,
@@ -378,18 +411,20 @@ class ConvChannels(UnitKind):
                 state[f"{prefix}.conv.bias"] = bias
             previous = kept
 
-        # feature projection: the kept channels' norm and columns; with norms over the
-        # original count, the newly pruned channels' (exactly zero) share folded in addition
-        # to that of the channels pruned before
-        norm_weight = state[f"{PROJECTION}.layer_norm.weight"]
-        norm_bias = state[f"{PROJECTION}.layer_norm.bias"]
         projection = state[f"{PROJECTION}.projection.weight"]
-        state[f"{PROJECTION}.layer_norm.weight"] = norm_weight[previous]
-        state[f"{PROJECTION}.layer_norm.bias"] = norm_bias[previous]
         state[f"{PROJECTION}.projection.weight"] = projection[:, previous]
         if "conv_output_scale" in state:
             # a fixed per-channel scale of the last CNN output (DiariZen's models)
             state["conv_output_scale"] = state["conv_output_scale"][previous]
+        if not _projection_has_norm(config):
+            return  # the pruned channels are exact zeros the projection no longer reads
+        # the projection's norm: the kept channels'; with norms over the original count, the
+        # newly pruned channels' (exactly zero) share folded in addition to that of the
+        # channels pruned before
+        norm_weight = state[f"{PROJECTION}.layer_norm.weight"]
+        norm_bias = state[f"{PROJECTION}.layer_norm.bias"]
+        state[f"{PROJECTION}.layer_norm.weight"] = norm_weight[previous]
+        state[f"{PROJECTION}.layer_norm.bias"] = norm_bias[previous]
         closed = masks["conv"][-1] == 0
         if closed.any() and pruned_norms == "original":
             closed_columns = projection[:, closed]

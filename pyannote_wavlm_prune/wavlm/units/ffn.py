@@ -4,28 +4,32 @@ The gate of unit i multiplies its activation before `output_dense` (a forward pr
 stock module). Pruning keeps the kept units' rows of `intermediate_dense` and columns of
 `output_dense`, each kept soft value folded into its column. A layer with no unit left keeps
 the block's output bias, a constant (`OutputBias`). The gates of an already pruned network
-act on its `PrunedWavLMFeedForward`s the same way (one gate per kept unit).
+act on its `PrunedFeedForward`s the same way (one gate per kept unit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from transformers import WavLMConfig, WavLMModel
+from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 
 from ..attention import OutputBias
 from ..masks import GateHook, GateMasks
 from .base import (
+    Fields,
     Masks,
     Number,
+    Panel,
     Sizes,
     State,
     UnitKind,
-    is_open,
+    check_list,
+    is_int,
+    joined,
     layer_key,
     nonzero,
     open_probabilities,
@@ -37,10 +41,11 @@ if TYPE_CHECKING:
     from ..structure import Structure
 
 
-class PrunedWavLMFeedForward(nn.Module):
-    """WavLM's FFN with `width` intermediate units (width 0: the constant output bias)
+class PrunedFeedForward(nn.Module):
+    """The FFN of a transformer layer with `width` intermediate units (0: the output bias)
 
-    Parameter names are those of transformers' WavLMFeedForward.
+    Parameter names are those of transformers' WavLMFeedForward (Wav2Vec2FeedForward and
+    HubertFeedForward name them alike).
     """
 
     def __init__(self, hidden_size: int, width: int, activation: str,
@@ -79,18 +84,52 @@ class MaskInput(GateHook):
         return (hidden_states * self.masks.get(self.unit, self.index).to(hidden_states.dtype),)
 
 
+# its former name, kept importable
+PrunedWavLMFeedForward = PrunedFeedForward
+
+
 class FeedForwardUnits(UnitKind):
     """The intermediate units of each transformer layer's FFN."""
 
     name = "ffn"
     init_drop_rate = 0.5
+    block = "ffn_layer"
+    fields = ("ffn_widths",)
+
+    def full(self, config: PretrainedConfig) -> Fields:
+        return {"ffn_widths": (config.intermediate_size,) * config.num_hidden_layers}
+
+    def validate(self, data: Mapping, config: PretrainedConfig) -> Fields:
+        widths = check_list(data, "ffn_widths", config.num_hidden_layers, "ints (one per layer)")
+        for layer, width in enumerate(widths):
+            if not is_int(width) or not 0 <= width <= config.intermediate_size:
+                raise ValueError(
+                    f"structure['ffn_widths'][{layer}] = {width!r}: expected an int in "
+                    f"[0, {config.intermediate_size}]."
+                )
+        return {"ffn_widths": tuple(int(width) for width in widths)}
+
+    def summary(self, structure: Structure) -> list[str]:
+        return [f"FFN widths: {joined(structure.ffn_widths)} "
+                f"(of {structure.config.intermediate_size})"]
+
+    def panel(self, structure: Structure) -> Panel:
+        config = structure.config
+        return ("FFN units", list(structure.ffn_widths),
+                [config.intermediate_size] * config.num_hidden_layers)
+
+    def layer_counts(self, fields: Fields) -> list[int]:
+        return list(fields["ffn_widths"])
+
+    def describe_layer(self, fields: Fields, layer: int) -> str:
+        return f"width {fields['ffn_widths'][layer]}"
 
     def group_sizes(self, structure: Structure) -> list[int]:
         return list(structure.ffn_widths)
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+    def attach(self, model: PreTrainedModel, masks: GateMasks, structure: Structure,
                **options) -> None:
-        for index, layer in enumerate(wavlm.encoder.layers):
+        for index, layer in enumerate(model.encoder.layers):
             if structure.ffn_widths[index]:  # else no unit, no gate
                 layer.feed_forward.output_dense.register_forward_pre_hook(
                     MaskInput(masks, self.name, index))
@@ -101,27 +140,22 @@ class FeedForwardUnits(UnitKind):
     def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         return {"ffn_widths": [p.sum() for p in open_probabilities(gates)]}
 
-    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+    def params(self, config: PretrainedConfig, sizes: Sizes) -> list[Number]:
         E = config.hidden_size
-        return sum(block * (2 * E + 1) * width
-                   for width, block in zip(sizes["ffn_widths"], sizes["ffn_blocks"], strict=True))
+        return [(2 * E + 1) * width for width in sizes["ffn_widths"]]
 
-    def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
+    def macs(self, config: PretrainedConfig, sizes: Sizes, frames: list[int]) -> list[Number]:
         E, T = config.hidden_size, frames[-1]
-        return sum(block * 2 * T * E * width
-                   for width, block in zip(sizes["ffn_widths"], sizes["ffn_blocks"], strict=True))
+        return [2 * T * E * width for width in sizes["ffn_widths"]]
 
     def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
-        return {"ffn_widths": [
-            len(nonzero(mask)) if is_open(block) else 0
-            for mask, block in zip(masks["ffn"], masks["ffn_layer"], strict=True)
-        ]}
+        return {"ffn_widths": [len(nonzero(mask)) for mask in masks["ffn"]]}
 
-    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
+    def build(self, model: PreTrainedModel, structure: Structure, **options) -> list[nn.Module]:
         config = structure.config
         new_modules = []
-        for index, layer in enumerate(wavlm.encoder.layers):
-            layer.feed_forward = PrunedWavLMFeedForward(
+        for index, layer in enumerate(model.encoder.layers):
+            layer.feed_forward = PrunedFeedForward(
                 config.hidden_size, structure.ffn_widths[index], config.hidden_act,
                 activation_dropout=config.activation_dropout, hidden_dropout=config.hidden_dropout,
             )
@@ -135,11 +169,10 @@ class FeedForwardUnits(UnitKind):
                 pop_prefix(state, f"{prefix}.intermediate_dense.")
                 state.pop(f"{prefix}.output_dense.weight", None)
                 continue
-            mask = masks["ffn"][index]
+            mask = masks["ffn"][index]  # the block's gate multiplied in (`within_blocks`)
             kept = torch.nonzero(mask, as_tuple=True)[0]
             for tensor in ("weight", "bias"):
                 key = f"{prefix}.intermediate_dense.{tensor}"
                 state[key] = state[key][kept]
             weight = state[f"{prefix}.output_dense.weight"]
-            block = masks["ffn_layer"][index][0].to(weight.dtype)
-            state[f"{prefix}.output_dense.weight"] = weight[:, kept] * (mask[kept].to(weight.dtype) * block)
+            state[f"{prefix}.output_dense.weight"] = weight[:, kept] * mask[kept].to(weight.dtype)

@@ -1,37 +1,40 @@
 """Attention heads: H gates per transformer layer, each scaling one head's context vector.
 
 The gate of head h multiplies its context vector, that is the input columns of `out_proj`
-that read it: a parametrization of the stock `out_proj.weight` (stock attention reads the
-weight directly, so a hook could not reach the context). Pruning keeps the rows of q, k, v
-and the columns of out_proj of the kept heads (real indices), folds each kept soft gate
-value into its out_proj columns, and keeps the relative-position gate (`gru_rel_pos_linear`,
-shared by the heads of a layer) and the kept heads' `gru_rel_pos_const`. Layer 0's relative
-position table is kept whole, whatever heads remain: every layer reads it.
+that read it: a parametrization of the stock `out_proj.weight` (WavLM's stock attention
+reads the weight directly, so a hook could not reach the context). Pruning keeps the rows
+of q, k, v and the columns of out_proj of the kept heads (real indices), folds each kept
+soft gate value into its out_proj columns, and leaves the architecture's own per-head
+tensors to it (`Architecture.fold_heads`: WavLM's relative-position gate and constants;
+its position table, in layer 0, is kept whole whatever heads remain).
 
-On an already pruned network, the gates act on its `PrunedWavLMAttention`s (one gate per
+On an already pruned network, the gates act on its pruned attention modules (one gate per
 kept head, the same parametrization of out_proj.weight); pruning maps the heads they keep
 back to their original indices, so a structure always names real heads.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
-from transformers import WavLMConfig, WavLMModel
+from transformers import PretrainedConfig, PreTrainedModel
 
-from ..attention import PrunedWavLMAttention
+from ..architectures import architecture_of
 from ..masks import GateMasks, GateParametrization
 from .base import (
+    Fields,
     Masks,
     Number,
+    Panel,
     Sizes,
     State,
     UnitKind,
-    is_open,
+    check_list,
+    is_int,
     layer_key,
     nonzero,
     open_probabilities,
@@ -58,7 +61,7 @@ class HeadMask(GateParametrization):
         return weight * mask.repeat_interleave(self.head_dim)[None, :]
 
 
-def _head_dim(config: WavLMConfig) -> int:
+def _head_dim(config: PretrainedConfig) -> int:
     return config.hidden_size // config.num_attention_heads
 
 
@@ -67,14 +70,60 @@ class AttentionHeads(UnitKind):
 
     name = "head"
     init_drop_rate = 0.01
+    block = "attention_layer"
+    fields = ("kept_heads",)
+
+    def full(self, config: PretrainedConfig) -> Fields:
+        heads = tuple(range(config.num_attention_heads))
+        return {"kept_heads": (heads,) * config.num_hidden_layers}
+
+    def validate(self, data: Mapping, config: PretrainedConfig) -> Fields:
+        num_heads = config.num_attention_heads
+        kept_heads = check_list(data, "kept_heads", config.num_hidden_layers,
+                                "lists of head indices")
+        for layer, heads in enumerate(kept_heads):
+            if not isinstance(heads, (list, tuple)):
+                raise ValueError(
+                    f"structure['kept_heads'][{layer}] = {heads!r}: expected a list of head "
+                    "indices."
+                )
+            for head in heads:
+                if not is_int(head) or not 0 <= head < num_heads:
+                    raise ValueError(
+                        f"structure['kept_heads'][{layer}] holds {head!r}: expected head "
+                        f"indices in [0, {num_heads - 1}]."
+                    )
+            if len(set(heads)) != len(heads):
+                raise ValueError(f"structure['kept_heads'][{layer}] = {list(heads)} repeats a head.")
+            if list(heads) != sorted(heads):
+                raise ValueError(
+                    f"structure['kept_heads'][{layer}] = {list(heads)}: expected increasing "
+                    "indices."
+                )
+        return {"kept_heads": tuple(tuple(int(h) for h in heads) for heads in kept_heads)}
+
+    def summary(self, structure: Structure) -> list[str]:
+        return [f"heads per layer: {' '.join(str(len(h)) for h in structure.kept_heads)} "
+                f"(of {structure.config.num_attention_heads})"]
+
+    def panel(self, structure: Structure) -> Panel:
+        config = structure.config
+        return ("attention heads", [len(h) for h in structure.kept_heads],
+                [config.num_attention_heads] * config.num_hidden_layers)
+
+    def layer_counts(self, fields: Fields) -> list[int]:
+        return [len(heads) for heads in fields["kept_heads"]]
+
+    def describe_layer(self, fields: Fields, layer: int) -> str:
+        return f"heads {list(fields['kept_heads'][layer])}"
 
     def group_sizes(self, structure: Structure) -> list[int]:
         return [len(heads) for heads in structure.kept_heads]
 
-    def attach(self, wavlm: WavLMModel, masks: GateMasks, structure: Structure,
+    def attach(self, model: PreTrainedModel, masks: GateMasks, structure: Structure,
                **options) -> None:
         head_dim = _head_dim(structure.config)
-        for index, layer in enumerate(wavlm.encoder.layers):
+        for index, layer in enumerate(model.encoder.layers):
             if structure.kept_heads[index]:  # else no head, no gate
                 parametrize.register_parametrization(
                     layer.attention.out_proj, "weight", HeadMask(masks, index, head_dim))
@@ -85,65 +134,55 @@ class AttentionHeads(UnitKind):
 
     def expected_sizes(self, gates: Sequence[HardConcreteGate], structure: Structure) -> Sizes:
         probabilities = open_probabilities(gates)
-        # the relative-position gate of a layer exists iff one of its heads is open
+        # per-layer parts shared by the heads (WavLM's gate projection) exist iff one of the
+        # layer's heads is open
         return {"heads": [p.sum() for p in probabilities],
                 "any_head": [1.0 - torch.prod(1.0 - p) for p in probabilities]}
 
-    def params(self, config: WavLMConfig, sizes: Sizes) -> Number:
+    def params(self, config: PretrainedConfig, sizes: Sizes) -> list[Number]:
         E, d = config.hidden_size, _head_dim(config)
-        total: Number = 0
-        for heads, any_head, block in zip(sizes["heads"], sizes["any_head"],
-                                          sizes["attention_blocks"], strict=True):
-            # q, k, v (weights and biases), out_proj columns, gru_rel_pos_const; the gate
-            # projection d -> 8 once per layer
-            total = total + block * ((4 * E + 3) * d * heads + heads + (8 * d + 8) * any_head)
-        return total
+        architecture = architecture_of(config)
+        # q, k, v (weights and biases) and out_proj columns, and the architecture's own
+        return [(4 * E + 3) * d * heads + architecture.head_params(config, heads, any_head)
+                for heads, any_head in zip(sizes["heads"], sizes["any_head"], strict=True)]
 
-    def macs(self, config: WavLMConfig, sizes: Sizes, frames: list[int]) -> Number:
+    def macs(self, config: PretrainedConfig, sizes: Sizes, frames: list[int]) -> list[Number]:
         E, d, T = config.hidden_size, _head_dim(config), frames[-1]
-        total: Number = 0
-        for heads, block in zip(sizes["heads"], sizes["attention_blocks"], strict=True):
-            # q, k, v, out projections; scores and weighted values; gate projection (d -> 8)
-            total = total + block * (4 * T * d * E * heads + 2 * T * T * d * heads + 8 * T * d * heads)
-        return total
+        architecture = architecture_of(config)
+        # q, k, v, out projections; scores and weighted values; the architecture's own
+        return [4 * T * d * E * heads + 2 * T * T * d * heads
+                + architecture.head_macs(config, heads, T) for heads in sizes["heads"]]
 
     def kept(self, masks: Masks, structure: Structure) -> dict[str, list]:
         # mask position p is the p-th head `structure` keeps
         return {"kept_heads": [
-            [heads[position] for position in nonzero(mask)] if is_open(block) else []
-            for mask, block, heads in zip(masks["head"], masks["attention_layer"],
-                                          structure.kept_heads, strict=True)
+            [heads[position] for position in nonzero(mask)]
+            for mask, heads in zip(masks["head"], structure.kept_heads, strict=True)
         ]}
 
-    def build(self, wavlm: WavLMModel, structure: Structure, **options) -> list[nn.Module]:
+    def build(self, model: PreTrainedModel, structure: Structure, **options) -> list[nn.Module]:
         config = structure.config
+        architecture = architecture_of(config)
         new_modules = []
-        for index, layer in enumerate(wavlm.encoder.layers):
-            layer.attention = PrunedWavLMAttention(
-                config.hidden_size,
-                config.num_attention_heads,
-                structure.kept_heads[index],
-                dropout=config.attention_dropout,
-                num_buckets=config.num_buckets,
-                max_distance=config.max_bucket_distance,
-                has_relative_position_bias=index == 0,
-                has_output=structure.attention_layers[index],
-            )
+        for index, layer in enumerate(model.encoder.layers):
+            layer.attention = architecture.pruned_attention(config, index,
+                                                            structure.kept_heads[index])
             new_modules.append(layer.attention)
         return new_modules
 
     def fold(self, state: State, masks: Masks, structure: Structure, **options) -> None:
         head_dim = _head_dim(structure.config)
+        architecture = architecture_of(structure.config)
         for index, heads in enumerate(structure.kept_heads):
             prefix = layer_key(index, "attention")
             if not heads:
                 # (a layer the network had already emptied has nothing left to pop)
-                for name in ("q_proj", "k_proj", "v_proj", "gru_rel_pos_linear"):
+                for name in ("q_proj", "k_proj", "v_proj"):
                     pop_prefix(state, f"{prefix}.{name}.")
                 state.pop(f"{prefix}.out_proj.weight", None)
-                state.pop(f"{prefix}.gru_rel_pos_const", None)
+                architecture.fold_heads(state, prefix, None)
                 continue
-            mask = masks["head"][index]
+            mask = masks["head"][index]  # the block's gate multiplied in (`within_blocks`)
             # positions among the heads the state has (original indices when unpruned)
             kept = torch.nonzero(mask, as_tuple=True)[0]
             rows = (kept[:, None] * head_dim + torch.arange(head_dim, device=mask.device)).flatten()
@@ -153,8 +192,6 @@ class AttentionHeads(UnitKind):
                     state[key] = state[key][rows]
             # the head gates multiply the context vectors, i.e. out_proj's input columns
             weight = state[f"{prefix}.out_proj.weight"]
-            block = masks["attention_layer"][index][0].to(weight.dtype)
-            column_scale = mask[kept].to(weight.dtype).repeat_interleave(head_dim) * block
+            column_scale = mask[kept].to(weight.dtype).repeat_interleave(head_dim)
             state[f"{prefix}.out_proj.weight"] = weight[:, rows] * column_scale
-            const = state[f"{prefix}.gru_rel_pos_const"]
-            state[f"{prefix}.gru_rel_pos_const"] = const[:, kept]
+            architecture.fold_heads(state, prefix, kept)
