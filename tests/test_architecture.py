@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 import pyannote_wavlm_prune
@@ -143,26 +144,42 @@ def test_the_package_has_no_import_cycle():
     assert cycles == []
 
 
-def test_a_checkpoint_of_version_0_1_0_loads_and_gives_its_recorded_outputs():
-    """tests/data: a tiny pruned Large-family model (pruned CNN layer norms and feature
-    projection, a removed attention block) saved by commit 629af64, and its outputs."""
+# tests/data: checkpoints written by earlier versions, each with its outputs on its waveforms
+# - old-format-large-pruned: a tiny pruned Large-layout model (pruned CNN layer norms and
+#   feature projection, a removed attention block), saved by commit 629af64;
+# - old-format-diarizen-import: a tiny pruned Large-layout DiariZen model (write_hub of
+#   tests/diarizen_helpers.py, seed 3, TINY_BACKEND, TINY_PRUNED's sizes in the Large layout)
+#   imported by commit c9f53e6, whose hyper-parameters held DiariZen's four numerics
+#   (layer_weighting "linear", conv_output_scale, pruned_norms "kept", waveform_norm_eps 1e-5)
+#   before they became the variant "diarizen".
+OLD_CHECKPOINTS = {
+    "old-format-large-pruned": ("((0, 1, 2), ()) (True, False) default"),
+    "old-format-diarizen-import": ("((1, 3), (0, 2, 3), (), (2,)) (True, True, False, True) "
+                                   "diarizen"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(OLD_CHECKPOINTS))
+def test_checkpoints_of_earlier_versions_load_and_give_their_recorded_outputs(name):
     script = f"""
+import pytest
 import torch
 from helpers import network_depth, rounding_bound
 from pyannote.audio import Model
-model = Model.from_pretrained({str(DATA / 'old-format-large-pruned.ckpt')!r}).eval()
-recorded = torch.load({str(DATA / 'old-format-large-pruned.outputs.pt')!r})
+model = Model.from_pretrained({str(DATA / (name + '.ckpt'))!r}).eval()
+recorded = torch.load({str(DATA / (name + '.outputs.pt'))!r})
 with torch.no_grad():
     outputs = model(recorded["waveforms"])
-print(type(model).__name__, model.structure.kept_heads, model.structure.attention_layers)
+structure = model.structure
+print(type(model).__name__, structure.kept_heads, structure.attention_layers, model.hparams.variant)
 print((outputs - recorded["outputs"]).abs().max().item())
 print(rounding_bound(recorded["outputs"], network_depth(model)))
 """
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                             timeout=300, check=True, cwd=Path(__file__).parent)
     description, difference, bound = result.stdout.strip().splitlines()[-3:]
-    assert description == "WavLMSegmentation ((0, 1, 2), ()) (True, False)"
-    # float32 outputs recorded on another machine and release: equal up to rounding
+    assert description == f"WavLMSegmentation {OLD_CHECKPOINTS[name]}"
+    # float32 outputs recorded on another machine or release: equal up to rounding
     assert float(difference) <= float(bound)
 
 

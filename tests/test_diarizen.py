@@ -171,8 +171,7 @@ def test_import_options_are_saved_and_reload_in_a_fresh_process(imported_base, t
         f"waves = torch.load({str(tmp_path / 'waves.pt')!r})\n"
         "with torch.no_grad():\n"
         f"    torch.save(model(waves[:, None]).exp(), {str(tmp_path / 'out.pt')!r})\n"
-        "keys = ('layer_weighting', 'conv_output_scale', 'pruned_norms', 'waveform_norm_eps')\n"
-        "print(json.dumps({k: model.hparams[k] for k in keys}))\n"
+        "print(json.dumps(model.numerics))\n"
     )
     env = {"HF_HUB_OFFLINE": "1", "PYANNOTE_METRICS_ENABLED": "0", "PATH": "/usr/bin:/bin",
            "PYTHONPATH": str(Path(__file__).parents[1])}
@@ -192,12 +191,13 @@ def test_import_options_are_saved_and_reload_in_a_fresh_process(imported_base, t
 def test_default_options_leave_models_and_old_checkpoints_unchanged(tmp_path):
     model = tiny_model()
     assert "frontend.conv_output_scale" not in model.state_dict()
-    assert (model.hparams.layer_weighting, model.hparams.pruned_norms) == ("softmax", "original")
+    assert model.hparams.variant == "default"
+    assert (model.numerics["layer_weighting"], model.numerics["pruned_norms"]) == (
+        "softmax", "original")
     path = save_checkpoint(model, tmp_path / "model.ckpt")
-    # a checkpoint written before the options existed
+    # a checkpoint written before variants (and their numerics) existed
     checkpoint = torch.load(path, weights_only=False)
-    for key in ("layer_weighting", "conv_output_scale", "pruned_norms", "waveform_norm_eps"):
-        del checkpoint["hyper_parameters"][key]
+    del checkpoint["hyper_parameters"]["variant"]
     torch.save(checkpoint, tmp_path / "old.ckpt")
     old = Model.from_pretrained(tmp_path / "old.ckpt")
     waves = waveforms(16000, batch=1)
@@ -423,7 +423,7 @@ def test_imported_model_finetunes_with_pyannote_s_task(tiny_hub, tiny_protocol, 
     task = diarization_task(tiny_protocol, duration=2.0, batch_size=8, cache_dir=tmp_path)
     model.task = task
     assert_40_steps_cut_the_loss_by_a_fifth(model, task, tmp_path)
-    assert model.hparams.layer_weighting == "linear" and model.structure.kept_heads[0] == (1, 3)
+    assert model.hparams.variant == "diarizen" and model.structure.kept_heads[0] == (1, 3)
 
 
 def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_path):
@@ -447,8 +447,8 @@ def test_imported_unpruned_model_is_pruned_by_distill_prune(tiny_protocol, tmp_p
     sparsity = pruned.structure.sparsity()
     assert sparsity >= 0.28
     # DiariZen's options survive pruning; its last-CNN scale is folded, so outputs agree
-    assert pruned.hparams.layer_weighting == "linear" and pruned.hparams.conv_output_scale
-    assert pruned.hparams.pruned_norms == "kept"  # pruning keeps the model's norm semantics
+    assert pruned.numerics["layer_weighting"] == "linear" and pruned.numerics["conv_output_scale"]
+    assert pruned.numerics["pruned_norms"] == "kept"  # pruning keeps the model's norm semantics
     waves = waveforms()
     assert_equal_in_float64(pruned, probabilities(student, waves.double()), waves)
 
@@ -466,7 +466,7 @@ def test_an_imported_pruned_model_is_gated_and_pruned_further_exactly(tiny_hub):
     pruned = prune(gated.eval())
     waves = waveforms()
     # DiariZen's options survive: plain norms over the kept channels, the last-CNN scale
-    assert (pruned.hparams.pruned_norms, pruned.hparams.conv_output_scale) == ("kept", True)
+    assert (pruned.numerics["pruned_norms"], pruned.numerics["conv_output_scale"]) == ("kept", True)
     assert_equal_in_float64(pruned, probabilities(gated, waves.double()), waves)
     before, after = model.structure, pruned.structure
     assert all(set(a) <= set(b) for a, b in zip(after.kept_heads, before.kept_heads, strict=True))
@@ -510,7 +510,8 @@ def test_an_imported_pruned_model_prunes_further_with_distill_prune_then_finetun
                                fresh_back_end=False, progress=False)
     reloaded = Model.from_pretrained(finetuned)
     assert reloaded.structure == pruned.structure
-    assert (reloaded.hparams.pruned_norms, reloaded.hparams.layer_weighting) == ("kept", "linear")
+    assert (reloaded.numerics["pruned_norms"], reloaded.numerics["layer_weighting"]) == (
+        "kept", "linear")
     assert sum(p.numel() for p in reloaded.parameters()) == sum(p.numel() for p in pruned.parameters())
     # it trained: WavLM's weights moved
     moved = (reloaded.frontend.wavlm.feature_projection.projection.weight

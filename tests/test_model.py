@@ -159,3 +159,35 @@ def test_waveform_shorter_than_one_frame_is_refused():
 def test_waveform_of_the_wrong_rank_is_refused():
     with pytest.raises(ValueError, match=r"shape \(16000,\): expected \(batch, 1, samples\)"):
         tiny_model()(torch.randn(16000))
+
+
+def test_a_variant_is_named_and_numerics_of_no_variant_are_refused_as_a_name():
+    from pyannote_wavlm_prune.commands.train import VARIANT_NAMES
+    from pyannote_wavlm_prune.wavlm.variants import VARIANTS
+
+    assert VARIANT_NAMES == tuple(sorted(VARIANTS))  # the command line's choices, without torch
+    model = WavLMSegmentation(wavlm=tiny_config(), variant="diarizen")
+    assert model.numerics == {"layer_weighting": "linear", "conv_output_scale": True,
+                              "pruned_norms": "kept", "waveform_norm_eps": 1e-5}
+    assert model.frontend.conv_output_scale is not None
+    with pytest.raises(ValueError, match=r"variant='diarisen': expected one of \['default', "
+                                         r"'diarizen'\]"):
+        WavLMSegmentation(wavlm=tiny_config(), variant="diarisen")
+    with pytest.raises(TypeError, match=r"unexpected keyword arguments \['layer_weightin'\]"):
+        WavLMSegmentation(wavlm=tiny_config(), layer_weightin="linear")
+
+
+def test_numerics_of_checkpoints_before_variants_become_their_variant():
+    # hyper-parameters as checkpoints held them before variants existed
+    diarizen = WavLMSegmentation(wavlm=tiny_config(), layer_weighting="linear",
+                                 conv_output_scale=True, pruned_norms="kept",
+                                 waveform_norm_eps=1e-5)
+    assert diarizen.hparams.variant == "diarizen"
+    assert "layer_weighting" not in diarizen.hparams
+    # a combination no variant has (e.g. trained with --layer-weighting linear alone) is kept
+    mixed = WavLMSegmentation(wavlm=tiny_config(), layer_weighting="linear")
+    assert mixed.hparams.variant == {"layer_weighting": "linear", "conv_output_scale": False,
+                                     "pruned_norms": "original", "waveform_norm_eps": 1e-7}
+    assert torch.equal(mixed.layer_weights, torch.full((3,), 1 / 3))  # raw weights, uniform
+    with pytest.raises(ValueError, match="pruned_norms='both': expected one of"):
+        WavLMSegmentation(wavlm=tiny_config(), pruned_norms="both")

@@ -12,7 +12,6 @@ from .arguments import (
     add_trust_argument,
     non_negative_float,
     non_negative_int,
-    positive_float,
     positive_int,
     resolve_defaults,
 )
@@ -30,10 +29,12 @@ MODEL = "pyannote_wavlm_prune.models.wavlm_segmentation:WavLMSegmentation"
 TASK = "pyannote_wavlm_prune.recipe.training:diarization_task"
 
 # options of WavLMSegmentation this command sets. Not here: structure, gates and
-# gates_objective (a teacher is whole: `prune` removes units), pruned_norms (only for a pruned
-# structure), sample_rate and num_channels (WavLM's: 16 kHz mono), task (the stage's).
+# gates_objective (a teacher is whole: `prune` removes units), sample_rate and num_channels
+# (16 kHz mono), task (the stage's).
 MODEL_OPTIONS = ("wavlm", "freeze_wavlm", "cnn_gradient_scale", "projection", "conformer",
-                 "learning_rate", "layer_weighting", "conv_output_scale", "waveform_norm_eps")
+                 "learning_rate", "variant")
+# the names of `wavlm.variants.VARIANTS` (not imported: the command line starts without torch)
+VARIANT_NAMES = ("default", "diarizen")
 # options of `diarization_task` (duration and batch_size: the training budget's)
 TASK_OPTIONS = ("max_speakers_per_chunk", "num_workers")
 
@@ -54,9 +55,10 @@ def add_arguments(parser):
     group = parser.add_argument_group("model (WavLMSegmentation)")
     # an input when it is a local directory (a hub name or preset:NAME is left alone)
     add_input(group, "--wavlm", default=Default(f"{MODEL}.WAVLM_DEFAULT"),
-                       help="pretrained WavLM: a Hugging Face name (needs the hub or its cache), "
-                            "a local directory, or preset:tiny|base_plus|large for a random "
-                            "initialisation that needs nothing (preset:tiny to try it offline)")
+                       help="pretrained front end (WavLM, HuBERT or wav2vec 2.0): a Hugging Face "
+                            "name (needs the hub or its cache), a local directory, or "
+                            "preset:tiny|base_plus|large for a random WavLM that needs nothing "
+                            "(preset:tiny to try it offline)")
     group.add_argument("--freeze-wavlm", action=argparse.BooleanOptionalAction,
                        default=Default(MODEL, "freeze_wavlm"), help="train the back end only")
     group.add_argument("--cnn-gradient-scale", type=non_negative_float,
@@ -69,15 +71,9 @@ def add_arguments(parser):
     group.add_argument("--learning-rate", action=LearningRates,
                        default=Default(f"{MODEL}.LEARNING_RATE_DEFAULTS"),
                        help="AdamW learning rates of WavLM and of the back end")
-    group.add_argument("--layer-weighting", choices=["softmax", "linear"],
-                       default=Default(MODEL, "layer_weighting"),
-                       help="how the hidden states of every layer are combined")
-    group.add_argument("--conv-output-scale", action=argparse.BooleanOptionalAction,
-                       default=Default(MODEL, "conv_output_scale"),
-                       help="a fixed per-channel scale on the last CNN output (DiariZen's)")
-    group.add_argument("--waveform-norm-eps", type=positive_float,
-                       default=Default(MODEL, "waveform_norm_eps"),
-                       help="epsilon of the Large family's waveform normalisation")
+    group.add_argument("--variant", choices=VARIANT_NAMES, default=Default(MODEL, "variant"),
+                       help="numerics where implementations differ: this project's (default) "
+                            "or DiariZen's (diarizen)")
     add_task_arguments(parser)
     add_budget_arguments(parser, max_epochs=20)
     add_restart_argument(parser)

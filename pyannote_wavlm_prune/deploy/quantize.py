@@ -2,10 +2,11 @@
 
 `quantize_int8(model)` returns a copy whose Linear layers hold int8 weights and quantise their
 input on the fly (torch.ao.quantization.quantize_dynamic): WavLM's projections and FFNs, the
-back end's projection, Conformer FFNs and classifier. Convolutions stay fp32. Our
-`PrunedWavLMAttention` reads its projections through their modules, so it keeps working;
-stock transformers `WavLMAttention` reads `q_proj.bias` directly and breaks once quantised,
-so an unpruned model built of stock modules is first rebuilt with its full structure (our
+back end's projection, Conformer FFNs and classifier. Convolutions stay fp32. Our pruned
+attention modules read their projections through their modules, so they keep working, as do
+the stock attentions of HuBERT and wav2vec 2.0; stock transformers `WavLMAttention` reads
+`q_proj.bias` directly and breaks once quantised (`Architecture.stock_attention_quantizes`),
+so an unpruned model built of such modules is first rebuilt with its full structure (our
 SDPA attention, same weights, same state dict). The quantised copy is for inference only: its
 state dict is not a pyannote checkpoint, save the fp32 model instead.
 
@@ -23,9 +24,9 @@ import logging
 
 import torch
 from torch import nn
-from transformers.models.wavlm.modeling_wavlm import WavLMAttention
 
 from ..models.wavlm_segmentation import WavLMSegmentation
+from ..wavlm.architectures import ARCHITECTURES
 from ..wavlm.structure import Structure
 from .inference import optimize_for_inference
 
@@ -48,8 +49,13 @@ class _StaysOnCPU:
         return output.to(waveforms.device)
 
 
+# stock attention modules that break once their Linears are quantised
+_BREAKING = tuple(architecture.stock_attention for architecture in ARCHITECTURES.values()
+                  if not architecture.stock_attention_quantizes)
+
+
 def _stock_attention(model: nn.Module) -> list[str]:
-    return [name for name, module in model.named_modules() if isinstance(module, WavLMAttention)]
+    return [name for name, module in model.named_modules() if isinstance(module, _BREAKING)]
 
 
 def with_pruned_attention(model: nn.Module) -> nn.Module:
@@ -61,7 +67,8 @@ def with_pruned_attention(model: nn.Module) -> nn.Module:
         return model
     if not isinstance(model, WavLMSegmentation) or model.hparams.get("gates"):
         raise TypeError(
-            f"{stock[0]} is a stock transformers WavLMAttention, which breaks under dynamic "
+            f"{stock[0]} is a stock transformers {type(model.get_submodule(stock[0])).__name__}, "
+            "which breaks under dynamic "
             "quantisation (it reads q_proj.bias directly): expected an ungated "
             "WavLMSegmentation, which is then rebuilt with its full structure (our attention)."
         )

@@ -17,7 +17,7 @@ channel scale, norms over kept channels, waveform layer norm of eps 1e-5, see
 Correspondence of the back end (DiariZen's Conformer without positional encoding computes
 what torchaudio's does):
 
-    weight_sum.weight (1, L+1)          layer_weights (L+1,)          (layer_weighting "linear")
+    weight_sum.weight (1, L+1)          layer_weights (L+1,)          (variant "diarizen")
     proj, lnorm                         projection, projection_norm
     conformer_layer.{i}.ffn1/ffn2       conformer_layers.{i}.ffn1/ffn2.sequential.{0: ln_norm,
                                                                        1: w_1, 4: w_2}
@@ -99,12 +99,9 @@ DIARIZEN_MIN_CLEAN_RATIO = 0.1
 
 def diarizen_model_options() -> dict[str, Any]:
     """The `WavLMSegmentation` options under which it computes what DiariZen's model computes."""
-    return {
-        "layer_weighting": "linear",  # Linear(L+1, 1, bias=False): raw weights
-        "conv_output_scale": True,  # feature_extractor.dummy_weight
-        "pruned_norms": "kept",  # plain LayerNorms over the kept CNN channels
-        "waveform_norm_eps": 1e-5,  # F.layer_norm of each waveform (Large)
-    }
+    # raw layer weights (Linear(L+1, 1, bias=False)), feature_extractor.dummy_weight, plain
+    # LayerNorms over the kept CNN channels, F.layer_norm of each waveform: `wavlm.variants`
+    return {"variant": "diarizen"}
 
 
 # ----------------------------------------------------------------------------- reading

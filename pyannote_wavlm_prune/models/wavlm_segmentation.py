@@ -17,27 +17,27 @@ from transformers import PretrainedConfig
 from ..files import atomic_path
 from ..options import merge_options
 from ..wavlm.config import resolve_wavlm
-from ..wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
+from ..wavlm.frontend import WavLMFrontEnd
 from ..wavlm.gating import attach_frontend_gates
 from ..wavlm.structure import Structure
+from ..wavlm.variants import NUMERICS, numerics_of, variant_from_numerics
 
 WAVLM_SAMPLE_RATE = 16000
-# how `layer_weights` combine WavLM's hidden states: softmax-normalised, or raw (DiariZen)
-LAYER_WEIGHTINGS = ("softmax", "linear")
 
 
 class WavLMSegmentation(Model):
-    """WavLM segmentation model
+    """Segmentation model with a self-supervised front end (WavLM, HuBERT or wav2vec 2.0)
 
-    WavLM > weighted sum of its L+1 hidden states > Linear + LayerNorm > Conformer > Classifier
+    front end > weighted sum of its L+1 hidden states > Linear + LayerNorm > Conformer > Classifier
 
     Parameters
     ----------
-    wavlm : str, path, transformers.WavLMConfig or dict, optional
-        Hugging Face model name or local directory written by `save_pretrained` (pretrained
-        weights are loaded), or a config (random initialisation).
-        Defaults to "microsoft/wavlm-base-plus". Whatever is given, the full config dict is
-        what is saved in the checkpoint, so that it reloads offline.
+    wavlm : str, path, transformers config or dict, optional
+        The front end: a Hugging Face model name or local directory written by
+        `save_pretrained` of a WavLM, HuBERT or wav2vec 2.0 model (pretrained weights are
+        loaded), or a `WavLMConfig`, `HubertConfig`, `Wav2Vec2Config` or config dict (random
+        initialisation). Defaults to "microsoft/wavlm-base-plus". Whatever is given, the full
+        config dict is what is saved in the checkpoint, so that it reloads offline.
     structure : Structure or dict, optional
         Pruned WavLM structure (a `Structure`, or its dict {"conv_channels": ...,
         "kept_heads": ..., "ffn_widths": ...}) relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
@@ -60,18 +60,9 @@ class WavLMSegmentation(Model):
         "num_heads": 4, "ffn_dim": 1024, "depthwise_conv_kernel_size": 31, "dropout": 0.1}.
     learning_rate : dict, optional
         AdamW learning rates {"wavlm": 2e-5, "backend": 1e-3}: WavLM, and everything else.
-    layer_weighting : {"softmax", "linear"}, optional
-        How `layer_weights` (L+1,) combine the hidden states: softmax-normalised weights
-        ("softmax", default), or the raw weights ("linear": DiariZen's Linear(L+1, 1)).
-    conv_output_scale : bool, optional
-        A fixed per-channel scale on WavLM's last CNN output (DiariZen's `dummy_weight`),
-        see `WavLMFrontEnd`. Defaults to False.
-    pruned_norms : {"original", "kept"}, optional
-        How LayerNorms over pruned CNN channels normalise, see `WavLMFrontEnd`. Defaults
-        to "original"; DiariZen's models need "kept".
-    waveform_norm_eps : float, optional
-        Epsilon of the Large family's per-waveform normalisation. Defaults to 1e-7;
-        DiariZen's models need 1e-5.
+    variant : str, optional
+        The numerics where implementations differ (`wavlm.variants`): "default" (this
+        project's) or "diarizen" (what DiariZen's models compute; set by `import-diarizen`).
     sample_rate : int, optional
         Must be 16000, WavLM's rate.
     num_channels : int, optional
@@ -102,14 +93,22 @@ class WavLMSegmentation(Model):
         projection: dict | None = None,
         conformer: dict | None = None,
         learning_rate: dict | None = None,
-        layer_weighting: str = "softmax",
-        conv_output_scale: bool = False,
-        pruned_norms: str = "original",
-        waveform_norm_eps: float = NORMALISATION_EPS,
+        variant: str | Mapping[str, Any] = "default",
         sample_rate: int = WAVLM_SAMPLE_RATE,
         num_channels: int = 1,
         task: Task | None = None,
+        **numerics,
     ):
+        # checkpoints written before variants held the numerics as hyper-parameters
+        unknown = sorted(set(numerics) - set(NUMERICS))
+        if unknown:
+            raise TypeError(f"WavLMSegmentation got unexpected keyword arguments {unknown}.")
+        if numerics:
+            if variant != "default":
+                raise ValueError(f"variant={variant!r} and numerics {sorted(numerics)}: expected "
+                                 "one of them (the numerics are those of a variant).")
+            variant = variant_from_numerics(numerics)
+        numerics = numerics_of(variant)
         if sample_rate != WAVLM_SAMPLE_RATE:
             raise ValueError(
                 f"sample_rate={sample_rate}: WavLM works at {WAVLM_SAMPLE_RATE} Hz only "
@@ -123,18 +122,11 @@ class WavLMSegmentation(Model):
         conformer = merge_dict(self.CONFORMER_DEFAULTS, conformer)
         learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
 
-        if layer_weighting not in LAYER_WEIGHTINGS:
-            raise ValueError(
-                f"layer_weighting={layer_weighting!r}: expected one of {list(LAYER_WEIGHTINGS)}."
-            )
-
         config, pretrained_state = resolve_wavlm(self.WAVLM_DEFAULT if wavlm is None else wavlm)
         frontend_options = {
             "cnn_gradient_scale": cnn_gradient_scale,
-            # options of the DiariZen import (defaults: this project's own models)
-            "conv_output_scale": conv_output_scale,
-            "pruned_norms": pruned_norms,
-            "waveform_norm_eps": waveform_norm_eps,
+            **{key: numerics[key] for key in ("conv_output_scale", "pruned_norms",
+                                              "waveform_norm_eps")},
         }
         if structure is not None:
             frontend_options["structure"] = structure
@@ -157,11 +149,8 @@ class WavLMSegmentation(Model):
             "projection",
             "conformer",
             "learning_rate",
-            "layer_weighting",
-            "conv_output_scale",
-            "pruned_norms",
-            "waveform_norm_eps",
         )
+        self.hparams.variant = variant
         # the full config, never a name or a path, so that the checkpoint reloads offline
         self.hparams.wavlm = config.to_dict()
         # plain lists: what checkpoints have always held
@@ -175,11 +164,12 @@ class WavLMSegmentation(Model):
             self.hparams.gates = list(gates)
 
         num_hidden_states = self.frontend.num_layers + 1
-        if layer_weighting == "softmax":
+        self.layer_weighting = numerics["layer_weighting"]
+        if self.layer_weighting == "softmax":
             # softmax(0) = uniform average of the hidden states at initialisation
             self.layer_weights = nn.Parameter(torch.zeros(num_hidden_states))
         else:
-            # Option layer_weighting="linear" (DiariZen import): raw weights, uniform average
+            # variant "diarizen": raw weights, uniform average
             self.layer_weights = nn.Parameter(torch.full((num_hidden_states,), 1 / num_hidden_states))
         self.projection = nn.Linear(config.hidden_size, projection["dimension"])
         self.projection_norm = nn.LayerNorm(projection["dimension"])
@@ -188,6 +178,11 @@ class WavLMSegmentation(Model):
         self.freeze_wavlm = freeze_wavlm
         for parameter in self.frontend.parameters():
             parameter.requires_grad = not freeze_wavlm
+
+    @property
+    def numerics(self) -> dict[str, Any]:
+        """The four numerics of the model's variant (`wavlm.variants`)."""
+        return numerics_of(self.hparams.variant)
 
     @property
     def structure(self) -> Structure | None:
@@ -263,10 +258,10 @@ class WavLMSegmentation(Model):
                 f"{self.receptive_field_size(1)} (one {self.receptive_field_size(1) / 16:.0f} ms frame)."
             )
         hidden_states = self.frontend(waveforms[:, 0])
-        if self.hparams.layer_weighting == "softmax":
+        if self.layer_weighting == "softmax":
             weights = torch.softmax(self.layer_weights, dim=0)
         else:
-            # Option layer_weighting="linear" (DiariZen import): the raw weights
+            # variant "diarizen": the raw weights
             weights = self.layer_weights
         features = weights[0] * hidden_states[0]
         for weight, hidden in zip(weights[1:], hidden_states[1:]):
