@@ -11,7 +11,6 @@ from pathlib import Path
 import yaml
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
-from transformers import WavLMConfig
 
 from ..data.protocols import get_protocol
 from ..files import check_output_location, check_writable
@@ -24,6 +23,7 @@ from ..options import (
 )
 from ..tasks import Distill, DistillPrune
 from ..wavlm import presets
+from ..wavlm.architectures import ARCHITECTURES
 from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
 from .training import diarization_task
 
@@ -264,8 +264,15 @@ def resolve_wavlm_option(wavlm):
                     "large": presets.large_config}
         if name not in builders:
             raise ValueError(f"wavlm preset {name!r}: expected one of {sorted(builders)}.")
-        # a config takes any key silently: a misspelt one would be ignored
-        known = {*WavLMConfig().to_dict(), *(["family"] if name == "tiny" else [])}
+        # a config takes any key silently: a misspelt one would be ignored. The tiny preset
+        # has a layout ("family": base or large) and any architecture (wavlm, hubert,
+        # wav2vec2); the others are WavLM's
+        architecture = options.get("architecture", "wavlm") if name == "tiny" else "wavlm"
+        if architecture not in ARCHITECTURES:
+            raise ValueError(f"wavlm preset {name}: architecture={architecture!r}, expected one "
+                             f"of {sorted(ARCHITECTURES)}.")
+        known = {*ARCHITECTURES[architecture].config_class().to_dict(),
+                 *(["family", "architecture"] if name == "tiny" else [])}
         unknown = set(options) - known
         if unknown:
             raise unknown_keys_error(f"wavlm preset {name}", unknown, known)
