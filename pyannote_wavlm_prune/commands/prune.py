@@ -49,7 +49,8 @@ def add_arguments(parser):
     group.add_argument("--warmup-steps", type=non_negative_int, default=None,
                        help="the warm-up in optimisation steps (default: --warmup-epochs decides)")
     group.add_argument("--units", nargs="+", default=Default(DISTILL_PRUNE, "units"),
-                       help="gated units, some of conv head ffn attention_layer ffn_layer")
+                       help="gated unit kinds, some of the library's registry (wavlm.UNITS); "
+                            "an unknown one is refused, naming them")
     group.add_argument("--controller", choices=["projection", "lagrangian"],
                        default=Default(DISTILL_PRUNE, "controller"),
                        help="how the sparsity follows the target")

@@ -27,9 +27,9 @@ def attach_gates(
         Not gated yet; unpruned, or pruned already (to prune it further: the gates act on
         the units its structure kept).
     units : str or iterable of str, optional
-        Among "conv" (CNN output channels), "head" (attention heads), "ffn" (FFN
-        intermediate units), "attention_layer" and "ffn_layer" (whole blocks).
-        Defaults to ("conv", "head", "ffn").
+        Unit kinds among `wavlm.UNITS` (the registry `wavlm.units.UNIT_KINDS`: CNN output
+        channels, attention heads, FFN intermediate units, whole blocks). Defaults to
+        `wavlm.DEFAULT_UNITS`.
 
     The gated units are recorded in the hyper-parameters, so that a checkpoint of the gated
     model reloads (with `Model.from_pretrained`) with its gates and their learnt values.

@@ -22,6 +22,7 @@ from ..options import merge_options
 from ..wavlm.cost import expected_sparsity, pruned_sparsity, shift_gates_to_sparsity
 from ..wavlm.gating import check_units
 from ..wavlm.structure import METRICS
+from ..wavlm.units import DEFAULT_UNITS
 
 CONTROLLERS = ("projection", "lagrangian")
 
@@ -352,8 +353,7 @@ class DistillPrune(Distill):
     warmup_steps : int, optional
         Same, in optimisation steps (overrides `warmup_epochs`).
     units : sequence of str, optional
-        Gated units: "conv", "head", "ffn", "attention_layer", "ffn_layer".
-        Defaults to ("conv", "head", "ffn").
+        Gated unit kinds, among `wavlm.UNITS`. Defaults to `wavlm.DEFAULT_UNITS`.
     learning_rate : dict, optional
         AdamW learning rates {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}.
     controller : {"projection", "lagrangian"}, optional
@@ -411,7 +411,7 @@ class DistillPrune(Distill):
         objective: Literal["params", "macs"] = "params",
         warmup_epochs: float = 5.0,
         warmup_steps: int | None = None,
-        units: Sequence[str] = ("conv", "head", "ffn"),
+        units: Sequence[str] = DEFAULT_UNITS,
         controller: Literal["projection", "lagrangian"] = "projection",
         decay: bool = False,
         **kwargs: Any,

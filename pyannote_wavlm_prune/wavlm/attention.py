@@ -37,6 +37,24 @@ class OutputBias(nn.Module):
         return self.bias.repeat(*like.shape[:-1], 1)
 
 
+def checked_heads(embed_dim: int, num_heads: int, kept_heads: Sequence[int],
+                  has_output: bool) -> list[int]:
+    """`kept_heads` as a list of ints, or a ValueError naming what is wrong with them."""
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim={embed_dim} is not a multiple of num_heads={num_heads}.")
+    kept_heads = [int(head) for head in kept_heads]
+    if any(not 0 <= head < num_heads for head in kept_heads) or len(set(kept_heads)) != len(
+        kept_heads
+    ):
+        raise ValueError(
+            f"kept_heads={kept_heads}: expected distinct head indices in [0, {num_heads - 1}]."
+        )
+    if kept_heads and not has_output:
+        raise ValueError(f"kept_heads={kept_heads}: a removed block (has_output=False) "
+                         "keeps no head.")
+    return kept_heads
+
+
 class PrunedWavLMAttention(nn.Module):
     """WavLM's gated-relative-position self-attention restricted to `kept_heads`
 
@@ -78,18 +96,7 @@ class PrunedWavLMAttention(nn.Module):
         has_output: bool = True,
     ):
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} is not a multiple of num_heads={num_heads}.")
-        kept_heads = [int(head) for head in kept_heads]
-        if any(not 0 <= head < num_heads for head in kept_heads) or len(set(kept_heads)) != len(
-            kept_heads
-        ):
-            raise ValueError(
-                f"kept_heads={kept_heads}: expected distinct head indices in [0, {num_heads - 1}]."
-            )
-        if kept_heads and not has_output:
-            raise ValueError(f"kept_heads={kept_heads}: a removed block (has_output=False) "
-                             "keeps no head.")
+        kept_heads = checked_heads(embed_dim, num_heads, kept_heads, has_output)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads
@@ -224,18 +231,7 @@ class PrunedSelfAttention(nn.Module):
     def __init__(self, embed_dim: int, num_heads: int, kept_heads: Sequence[int],
                  dropout: float = 0.0, has_output: bool = True):
         super().__init__()
-        if embed_dim % num_heads:
-            raise ValueError(f"embed_dim={embed_dim} is not a multiple of num_heads={num_heads}.")
-        kept_heads = [int(head) for head in kept_heads]
-        if any(not 0 <= head < num_heads for head in kept_heads) or len(set(kept_heads)) != len(
-            kept_heads
-        ):
-            raise ValueError(
-                f"kept_heads={kept_heads}: expected distinct head indices in [0, {num_heads - 1}]."
-            )
-        if kept_heads and not has_output:
-            raise ValueError(f"kept_heads={kept_heads}: a removed block (has_output=False) "
-                             "keeps no head.")
+        kept_heads = checked_heads(embed_dim, num_heads, kept_heads, has_output)
         self.embed_dim = embed_dim
         self.num_heads = num_heads
         self.head_dim = embed_dim // num_heads

@@ -78,8 +78,8 @@ def attach_frontend_gates(
         Not gated yet. Unpruned (stock transformers modules), or pruned (it has a
         `structure`): then each group gates the units of its layer that the structure kept.
     units : str or iterable of str, optional
-        Among "conv", "head", "ffn", "attention_layer", "ffn_layer".
-        Defaults to ("conv", "head", "ffn").
+        Unit kinds among `UNITS` (the registry `units.UNIT_KINDS`). Defaults to
+        `DEFAULT_UNITS`.
     init_drop_rates : dict, optional
         Per unit, p of the gates' initialisation (see HardConcreteGate). Defaults to each
         unit kind's (the papers': 0.5 for "ffn", 0.01 for the others; see
