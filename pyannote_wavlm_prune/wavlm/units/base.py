@@ -168,6 +168,21 @@ def check_list(data: Mapping, key: str, length: int, what: str) -> list:
     return list(value)
 
 
+def check_counts(data: Mapping, key: str, lowest: int, highest: Sequence[int], what: str,
+                 why: str = "") -> tuple[int, ...]:
+    """data[key] as one int per layer, each in [lowest, highest[layer]], or a ValueError
+
+    what: the list's items, for the message ("ints (one per layer)"); why: said after the
+    range when a value is out of it.
+    """
+    values = check_list(data, key, len(highest), what)
+    for layer, (value, top) in enumerate(zip(values, highest, strict=True)):
+        if not is_int(value) or not lowest <= value <= top:
+            raise ValueError(f"structure[{key!r}][{layer}] = {value!r}: expected an int in "
+                             f"[{lowest}, {top}]{why}.")
+    return tuple(int(value) for value in values)
+
+
 def joined(values) -> str:
     return " ".join(map(str, values))
 

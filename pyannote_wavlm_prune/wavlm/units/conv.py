@@ -56,8 +56,7 @@ from .base import (
     Sizes,
     State,
     UnitKind,
-    check_list,
-    is_int,
+    check_counts,
     joined,
     nonzero,
     open_probabilities,
@@ -251,15 +250,9 @@ class ConvChannels(UnitKind):
         return {"conv_channels": tuple(config.conv_dim)}
 
     def validate(self, data: Mapping, config: PretrainedConfig) -> Fields:
-        channels = check_list(data, "conv_channels", len(config.conv_dim),
-                              "ints (one per CNN layer)")
-        for layer, (kept, original) in enumerate(zip(channels, config.conv_dim, strict=True)):
-            if not is_int(kept) or not 1 <= kept <= original:
-                raise ValueError(
-                    f"structure['conv_channels'][{layer}] = {kept!r}: expected an int in "
-                    f"[1, {original}] (a CNN layer without channel would cut the input off)."
-                )
-        return {"conv_channels": tuple(int(kept) for kept in channels)}
+        return {"conv_channels": check_counts(
+            data, "conv_channels", 1, config.conv_dim, "ints (one per CNN layer)",
+            " (a CNN layer without channel would cut the input off)")}
 
     def summary(self, structure: Structure) -> list[str]:
         return [f"CNN channels: {joined(structure.conv_channels)} "

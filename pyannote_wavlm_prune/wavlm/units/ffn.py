@@ -27,8 +27,7 @@ from .base import (
     Sizes,
     State,
     UnitKind,
-    check_list,
-    is_int,
+    check_counts,
     joined,
     layer_key,
     nonzero,
@@ -100,14 +99,8 @@ class FeedForwardUnits(UnitKind):
         return {"ffn_widths": (config.intermediate_size,) * config.num_hidden_layers}
 
     def validate(self, data: Mapping, config: PretrainedConfig) -> Fields:
-        widths = check_list(data, "ffn_widths", config.num_hidden_layers, "ints (one per layer)")
-        for layer, width in enumerate(widths):
-            if not is_int(width) or not 0 <= width <= config.intermediate_size:
-                raise ValueError(
-                    f"structure['ffn_widths'][{layer}] = {width!r}: expected an int in "
-                    f"[0, {config.intermediate_size}]."
-                )
-        return {"ffn_widths": tuple(int(width) for width in widths)}
+        widths = [config.intermediate_size] * config.num_hidden_layers
+        return {"ffn_widths": check_counts(data, "ffn_widths", 0, widths, "ints (one per layer)")}
 
     def summary(self, structure: Structure) -> list[str]:
         return [f"FFN widths: {joined(structure.ffn_widths)} "
