@@ -259,12 +259,13 @@ def test_import_diarizen_command_passes_the_embedding_runtime(tmp_path, capsys):
 
 
 def test_a_pipeline_with_the_onnx_embedding_keeps_the_per_chunk_path(resnet, fp32):
-    from helpers import powerset_specifications, tiny_config
+    from helpers import powerset_specifications
     from pyannote.audio.sample import SAMPLE_FILE
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
     from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
     from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+    from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
     segmentation = WavLMSegmentation(wavlm=tiny_config())
     segmentation.specifications = powerset_specifications(duration=2.0)

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import random_wespeaker, tiny_config
+from helpers import random_wespeaker
 from pyannote.audio.models.embedding import XVectorMFCC as PyannoteXVectorMFCC
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.sample import SAMPLE_FILE
@@ -16,6 +16,7 @@ from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines.offline import NoPLDA
 from pyannote_wavlm_prune.recipe.training import diarization_task, trainer
+from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 AGGLOMERATIVE = {"segmentation": {"min_duration_off": 0.0},
                  "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7}}
