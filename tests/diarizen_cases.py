@@ -159,7 +159,13 @@ def state_digest(state) -> str:
 
 
 def file_digest(*paths: Path) -> str:
-    """sha256 of the arrays of .npz files (their order of names, not their zip metadata)."""
+    """sha256 of the arrays of .npz files (their order of names, not their zip metadata)
+
+    Rounded to float32 first: the PLDA's orthonormal matrices come from LAPACK's QR, whose
+    last bits differ between CPUs (the BLAS kernels they select); rounding to float32 maps
+    values a few float64 ulps apart to the same number, but for values on a float32
+    rounding boundary (about 1 in 10^9 per value).
+    """
     import numpy as np
 
     digest = hashlib.sha256()
@@ -167,7 +173,7 @@ def file_digest(*paths: Path) -> str:
         with np.load(path) as arrays:
             for name in sorted(arrays.files):
                 digest.update(name.encode())
-                digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+                digest.update(np.ascontiguousarray(arrays[name], dtype=np.float32).tobytes())
     return digest.hexdigest()
 
 

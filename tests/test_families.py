@@ -213,3 +213,20 @@ def test_a_recipe_s_tiny_preset_takes_an_architecture_and_refuses_its_unknown_ke
     with pytest.raises(ValueError, match=r"architecture='bert', expected one of \['hubert', "
                                          r"'wav2vec2', 'wavlm'\]"):
         resolve_wavlm_option({"preset": "tiny", "architecture": "bert"})
+
+
+def test_the_train_command_takes_a_hubert_directory_as_its_front_end(tiny_corpus, tmp_path):
+    from pyannote_wavlm_prune.cli import main
+
+    ARCHITECTURES["hubert"].model_class(layout_config("hubert-large")).save_pretrained(
+        tmp_path / "hubert")
+    arguments = ["train", "--protocol", "Simulated.SpeakerDiarization.tiny",
+                 "--database", str(tiny_corpus / "database.yml"), "--output",
+                 str(tmp_path / "teacher"), "--wavlm", str(tmp_path / "hubert"),
+                 "--max-epochs", "1", "--limit-train-batches", "1", "--limit-val-batches", "1",
+                 "--duration", "1", "--batch-size", "2", "--no-progress"]
+    assert main(arguments) == 0
+    model = Model.from_pretrained(tmp_path / "teacher" / "model.ckpt")
+    assert model.hparams.wavlm["model_type"] == "hubert"
+    assert model.hparams.wavlm["do_stable_layer_norm"] is True
+    assert type(model.frontend.wavlm).__name__ == "HubertModel"
