@@ -225,6 +225,20 @@ def test_structure_summary_states_what_pruning_kept():
                          "heads per layer: 2 1 (of 4)", "FFN widths: 16 40 (of 64)"]
 
 
+def test_structure_panels_are_the_unit_kinds_bar_charts(tmp_path):
+    from helpers import TINY_PRUNED_STRUCTURE, tiny_model
+
+    from pyannote_wavlm_prune.recipe.quickstart import plot_structure
+
+    model = tiny_model(structure=TINY_PRUNED_STRUCTURE)
+    assert model.structure.panels() == [
+        ("CNN channels", [16, 24, 8, 32, 12, 20, 32], [32] * 7),
+        ("attention heads", [2, 1], [4, 4]),
+        ("FFN units", [16, 40], [64, 64]),
+    ]
+    assert plot_structure(model, tmp_path / "structure.png").stat().st_size > 10_000
+
+
 def test_building_the_stage_parsers_imports_neither_torch_nor_pyannote_audio():
     # defaults are read from the library when a command runs (or --help), not to parse
     import subprocess

@@ -329,21 +329,14 @@ def stage_times_table(results: dict) -> str:
 
 
 def plot_structure(model, path: str | os.PathLike) -> Path:
-    """Bar charts of what survived pruning: CNN channels, heads and FFN units per layer."""
+    """Bar charts of what survived pruning, per layer: one per unit kind (`Structure.panels`)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    config = model.frontend.config
-    structure = model.structure
-    panels = [
-        ("CNN channels", list(structure.conv_channels), list(config.conv_dim)),
-        ("attention heads", [len(h) for h in structure.kept_heads],
-         [config.num_attention_heads] * config.num_hidden_layers),
-        ("FFN units", list(structure.ffn_widths), [config.intermediate_size] * config.num_hidden_layers),
-    ]
-    figure, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    panels = model.structure.panels()  # one per unit kind that has one
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
     for axis, (title, kept, total) in zip(axes, panels):
         positions = range(1, len(kept) + 1)
         axis.bar(positions, total, color="#dddddd", label="unpruned")
