@@ -164,3 +164,17 @@ def test_full_structure_costs_the_same_as_the_stock_front_end():
     structured = WavLMFrontEnd(config, structure=Structure.full(config).to_dict())
     assert count_parameters(structured) == count_parameters(stock) == expected_params(structured)
     assert expected_macs(structured, NUM_SAMPLES) == expected_macs(stock, NUM_SAMPLES)
+
+
+def test_a_hubert_with_a_batch_norm_positional_convolution_is_counted_exactly():
+    # conv_pos_batch_norm (mHuBERT-like configs): a BatchNorm before the positional
+    # convolution instead of its weight norm
+    from wavlm_helpers import layout_config
+
+    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd
+
+    frontend = WavLMFrontEnd(layout_config("hubert-base", conv_pos_batch_norm=True)).eval()
+    assert frontend.wavlm.encoder.pos_conv_embed.batch_norm is not None
+    assert expected_params(frontend) == count_parameters(frontend)
+    waveform = torch.randn(1, NUM_SAMPLES)
+    assert expected_macs(frontend, NUM_SAMPLES) == flop_counter_macs(frontend, waveform)
