@@ -159,7 +159,9 @@ def state_digest(state) -> str:
 
 
 def file_digest(*paths: Path) -> str:
-    """sha256 of the arrays of .npz files (their order of names, not their zip metadata)."""
+    """sha256 of the arrays of .npz files (their order of names, not their zip metadata),
+    rounded to 1e-10: the random PLDA is orthogonalised by LAPACK's QR, whose last bits
+    depend on the CPU kernels OpenBLAS picks (another machine gave another digest)."""
     import numpy as np
 
     digest = hashlib.sha256()
@@ -167,7 +169,8 @@ def file_digest(*paths: Path) -> str:
         with np.load(path) as arrays:
             for name in sorted(arrays.files):
                 digest.update(name.encode())
-                digest.update(np.ascontiguousarray(arrays[name]).tobytes())
+                rounded = np.round(np.asarray(arrays[name], dtype=np.float64), 10) + 0.0
+                digest.update(np.ascontiguousarray(rounded).tobytes())
     return digest.hexdigest()
 
 
