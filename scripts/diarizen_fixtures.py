@@ -15,8 +15,10 @@ the hub directories are DiariZen-format ones with tiny random models (tests/diar
     #    pyannote.pipeline==3.0.1 "lightning<2.6" "torchmetrics<1.8" asteroid-filterbanks
     #    huggingface_hub omegaconf soundfile scikit-learn rich semver pytorch_metric_learning
     #    torch_audiomentations tensorboardX psutil accelerate; DIR and DIR/pyannote-audio on
-    #    the path (a .pth file), and DIR/pyannote-audio/pyannote/__init__.py deleted so that
-    #    the fork's pyannote.audio joins the installed pyannote.* namespace
+    #    the path (a .pth file), DIR/pyannote-audio/pyannote/__init__.py deleted so that
+    #    the fork's pyannote.audio joins the installed pyannote.* namespace, and
+    #    DIR/pyannote-audio/pyannote/audio/version.py written (__version__ = "3.1.1",
+    #    git_version = ""; the fork's setup.py makes it, and its model.py imports it)
     python scripts/diarizen_fixtures.py diarizen WORK [--only CASE ...]
     # 3. this project's environment: keep what DiariZen produced, compare ours with it
     python scripts/diarizen_fixtures.py store WORK
