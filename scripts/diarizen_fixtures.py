@@ -7,7 +7,7 @@ the hub directories are DiariZen-format ones with tiny random models (tests/diar
 
     # 1. this project's environment: the simulated conversation (once), then the inputs
     python scripts/diarizen_fixtures.py simulate tests/data/diarizen/simulated.wav
-    python scripts/diarizen_fixtures.py inputs WORK [--large --diarizen DIR]
+    python scripts/diarizen_fixtures.py inputs WORK [--large]
     # 2. DiariZen's environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch >= 2.6 loads
     #    weights only, DiariZen's checkpoints need more). Made with: torch==2.8.0
     #    torchaudio==2.8.0 from PyPI, then (torch pinned) "numpy<2" scipy einops toml
@@ -15,17 +15,22 @@ the hub directories are DiariZen-format ones with tiny random models (tests/diar
     #    pyannote.pipeline==3.0.1 "lightning<2.6" "torchmetrics<1.8" asteroid-filterbanks
     #    huggingface_hub omegaconf soundfile scikit-learn rich semver pytorch_metric_learning
     #    torch_audiomentations tensorboardX psutil accelerate; DIR and DIR/pyannote-audio on
-    #    the path (a .pth file), and DIR/pyannote-audio/pyannote/__init__.py deleted so that
-    #    the fork's pyannote.audio joins the installed pyannote.* namespace
+    #    the path (a .pth file), DIR/pyannote-audio/pyannote/__init__.py deleted so that
+    #    the fork's pyannote.audio joins the installed pyannote.* namespace, and
+    #    DIR/pyannote-audio/pyannote/audio/version.py written (__version__ = "3.1.1",
+    #    git_version = ""; the fork's setup.py makes it, and its model.py imports it)
     python scripts/diarizen_fixtures.py diarizen WORK [--only CASE ...]
     # 3. this project's environment: keep what DiariZen produced, compare ours with it
     python scripts/diarizen_fixtures.py store WORK
-    python scripts/diarizen_fixtures.py compare WORK --label branch   # DER per case
+    python scripts/diarizen_fixtures.py compare WORK --label after    # DER per case
+    python scripts/diarizen_fixtures.py compare WORK --label before --pipeline pyannote
 
 `inputs` also writes tests/data/diarizen/inputs.json (digests of the rebuilt inputs, which
 the tests check before comparing). `--large` adds random-weight hubs in the published
-Base+ s80 (seeds 1, 2) and Large s80 (seed 1) structures and DiariZen's
-example/EN2002a_30s.wav: compared by `compare`, too large to be kept as fixtures.
+Base+ s80 and Large s80 structures (seeds 1 and 2 each), run on pyannote's sample,
+EN2002a_30s.wav and the simulated conversation: compared by `compare`, too large to be kept
+as fixtures. `compare --pipeline pyannote` imports with pyannote 4's behaviour (what main
+did before the DiariZen options): the "before" column of docs/diarizen.md.
 """
 
 from __future__ import annotations
@@ -44,7 +49,7 @@ import diarizen_cases as cases  # noqa: E402
 
 # the published structures compared with random weights (not kept as fixtures)
 LARGE_MODELS = {"base-s80-1": ("wavlm_base_s80_md", 1), "base-s80-2": ("wavlm_base_s80_md", 2),
-                "large-s80-1": ("wavlm_large_s80_md", 1)}
+                "large-s80-1": ("wavlm_large_s80_md", 1), "large-s80-2": ("wavlm_large_s80_md", 2)}
 LARGE_AUDIO = ("sample", "EN2002a_30s", "simulated")
 
 
@@ -104,7 +109,7 @@ def diarizen_wavlm_config(structure: dict) -> dict:
     }
 
 
-def inputs(work: Path, large: bool, diarizen: Path | None) -> None:
+def inputs(work: Path, large: bool) -> None:
     """Every case's inputs under `work`; their digests into tests/data/diarizen/inputs.json."""
     import torch
     from diarizen_helpers import TINY_PRUNED, write_hub
@@ -122,7 +127,6 @@ def inputs(work: Path, large: bool, diarizen: Path | None) -> None:
     if large:
         for name, (wavlm_src, seed) in LARGE_MODELS.items():
             write_hub(work / "large-hubs" / name, wavlm_src, seed=seed)
-        shutil.copy(diarizen / "example" / "EN2002a_30s.wav", work / "audio" / "EN2002a_30s.wav")
     print(f"inputs written under {work}")
 
 
@@ -186,20 +190,21 @@ def store(work: Path) -> None:
     """DiariZen's outputs of the tiny cases into tests/data/diarizen/ (RTTM, clusters)."""
     target = cases.FIXTURES / "outputs"
     target.mkdir(parents=True, exist_ok=True)
-    for name in cases.cases():
-        if not (work / "diarizen" / f"{name}.rttm").is_file():
-            continue
+    stored = [name for name in cases.cases() if (work / "diarizen" / f"{name}.rttm").is_file()]
+    for name in stored:
         for suffix in (".rttm", ".json"):
             shutil.copy(work / "diarizen" / f"{name}{suffix}", target / f"{name}{suffix}")
-    print(f"{len(cases.cases())} cases stored in {target}")
+    print(f"{len(stored)} of {len(cases.cases())} cases stored in {target}")
 
 
-def compare(work: Path, label: str) -> None:
-    """DER of our imported pipeline against DiariZen's output, per case (as a table row)."""
+def compare(work: Path, label: str, pipeline_kind: str = "diarizen",
+            only: list[str] | None = None) -> None:
+    """DER of our imported pipeline (`pipeline_kind`: what import-diarizen --pipeline
+    writes) against DiariZen's output, per case (as a table row)."""
     import inspect
 
     from diarizen_helpers import TINY_PRUNED
-    from pyannote.audio import Pipeline
+    from pyannote.audio import Audio, Pipeline
     from pyannote.core import Annotation, Segment
     from pyannote.metrics.diarization import DiarizationErrorRate
 
@@ -207,8 +212,8 @@ def compare(work: Path, label: str) -> None:
 
     def annotation(turns):
         result = Annotation()
-        for start, duration, speaker in turns:
-            result[Segment(start, start + duration)] = speaker
+        for track, (start, duration, speaker) in enumerate(turns):
+            result[Segment(start, start + duration), track] = speaker  # same-segment turns
         return result
 
     supports_pipeline = "pipeline" in inspect.signature(import_diarizen).parameters
@@ -217,6 +222,8 @@ def compare(work: Path, label: str) -> None:
     rows = {}
     for rttm in sorted((work / "diarizen").glob("*.rttm")):
         name = rttm.stem
+        if only and name not in only:
+            continue
         model, audio, bounds = name.split(".")
         large = model in LARGE_MODELS
         hub = (work / "large-hubs" / model) if large else work / "hubs" / cases.hub_name(
@@ -225,16 +232,20 @@ def compare(work: Path, label: str) -> None:
         if not directory.exists():
             import_diarizen(hub, directory, embedding=work / "embedding" / "pytorch_model.bin",
                             structure=None if large else TINY_PRUNED,
-                            **({"pipeline": "diarizen"} if supports_pipeline else {}))
+                            **({"pipeline": pipeline_kind} if supports_pipeline else {}))
         pipeline = Pipeline.from_pretrained(directory)
         output = pipeline(str(work / "audio" / f"{audio}.wav"))
         ours = getattr(output, "speaker_diarization", output)
         ours_turns = cases.read_rttm(ours.to_rttm())
-        theirs_turns = cases.read_rttm(rttm.read_text())
+        # DiariZen's turns cut at the file's end, as ours are (they may run into the
+        # zero-padded end of the last chunk, where no reference scores anything)
+        end = Audio().get_duration(str(work / "audio" / f"{audio}.wav"))
+        theirs_turns = [(start, min(start + duration, end) - start, speaker) for start, duration,
+                        speaker in cases.read_rttm(rttm.read_text()) if start < end]
         reference, hypothesis = annotation(theirs_turns), annotation(ours_turns)
         der = DiarizationErrorRate()(reference, hypothesis) if theirs_turns else float(
             bool(ours_turns))
-        same = cases.canonical(ours_turns) == cases.canonical(theirs_turns)
+        same = cases.same_turns(ours_turns, theirs_turns)
         rows[name] = {"der": 100 * der, "identical": same,
                       "speakers": [len(hypothesis.labels()), len(reference.labels())]}
         print(f"| {name} | {100 * der:.2f} | {'yes' if same else 'no'} | "
@@ -250,25 +261,26 @@ def main(argv=None) -> int:
     command = commands.add_parser("inputs")
     command.add_argument("work", type=Path)
     command.add_argument("--large", action="store_true")
-    command.add_argument("--diarizen", type=Path, help="DiariZen's checkout (for --large)")
     command = commands.add_parser("diarizen")
     command.add_argument("work", type=Path)
     command.add_argument("--only", nargs="+", metavar="CASE", help="these cases, in this order")
     commands.add_parser("store").add_argument("work", type=Path)
     command = commands.add_parser("compare")
     command.add_argument("work", type=Path)
-    command.add_argument("--label", default="branch")
+    command.add_argument("--label", default="after")
+    command.add_argument("--pipeline", choices=("diarizen", "pyannote"), default="diarizen")
+    command.add_argument("--only", nargs="+", metavar="CASE", help="only these cases")
     args = parser.parse_args(argv)
     if args.command == "simulate":
         simulate(args.output)
     elif args.command == "inputs":
-        inputs(args.work, args.large, args.diarizen)
+        inputs(args.work, args.large)
     elif args.command == "diarizen":
         run_diarizen(args.work, args.only)
     elif args.command == "store":
         store(args.work)
     else:
-        compare(args.work, args.label)
+        compare(args.work, args.label, args.pipeline, args.only)
     return 0
 
 

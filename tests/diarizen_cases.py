@@ -7,7 +7,9 @@ builds the inputs (`write_inputs`) needs this project.
 
 Inputs are rebuilt, not stored: hub directories of tiny DiariZen-format models (random
 weights from a seed, `diarizen_helpers`), the random WeSpeaker ResNet34 (seed 0) and PLDA,
-and four audio files made from pyannote's sample and the stored `simulated.wav`. Their
+and five audio files: pyannote's sample, DiariZen's example/EN2002a_30s.wav (stored: 30 s
+of the AMI meeting EN2002a, AMI corpus, CC BY 4.0), and three made from the stored
+`simulated.wav` (whole, its first 6 s, and stereo with pyannote's sample). Their
 digests (`inputs.json`) say whether a rebuild gave the inputs DiariZen was given.
 """
 
@@ -30,13 +32,20 @@ MODELS = {
     "random-1": {"seed": 1},
     "random-2": {"seed": 2},
     "biased": {"seed": 0, "bias": True},
+    # the same model with config.toml's apply_median_filtering = false: DiariZen's median
+    # filter leaves little of the biased model's flickering decisions (on the simulated
+    # conversation 4.3 s of speech, 0.02 s of overlap, no turn after the end); unfiltered,
+    # 21 s of speech, 2.7 s of overlap, and turns into the zero-padded end of the last chunk
+    "biased-raw": {"seed": 0, "bias": True, "median_filtering": False},
 }
 # one value per powerset class of 4 speakers, at most 2 per frame: silence, speakers 1-4,
 # then pairs 1+2, 1+3, 1+4, 2+3, 2+4, 3+4 (chosen from the classes' mean scores)
 BIAS = [1.2, 2.8, 1.4, 3.5, 0.0, 2.0, -0.5, -1.5, 1.1, 0.0, 0.0]
-AUDIO = ("sample", "simulated", "short", "stereo")
-# (min_speakers, max_speakers) written in config.toml's [clustering.args]
-BOUNDS = {"free": (1, 20), "two": (2, 2)}
+AUDIO = ("sample", "EN2002a_30s", "simulated", "short", "stereo")
+# (min_speakers, max_speakers) written in config.toml's [clustering.args]: DiariZen's
+# defaults, two speakers, and one (max_speakers = 1 caps the instantaneous count at 1: the
+# biased model never hears more than 2 at once, so 2 caps nothing)
+BOUNDS = {"free": (1, 20), "two": (2, 2), "one": (1, 1)}
 # the seconds of the simulated conversation that make the short (shorter than a 16 s chunk)
 # and, with pyannote's sample as the second channel, the stereo file
 SHORT = (0.0, 6.0)
@@ -82,6 +91,10 @@ def write_inputs(work: Path, simulated: Path | None = None) -> dict[str, str]:
             write_hub(hub, TINY_PRUNED, seed=description["seed"], backend=TINY_BACKEND,
                       state=state)
             set_speaker_bounds(hub / "config.toml", low, high)
+            if description.get("median_filtering") is False:
+                toml = hub / "config.toml"
+                toml.write_text(toml.read_text().replace("apply_median_filtering = true",
+                                                         "apply_median_filtering = false"))
     digests["plda"] = file_digest(*(work / "hubs" / hub_name("random-0", "free") / "plda").glob(
         "*.npz"))
 
@@ -93,8 +106,9 @@ def write_inputs(work: Path, simulated: Path | None = None) -> dict[str, str]:
     short = conversation[int(SHORT[0] * rate):int(SHORT[1] * rate)]
     start, end = (int(t * rate) for t in STEREO)
     stereo = np.stack([conversation[start:end, 0], sample[:end - start, 0]], axis=1)
-    for name, waveform in (("sample", sample), ("simulated", conversation), ("short", short),
-                           ("stereo", stereo)):
+    meeting = read_wav(FIXTURES / "EN2002a_30s.wav")
+    for name, waveform in (("sample", sample), ("EN2002a_30s", meeting),
+                           ("simulated", conversation), ("short", short), ("stereo", stereo)):
         write_wav(audio / f"{name}.wav", waveform)
         digests[f"audio/{name}"] = hashlib.sha256(waveform.tobytes()).hexdigest()
     return digests
@@ -206,3 +220,22 @@ def canonical(turns: list[tuple[float, float, str]]) -> list[tuple[float, float,
     ranks = {label: rank for rank, label in enumerate(sorted({t[2] for t in turns}, key=key))}
     return sorted((round(start, 3), round(duration, 3), ranks[label])
                   for start, duration, label in turns)
+
+
+# RTTM writes starts and durations to the millisecond, each rounded: a turn cut at the
+# file's end from a rounded start can end 1 ms away from ours; frames are 20 ms apart
+TOLERANCE = 0.0015
+
+
+def same_turns(ours: list[tuple[float, float, str]], theirs: list[tuple[float, float, str]],
+               tolerance: float = TOLERANCE) -> bool:
+    """Whether two RTTMs hold the same turns (labels by rank, see `canonical`): as many,
+    each with the same speaker, its start and end within `tolerance` seconds."""
+    def turns(rttm):
+        return sorted((label, start, start + duration)
+                      for start, duration, label in canonical(rttm))
+
+    a, b = turns(ours), turns(theirs)
+    return len(a) == len(b) and all(
+        x[0] == y[0] and abs(x[1] - y[1]) <= tolerance and abs(x[2] - y[2]) <= tolerance
+        for x, y in zip(a, b))

@@ -9,6 +9,8 @@ checked against the digests of those DiariZen was given.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -18,6 +20,7 @@ from diarizen_cases import (
     cases,
     hub_name,
     read_rttm,
+    same_turns,
     stored_digests,
     write_inputs,
 )
@@ -84,9 +87,17 @@ def within(turns: list, audio) -> list:
             for start, duration, label in turns if start < end]
 
 
-def ours(pipeline, audio) -> list:
-    output = pipeline(str(audio))
-    return read_rttm(output.speaker_diarization.to_rttm())
+_OUTPUTS: dict = {}
+
+
+def ours(pipeline, audio, **call) -> list:
+    """Our turns on `audio`, each (pipeline, options, audio, call) diarized once per session."""
+    key = (id(pipeline), tuple(sorted(pipeline.diarization_options.items())),
+           pipeline.embedding_path, str(audio), tuple(sorted(call.items())))
+    if key not in _OUTPUTS:
+        output = pipeline(str(audio), **call)
+        _OUTPUTS[key] = read_rttm(output.speaker_diarization.to_rttm())
+    return _OUTPUTS[key]
 
 
 def test_rebuilt_inputs_are_those_diarizen_was_given(work):
@@ -104,27 +115,35 @@ def test_imported_pipeline_gives_diarizen_s_rttm_turn_for_turn(case, work, impor
     model, audio, bounds = case.split(".")
     pipeline = imported(hub_name(model, bounds))
     path = directory / "audio" / f"{audio}.wav"
-    assert canonical(ours(pipeline, path)) == canonical(within(diarizen_rttm(case), path))
+    assert same_turns(ours(pipeline, path), within(diarizen_rttm(case), path))
 
 
 def test_pyannote_s_embedding_path_gives_diarizen_s_rttm_too(work, imported):
     """The options act before the embeddings: per (chunk, speaker) pair as on the per-chunk
     path, the same turns."""
     directory, _ = work
-    pipeline = imported(hub_name("biased", "free"), chunkwise_embeddings=False)
+    pipeline = imported(hub_name("biased-raw", "free"), chunkwise_embeddings=False)
     assert pipeline.embedding_path == "per-pair"
-    path = directory / "audio" / "simulated.wav"
-    assert canonical(ours(pipeline, path)) == canonical(within(diarizen_rttm("biased.simulated.free"), path))
+    path = directory / "audio" / "stereo.wav"
+    assert same_turns(ours(pipeline, path), within(diarizen_rttm("biased-raw.stereo.free"), path))
 
 
 def test_the_cases_exercise_speakers_overlap_silence_and_a_capped_count():
     """The biased model's output on the simulated conversation, as DiariZen gave it: two
-    speakers, overlapping turns, silence between turns."""
+    speakers (VBx's one cluster, and the local speakers its assignment left out, which
+    DiariZen's renumbering makes a second), overlapping turns, silence between turns; with
+    max_speakers = 1, no overlap."""
     biased = diarizen_rttm("biased.simulated.free")
     assert len({label for _, _, label in biased}) == 2
     turns = sorted((start, start + duration) for start, duration, _ in biased)
     assert any(b[0] < a[1] for a, b in zip(turns, turns[1:]))  # an overlap
     assert sum(duration for _, duration, _ in biased) < 30.0 * 2  # not speech everywhere
+    clusters = np.array(json.loads((FIXTURES / "outputs" / "biased.simulated.free.json").read_text())[
+        "hard_clusters"])
+    assert set(np.unique(clusters)) == {0, 1} and np.all((clusters == 1).sum(1) == 1)
+    capped = sorted((start, start + duration) for start, duration, _ in diarizen_rttm(
+        "biased.simulated.one"))
+    assert all(b[0] >= a[1] - 1e-3 for a, b in zip(capped, capped[1:]))  # no overlap
 
 
 # ----------------------------------------------------------------------------- options
@@ -254,3 +273,102 @@ def test_bad_options_are_refused_naming_them(options, message, work):
     options = {"clustering": "VBxClustering", "plda": hub / "plda", **options}
     with pytest.raises(ValueError, match=message):
         SpeakerDiarization(segmentation=model, embedding=random_wespeaker(), **options)
+
+
+# --------------------------------------------------------------- channel, cropping, bounds
+
+
+def _frames(pipeline, audio, **call) -> np.ndarray:
+    """(frames, speakers) 0/1 discrete diarization of `audio` (before binarisation)."""
+    recorded = {}
+
+    def hook(step, artefact, file=None, total=None, completed=None):
+        if step == "discrete_diarization":
+            recorded["data"] = np.asarray(artefact.data)
+
+    pipeline(str(audio), hook=hook, **call)
+    return recorded["data"]
+
+
+def test_channel_diarizes_that_channel_and_none_downmixes(work, imported, tmp_path):
+    """The stereo file is 20 s of the simulated conversation (left) and of pyannote's sample
+    (right): channel 0 and 1 give what each channel alone, as a mono file, gives; None (the
+    downmix) neither; on a mono file the option changes nothing."""
+    from diarizen_cases import read_wav, write_wav
+
+    directory, _ = work
+    stereo = directory / "audio" / "stereo.wav"
+    left, right = tmp_path / "left.wav", tmp_path / "right.wav"
+    waveform = read_wav(stereo)
+    write_wav(left, waveform[:, :1])
+    write_wav(right, waveform[:, 1:])
+    hub = hub_name("biased", "free")
+    first, second = imported(hub), imported(hub, channel=1)
+    downmix = imported(hub, channel=None)
+    assert first.channel == 0
+    by_channel = [canonical(ours(first, stereo)), canonical(ours(second, stereo))]
+    assert by_channel == [canonical(ours(first, left)), canonical(ours(first, right))]
+    mixed = canonical(ours(downmix, stereo))
+    assert mixed not in by_channel
+    assert by_channel[0] != by_channel[1]
+    short = directory / "audio" / "short.wav"
+    assert canonical(ours(downmix, short)) == canonical(ours(first, short))
+
+
+def test_crop_to_audio_cuts_only_what_lies_after_the_end(work, imported):
+    """On the 6 s file (one 16 s chunk, zero-padded), the unfiltered biased model's turns run
+    past the end in DiariZen's output: left uncropped, ours are DiariZen's; cropped, the same
+    turns cut at the end, and nothing else changes."""
+    directory, _ = work
+    path = directory / "audio" / "short.wav"
+    end = Audio().get_duration(str(path))
+    theirs = diarizen_rttm("biased-raw.short.free")
+    assert any(start + duration > end + 0.1 for start, duration, _ in theirs)  # can fail
+    hub = hub_name("biased-raw", "free")
+    uncropped = ours(imported(hub, crop_to_audio=False), path)
+    cropped = ours(imported(hub), path)
+    assert same_turns(uncropped, theirs)
+    assert same_turns(cropped, within(uncropped, path))
+    assert max(start + duration for start, duration, _ in cropped) <= end + 1e-3
+    # turns ending before the file does are untouched
+    before = [turn for turn in uncropped if turn[0] + turn[1] < end]
+    assert before and set(canonical(before)) <= set(canonical(cropped))
+
+
+def test_recluster_to_bounds_acts_only_outside_the_bounds(work, imported):
+    """On the simulated conversation VBx keeps one cluster (see
+    test_the_cases_exercise_speakers_overlap_silence_and_a_capped_count), and DiariZen's renumbering makes
+    the local speakers left without it a second output speaker (DiariZen's output: 2
+    speakers). Asked for at least 3, k-means re-clustering (pyannote's rule) gives 3;
+    DiariZen's rule (recluster_to_bounds=False) ignores the bound: the turns without it.
+    Within the bounds the option changes nothing."""
+    directory, _ = work
+    path = directory / "audio" / "simulated.wav"
+    hub = hub_name("biased", "free")
+    diarizen, pyannote = imported(hub), imported(hub, recluster_to_bounds=True)
+    free = canonical(ours(diarizen, path))
+    assert len({label for *_, label in free}) == 2
+    assert canonical(ours(pyannote, path)) == free  # bounds 1-20 hold VBx's count
+    assert canonical(ours(diarizen, path, min_speakers=3)) == free
+    reclustered = canonical(ours(pyannote, path, min_speakers=3))
+    assert len({label for *_, label in reclustered}) == 3
+
+
+def test_max_speakers_caps_the_count_and_changes_nothing_else(work, imported):
+    """max_speakers = 1 (DiariZen caps the instantaneous count by its max_speakers too), on
+    the unfiltered biased model (2.7 s of overlap on the simulated conversation):
+    where the uncapped output has one speaker or none, the same frames; where it has two,
+    one of those two. The pipeline's bounds are the call's when the call gives none."""
+    directory, _ = work
+    path = directory / "audio" / "simulated.wav"
+    free = _frames(imported(hub_name("biased-raw", "free")), path)
+    capped = _frames(imported(hub_name("biased-raw", "one")), path)
+    assert imported(hub_name("biased-raw", "one")).max_speakers == 1
+    overlap = free.sum(1) >= 2
+    assert overlap.sum() > 10  # the biased model overlaps: the cap has work to do
+    assert capped.shape == free.shape and capped.sum(1).max() == 1
+    np.testing.assert_array_equal(capped[~overlap], free[~overlap])
+    assert np.all(capped[overlap].sum(1) == 1) and np.all(capped[overlap] <= free[overlap])
+    # the same cap from the call, on a pipeline without bounds
+    np.testing.assert_array_equal(
+        _frames(imported(hub_name("biased-raw", "free")), path, max_speakers=1), capped)
