@@ -30,7 +30,8 @@ from pyannote_wavlm_prune.tasks import DistillPrune
 from pyannote_wavlm_prune.wavlm.architectures import ARCHITECTURES
 from pyannote_wavlm_prune.wavlm.cost import expected_macs
 
-NEW_LAYOUTS = ["hubert-base", "hubert-large", "wav2vec2-base", "wav2vec2-large"]
+# WavLM's Base layout goes through these in tests/test_budget.py, test_deploy.py, test_export.py
+LAYOUTS_HERE = ["large", "hubert-base", "hubert-large", "wav2vec2-base", "wav2vec2-large"]
 # one layout of each new family through the training stages and int8
 FLOW_LAYOUTS = ["hubert-base", "wav2vec2-large"]
 ONE_STEP = Budget(max_epochs=1, limit_train_batches=1, limit_val_batches=1, batch_size=2,
@@ -66,9 +67,9 @@ def test_pretrained_weights_load_exactly_from_a_save_pretrained_directory(family
 
 @pytest.fixture(scope="module")
 def students(tiny_protocol, tmp_path_factory):
-    """One short DistillPrune run (target 0.5 of the parameters) per new layout."""
+    """One short DistillPrune run (target 0.5 of the parameters) per layout of LAYOUTS_HERE."""
     results = {}
-    for layout in NEW_LAYOUTS:
+    for layout in LAYOUTS_HERE:
         lightning.seed_everything(0)
         directory = tmp_path_factory.mktemp(f"distill-prune-{layout}")
         teacher = tiny_model(layout, duration=0.5)
@@ -86,7 +87,7 @@ def pruned(students):
     return {layout: prune(student, sparsity=0.5) for layout, (_, _, student) in students.items()}
 
 
-@pytest.mark.parametrize("layout", NEW_LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS_HERE)
 def test_distill_prune_lands_within_half_a_point_of_its_target_after_exact_finalisation(
         students, pruned, layout):
     _, task, student = students[layout]
@@ -101,7 +102,7 @@ def test_distill_prune_lands_within_half_a_point_of_its_target_after_exact_final
     assert flop_counter_macs(frontend, waveform) == expected_macs(frontend, 16000)
 
 
-@pytest.mark.parametrize("layout", NEW_LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS_HERE)
 def test_onnx_graph_of_a_pruned_model_equals_torch(pruned, layout):
     model = pruned[layout]
     report = export_onnx(model)
@@ -111,7 +112,7 @@ def test_onnx_graph_of_a_pruned_model_equals_torch(pruned, layout):
     assert len(report.checked_shapes) == 2
 
 
-@pytest.mark.parametrize("layout", NEW_LAYOUTS)
+@pytest.mark.parametrize("layout", LAYOUTS_HERE)
 def test_a_pipeline_directory_loads_offline_and_diarizes(pruned, layout, tmp_path):
     model = pruned[layout]
     directory = export_pipeline(tmp_path / "pipeline", model, untrained_embedding(dimension=32),
@@ -119,7 +120,8 @@ def test_a_pipeline_directory_loads_offline_and_diarizes(pruned, layout, tmp_pat
     pipeline = Pipeline.from_pretrained(directory)
     loaded = pipeline._segmentation.model
     assert loaded.structure == model.structure
-    assert loaded.hparams.wavlm["model_type"] == layout.split("-")[0]
+    assert loaded.hparams.wavlm["model_type"] == (layout.split("-")[0] if "-" in layout
+                                                  else "wavlm")
     waves = 0.1 * torch.randn(2, 1, 8000)
     with torch.no_grad():
         assert torch.equal(loaded.eval()(waves), model.eval()(waves))  # the same weights
@@ -189,7 +191,7 @@ def test_a_config_with_attention_adapters_is_refused():
 
 
 def test_powerset_model_of_each_family_outputs_log_probabilities():
-    for layout in NEW_LAYOUTS:
+    for layout in LAYOUTS_HERE:
         model = WavLMSegmentation(wavlm=layout_config(layout), **TINY_BACKEND)
         model.specifications = powerset_specifications()
         model.build()
