@@ -43,7 +43,8 @@ class WavLMSegmentation(Model):
         "kept_heads": ..., "ffn_widths": ...}) relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
         `prune()`; give it to instantiate a published structure (random weights).
     gates : sequence of str, optional
-        Unit kinds carrying hard-concrete gates (among `wavlm.UNITS`). Set by `attach_gates()`, so that a gated checkpoint reloads with its gates.
+        Unit kinds carrying hard-concrete gates (among `wavlm.UNITS`). Set by
+        `attach_gates()`, so that a gated checkpoint reloads with its gates.
     gates_objective : dict, optional
         {"objective": "params" or "macs", "num_samples": int}: what the gates were trained
         to prune (set by `DistillPrune.student()`), so that `prune(model, sparsity=...)`

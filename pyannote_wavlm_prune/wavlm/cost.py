@@ -61,10 +61,6 @@ def _sizes(frontend: nn.Module) -> Sizes:
     return sizes
 
 
-def _params(config: PretrainedConfig, sizes: Sizes):
-    return total_params(config, sizes)
-
-
 def _macs(config: PretrainedConfig, sizes: Sizes, num_samples: int):
     return total_macs(config, sizes, conv_frames(config, num_samples))
 
@@ -79,7 +75,7 @@ def expected_params(frontend: nn.Module) -> torch.Tensor | int:
     Gated front end: the expectation under its gates, a float64 scalar tensor differentiable
     in the gates' log_alpha. Otherwise (unpruned or pruned): the exact count, an int.
     """
-    return _as_result(_params(frontend.config, _sizes(frontend)))
+    return _as_result(total_params(frontend.config, _sizes(frontend)))
 
 
 def expected_macs(frontend: nn.Module, num_samples: int) -> torch.Tensor | int:
@@ -117,7 +113,7 @@ def expected_sparsity(
         reference_config, reference_sizes = reference.config, _sizes(reference)
     if metric == "params":
         cost = expected_params(frontend)
-        reference_cost = _params(reference_config, reference_sizes)
+        reference_cost = total_params(reference_config, reference_sizes)
     else:
         cost = expected_macs(frontend, num_samples)
         reference_cost = _macs(reference_config, reference_sizes, num_samples)

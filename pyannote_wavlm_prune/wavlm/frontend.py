@@ -45,8 +45,9 @@ class WavLMFrontEnd(nn.Module):
 
     Hidden state 0 is the input of layer 1, hidden state j the output of layer j, as in
     `WavLMModel(..., output_hidden_states=True).hidden_states` of transformers 5: for pre-LN
-    configs (Large, "stable layer norm") the last one is taken before the encoder's final layer norm, which is
-    therefore never used and is removed (it would be a parameter without gradient under DDP).
+    configs (Large, "stable layer norm") the last one is taken before the encoder's final
+    layer norm, which is therefore never used and is removed (it would be a parameter without
+    gradient under DDP).
 
     Parameters
     ----------

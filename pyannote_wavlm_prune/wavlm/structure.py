@@ -96,7 +96,6 @@ class Structure:
             data = data.to_dict()
         if not isinstance(data, Mapping):
             raise ValueError(f"structure is a {type(data).__name__}: expected a dict.")
-        architecture_of(config).check(config)
         required, optional = _keys()
         missing = [key for key in required if key not in data]
         if missing:

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from numbers import Real
 from typing import Any
 
-from .folding import PRUNED_NORMS
+from .folding import check_pruned_norms
 from .frontend import NORMALISATION_EPS
 
 LAYER_WEIGHTINGS = ("softmax", "linear")
@@ -62,9 +62,7 @@ def numerics_of(variant: str | Mapping[str, Any]) -> dict[str, Any]:
     if numerics["layer_weighting"] not in LAYER_WEIGHTINGS:
         raise ValueError(f"layer_weighting={numerics['layer_weighting']!r}: expected one of "
                          f"{list(LAYER_WEIGHTINGS)}.")
-    if numerics["pruned_norms"] not in PRUNED_NORMS:
-        raise ValueError(f"pruned_norms={numerics['pruned_norms']!r}: expected one of "
-                         f"{list(PRUNED_NORMS)}.")
+    check_pruned_norms(numerics["pruned_norms"])
     if not isinstance(numerics["conv_output_scale"], bool):
         raise ValueError(f"conv_output_scale={numerics['conv_output_scale']!r}: expected a bool.")
     eps = numerics["waveform_norm_eps"]

@@ -3,13 +3,15 @@
 Adding a unit kind: write a `UnitKind` subclass in a module of this package, then add it to
 `UNIT_KINDS` (the order is the order in which gates attach, sizes are read, modules are built
 and folding runs; block kinds come after the units inside them). A kind inside a block names
-it in `block`: the three functions below are where the two meet.
+it in `block`: `within_blocks`, the cost totals and `check_blocks` below are where the two
+meet.
 """
 
 from __future__ import annotations
 
 from transformers import PretrainedConfig
 
+from ..architectures import architecture_of
 from .base import (
     EmptyLayerError,
     Fields,
@@ -19,8 +21,6 @@ from .base import (
     Sizes,
     State,
     UnitKind,
-    fixed_macs,
-    fixed_params,
 )
 from .blocks import AttentionBlocks, FeedForwardBlocks, RemovedBlock
 from .conv import ConvChannels, PrunedFeatureProjection, PrunedLayerNormConvLayer
@@ -61,14 +61,16 @@ def _weighted(kind: UnitKind, terms: Number | list[Number], sizes: Sizes) -> Num
 
 def total_params(config: PretrainedConfig, sizes: Sizes) -> Number:
     """Parameters of a front end whose unit kinds have `sizes` (exact or expected)."""
-    return fixed_params(config) + sum(_weighted(kind, kind.params(config, sizes), sizes)
+    fixed = architecture_of(config).fixed_params(config)  # what no unit kind prunes
+    return fixed + sum(_weighted(kind, kind.params(config, sizes), sizes)
                                       for kind in UNIT_KINDS.values())
 
 
 def total_macs(config: PretrainedConfig, sizes: Sizes, frames: list[int]) -> Number:
     """MACs of a front end whose unit kinds have `sizes`, for CNN output lengths `frames`."""
-    return fixed_macs(config, frames) + sum(_weighted(kind, kind.macs(config, sizes, frames), sizes)
-                                            for kind in UNIT_KINDS.values())
+    fixed = architecture_of(config).fixed_macs(config, frames)
+    return fixed + sum(_weighted(kind, kind.macs(config, sizes, frames), sizes)
+                       for kind in UNIT_KINDS.values())
 
 
 def check_blocks(fields: Fields) -> None:
@@ -108,8 +110,6 @@ __all__ = [
     "State",
     "UnitKind",
     "check_blocks",
-    "fixed_macs",
-    "fixed_params",
     "total_macs",
     "total_params",
     "within_blocks",

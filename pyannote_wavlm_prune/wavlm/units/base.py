@@ -47,7 +47,6 @@ import torch
 from torch import nn
 from transformers import PretrainedConfig, PreTrainedModel
 
-from ..architectures import architecture_of
 from ..masks import GateMasks
 
 if TYPE_CHECKING:
@@ -211,13 +210,3 @@ def pop_prefix(state: State, prefix: str) -> None:
     """Remove every entry of `state` under `prefix` (a removed module)."""
     for key in [key for key in state if key.startswith(prefix)]:
         del state[key]
-
-
-def fixed_params(config: PretrainedConfig) -> int:
-    """Parameters no unit kind prunes (the architecture's, see `Architecture.fixed_params`)."""
-    return architecture_of(config).fixed_params(config)
-
-
-def fixed_macs(config: PretrainedConfig, frames: list[int]) -> int:
-    """MACs no unit kind prunes, for CNN output lengths `frames`."""
-    return architecture_of(config).fixed_macs(config, frames)
