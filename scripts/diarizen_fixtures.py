@@ -5,8 +5,11 @@ Two Python environments: this project's, and a scratch one with DiariZen's code
 pyannote-audio/), torch and torchaudio 2.8.0, numpy < 2. The Hugging Face hub is not needed:
 the hub directories are DiariZen-format ones with tiny random models (tests/diarizen_cases.py).
 
-    # 1. this project's environment: the simulated conversation (once), then the inputs
+    # 1. this project's environment: the simulated conversation and the trained model
+    #    (once each; `train` needs the inputs, then changes them), then the inputs
     python scripts/diarizen_fixtures.py simulate tests/data/diarizen/simulated.wav
+    python scripts/diarizen_fixtures.py inputs WORK
+    python scripts/diarizen_fixtures.py train WORK
     python scripts/diarizen_fixtures.py inputs WORK [--large]
     # 2. DiariZen's environment (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1: torch >= 2.6 loads
     #    weights only, DiariZen's checkpoints need more). Made with: torch==2.8.0
@@ -25,8 +28,12 @@ the hub directories are DiariZen-format ones with tiny random models (tests/diar
     python scripts/diarizen_fixtures.py compare WORK --label after    # DER per case
     python scripts/diarizen_fixtures.py compare WORK --label before --pipeline pyannote
 
-`inputs` also writes tests/data/diarizen/inputs.json (digests of the rebuilt inputs, which
-the tests check before comparing). `--large` adds random-weight hubs in the published
+`train` fine-tunes random-0's model (DiariZen's architecture) on a simulated corpus for 30
+epochs (3 minutes on 2 CPU cores) and stores it in DiariZen's format as
+tests/data/diarizen/trained.pt: training is not reproducible to the bit across machines, so
+the stored file, not its recipe, is the input. `inputs` also writes
+tests/data/diarizen/inputs.json (digests of the rebuilt inputs, which the tests check before
+comparing). `--large` adds random-weight hubs in the published
 Base+ s80 and Large s80 structures (seeds 1 and 2 each), run on pyannote's sample,
 EN2002a_30s.wav and the simulated conversation: compared by `compare`, too large to be kept
 as fixtures. `compare --pipeline pyannote` imports with pyannote 4's behaviour (what main
@@ -67,6 +74,90 @@ def simulate(output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     cases.write_wav(output, np.asarray(waveform))
     print(f"{output}: {len(waveform) / cases.SAMPLE_RATE:.1f} s")
+
+
+def diarizen_state_of(model, template: dict) -> dict:
+    """DiariZen's state dict of our `model` (WavLMSegmentation of DiariZen's architecture)
+
+    The importer's conversion run backwards: `template` is a DiariZen state dict of the
+    same structure (names, shapes, and the values of the tensors DiariZen stores but never
+    uses); each tensor the conversion takes from it is replaced by the one of ours it
+    became.
+    """
+    from pyannote_wavlm_prune.importers.diarizen import _convert, _Source
+
+    taken: dict[int, str] = {}
+
+    class Recording(_Source):
+        def take(self, key):
+            tensor = super().take(key)
+            taken[id(tensor)] = key
+            return tensor
+
+    produced = _convert(Recording(template), model)
+    ours = {name: tensor.detach() for name, tensor in model.state_dict().items()}
+    state = {key: tensor.clone() for key, tensor in template.items()}
+
+    def put(key: str, value) -> None:
+        state[key] = value.reshape(template[key].shape).to(template[key].dtype).clone()
+
+    structure = model.structure
+    for name, tensor in produced.items():
+        if name == "layer_weights":
+            put("weight_sum.weight", ours[name])
+        elif name.endswith("attention.gru_rel_pos_const"):  # the kept heads' values
+            index = int(name.split(".")[4])
+            key = f"wavlm_model.encoder.transformer.layers.{index}.attention.gru_rel_pos_const"
+            state[key][:, list(structure.kept_heads[index])] = ours[name]
+        elif ".self_attn.in_proj_" in name:  # DiariZen's separate Q, K, V projections
+            block, kind = int(name.split(".")[2]), name.rsplit("_", 1)[1]
+            for part, value in zip("QKV", ours[name].chunk(3, dim=0)):
+                put(f"conformer.conformer_layer.{block}.mha.mha.linear{part}.{kind}", value)
+        elif id(tensor) in taken:
+            put(taken[id(tensor)], ours[name])
+        else:
+            raise RuntimeError(f"{name}: no DiariZen tensor to write it back to")
+    return state
+
+
+def train(work: Path, epochs: int) -> None:
+    """The trained tiny model: DiariZen's architecture (random-0's hub), fine-tuned by this
+    project on simulated conversations, written back in DiariZen's format as
+    tests/data/diarizen/trained.pt (checked: importing it gives the fine-tuned model)."""
+    import torch
+    from diarizen_helpers import TINY_PRUNED
+
+    from pyannote_wavlm_prune.cli import main as cli
+    from pyannote_wavlm_prune.files import write_atomically
+    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, load_state_dict, read_config
+    from pyannote_wavlm_prune.models.checkpoint import save_checkpoint
+    from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
+
+    hub = work / "hubs" / cases.hub_name("random-0", "free")
+    if not hub.is_dir():
+        raise SystemExit(f"{hub} is missing: run `inputs {work}` first.")
+    template = load_state_dict(hub / "pytorch_model.bin")
+    model_args = read_config(hub)["model"]["args"]
+    data, stage = work / "training-data", work / "training"
+    if cli(["simulate", "--preset", "quickstart", "--seed", "3", "--quiet", str(data)]):
+        raise SystemExit("simulate failed")
+    initial = stage / "initial.ckpt"
+    save_checkpoint(diarizen_model(template, model_args, structure=TINY_PRUNED), initial)
+    if cli(["finetune", "--database", str(data / "database.yml"),
+            "--protocol", "Simulated.SpeakerDiarization.quickstart",
+            "--output", str(stage / "finetune"), "--model", str(initial), "--keep-back-end",
+            "--learning-rate", "wavlm=1e-3", "backend=2e-3", "--max-epochs", str(epochs),
+            "--batch-size", "16", "--duration", "8", "--no-progress"]):
+        raise SystemExit("finetune failed")
+    trained = WavLMSegmentation.from_pretrained(stage / "finetune" / "model.ckpt").eval()
+    state = diarizen_state_of(trained, template)
+    back = diarizen_model(state, model_args, structure=TINY_PRUNED).state_dict()
+    different = [name for name, tensor in trained.state_dict().items()
+                 if not torch.equal(tensor, back[name])]
+    if different:
+        raise RuntimeError(f"the DiariZen state dict does not import back exactly: {different[:5]}")
+    write_atomically(cases.FIXTURES / "trained.pt", lambda file: torch.save(state, file))
+    print(f"{cases.FIXTURES / 'trained.pt'}: {sum(t.numel() for t in state.values())} values")
 
 
 def diarizen_wavlm_config(structure: dict) -> dict:
@@ -258,6 +349,9 @@ def main(argv=None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     command = commands.add_parser("simulate")
     command.add_argument("output", type=Path)
+    command = commands.add_parser("train")
+    command.add_argument("work", type=Path)
+    command.add_argument("--epochs", type=int, default=30)
     command = commands.add_parser("inputs")
     command.add_argument("work", type=Path)
     command.add_argument("--large", action="store_true")
@@ -273,6 +367,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "simulate":
         simulate(args.output)
+    elif args.command == "train":
+        train(args.work, args.epochs)
     elif args.command == "inputs":
         inputs(args.work, args.large)
     elif args.command == "diarizen":

@@ -37,6 +37,15 @@ MODELS = {
     # conversation 4.3 s of speech, 0.02 s of overlap, no turn after the end); unfiltered,
     # 21 s of speech, 2.7 s of overlap, and turns into the zero-padded end of the last chunk
     "biased-raw": {"seed": 0, "bias": True, "median_filtering": False},
+    # DiariZen's architecture (random-0's) fine-tuned on simulated conversations, stored in
+    # DiariZen's format (scripts/diarizen_fixtures.py train)
+    "trained": {"seed": 0, "state": "trained.pt"},
+    # the same model, clustered with a lower AHC threshold and VBx's Fa, Fb at the ends of
+    # DiariZen's tuning ranges (0.5: acoustic scale, 0.01: speaker prior): the random
+    # embedding keeps several VBx clusters (3 on the simulated conversation), where
+    # DiariZen's config keeps one
+    "trained-split": {"seed": 0, "state": "trained.pt",
+                      "clustering": {"ahc_threshold": 0.1, "Fa": 0.5, "Fb": 0.01}},
 }
 # one value per powerset class of 4 speakers, at most 2 per frame: silence, speakers 1-4,
 # then pairs 1+2, 1+3, 1+4, 2+3, 2+4, 3+4 (chosen from the classes' mean scores)
@@ -82,7 +91,10 @@ def write_inputs(work: Path, simulated: Path | None = None) -> dict[str, str]:
     digests["embedding"] = state_digest(torch.load(embedding, map_location="cpu",
                                                    weights_only=False)["state_dict"])
     for model, description in MODELS.items():
-        state = diarizen_state_dict(TINY_PRUNED, description["seed"], TINY_BACKEND)
+        if "state" in description:
+            state = torch.load(FIXTURES / description["state"], map_location="cpu")
+        else:
+            state = diarizen_state_dict(TINY_PRUNED, description["seed"], TINY_BACKEND)
         if description.get("bias"):
             state["classifier.bias"] += torch.tensor(BIAS)
         digests[model] = state_digest(state)
@@ -90,7 +102,8 @@ def write_inputs(work: Path, simulated: Path | None = None) -> dict[str, str]:
             hub = work / "hubs" / hub_name(model, bounds)
             write_hub(hub, TINY_PRUNED, seed=description["seed"], backend=TINY_BACKEND,
                       state=state)
-            set_speaker_bounds(hub / "config.toml", low, high)
+            set_clustering_args(hub / "config.toml", min_speakers=low, max_speakers=high,
+                                **description.get("clustering", {}))
             if description.get("median_filtering") is False:
                 toml = hub / "config.toml"
                 toml.write_text(toml.read_text().replace("apply_median_filtering = true",
@@ -143,14 +156,13 @@ def write_wav(path: Path, waveform) -> None:
         file.writeframes(waveform.tobytes())
 
 
-def set_speaker_bounds(config_toml: Path, low: int, high: int) -> None:
-    """Rewrite [clustering.args] min_speakers / max_speakers of a DiariZen config.toml."""
+def set_clustering_args(config_toml: Path, **values) -> None:
+    """Rewrite these keys of a DiariZen config.toml's [clustering.args]."""
     lines = []
     for line in config_toml.read_text().splitlines():
-        if line.startswith("min_speakers ="):
-            line = f"min_speakers = {low}"
-        elif line.startswith("max_speakers ="):
-            line = f"max_speakers = {high}"
+        key = line.split("=")[0].strip()
+        if key in values:
+            line = f"{key} = {values[key]}"
         lines.append(line)
     config_toml.write_text("\n".join(lines) + "\n")
 

@@ -146,6 +146,25 @@ def test_the_cases_exercise_speakers_overlap_silence_and_a_capped_count():
     assert all(b[0] >= a[1] - 1e-3 for a, b in zip(capped, capped[1:]))  # no overlap
 
 
+def test_the_trained_cases_exercise_several_vbx_clusters():
+    """The trained model's output, as DiariZen gave it: speech, silence and overlap on the
+    simulated conversation; DiariZen's clustering keeps one VBx cluster (two output speakers
+    with the renumbered unassigned ones), the split clustering three (and so four numbers
+    after the renumbering, the first of them the unassigned speakers)."""
+    def clusters(case):
+        return np.array(json.loads((FIXTURES / "outputs" / f"{case}.json").read_text())[
+            "hard_clusters"])
+
+    trained = diarizen_rttm("trained.simulated.free")
+    turns = sorted((start, start + duration) for start, duration, _ in trained)
+    assert any(b[0] < a[1] for a, b in zip(turns, turns[1:]))  # an overlap
+    assert any(b[0] > a[1] + 0.5 for a, b in zip(turns, turns[1:]))  # a pause
+    assert set(np.unique(clusters("trained.simulated.free"))) == {0, 1}
+    for audio in ("sample", "EN2002a_30s", "simulated"):
+        assert len({label for _, _, label in diarizen_rttm(f"trained-split.{audio}.free")}) == 3
+        assert set(np.unique(clusters(f"trained-split.{audio}.free"))) >= {1, 2, 3}
+
+
 # ----------------------------------------------------------------------------- options
 
 
