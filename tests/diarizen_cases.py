@@ -6,7 +6,8 @@ lists need nothing but the standard library: DiariZen's environment imports them
 builds the inputs (`write_inputs`) needs this project.
 
 Inputs are rebuilt, not stored: hub directories of tiny DiariZen-format models (random
-weights from a seed, `diarizen_helpers`), the random WeSpeaker ResNet34 (seed 0) and PLDA,
+weights from a seed, `diarizen_helpers`, or the stored trained.pt, a model trained by
+`scripts/diarizen_fixtures.py train`), the random WeSpeaker ResNet34 (seed 0) and PLDA,
 and five audio files: pyannote's sample, DiariZen's example/EN2002a_30s.wav (stored: 30 s
 of the AMI meeting EN2002a, AMI corpus, CC BY 4.0), and three made from the stored
 `simulated.wav` (whole, its first 6 s, and stereo with pyannote's sample). Their
