@@ -189,8 +189,12 @@ def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():
     assert torch.allclose(recorded["outputs"].exp().sum(-1), torch.ones(2, 49), atol=1e-5)
 
 
-# the notes the project was designed from live outside it: nothing may cite or need them
-OUTSIDE_DOCUMENTS = re.compile(r"\bMETHOD\b|\b(?:ARCHITECTURE|STYLE)\.md\b|\.\./shared\b|shared/design")
+# the method and the design are written down in the project itself (docs/method.md,
+# docs/architecture.md): nothing may cite or need a document outside it, i.e. a markdown
+# file the project does not have, the upper-case name of one of its docs (the name of a
+# note outside it, not of the project's page), or a folder beside the repository
+MARKDOWN_NAME = re.compile(r"\b([\w-]+\.md)\b")
+OUTSIDE_FOLDER = re.compile(r"\.\./shared\b|shared/design")
 DOCS_REFERENCE = re.compile(r"(docs/[\w./-]+?\.md)(?:#([\w-]+))?")
 MARKDOWN_LINK = re.compile(r"\]\(([\w./-]*?\.md)?(?:#([\w-]+))?\)")
 
@@ -223,10 +227,23 @@ def _anchors(markdown: str) -> set[str]:
 def test_no_file_cites_a_document_outside_the_project():
     files = _tracked_text_files()
     assert "docs/method.md" in files and "README.md" in files  # the listing was read
+    markdown = {Path(name).name for name in files if name.endswith(".md")}
+    docs = [Path(name).stem.upper() for name in files
+            if name.startswith("docs/") and name.endswith(".md")]
+    upper_case_docs = re.compile(rf"\b(?:{'|'.join(docs)})\b(?!\.md)")
+
+    def cites_outside(line: str) -> bool:
+        return bool(OUTSIDE_FOLDER.search(line) or upper_case_docs.search(line)
+                    or set(MARKDOWN_NAME.findall(line)) - markdown)
+
+    # the check catches what it is for, and not the project's own pages
+    assert all(cites_outside(line) for line in [f"see {doc} (2)" for doc in docs]
+               + [f"in {doc}.md" for doc in docs] + ["../shared/notes"])
+    assert not any(cites_outside(f"[page](docs/{doc.lower()}.md)") for doc in docs)
     citing = [f"{name}:{number}: {line.strip()}"
               for name, text in files.items() if name != "tests/test_architecture.py"
               for number, line in enumerate(text.splitlines(), 1)
-              if OUTSIDE_DOCUMENTS.search(line)]
+              if cites_outside(line)]
     assert not citing, "citations of documents outside the project:\n" + "\n".join(citing)
 
 
