@@ -192,9 +192,10 @@ def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():
 # the method and the design are written down in the project itself (docs/method.md,
 # docs/architecture.md): nothing may cite or need a document outside it, i.e. a markdown
 # file the project does not have, the upper-case name of one of its docs (the name of a
-# note outside it, not of the project's page), or a folder beside the repository
+# note outside it, not of the project's page), or a folder beside the repository (as
+# `../name`, or as `name/subfolder` for a subfolder it has), read from the disk: the
+# names the project must not need are those of the folders that are there
 MARKDOWN_NAME = re.compile(r"\b([\w-]+\.md)\b")
-OUTSIDE_FOLDER = re.compile(r"\.\./shared\b|shared/design")
 DOCS_REFERENCE = re.compile(r"(docs/[\w./-]+?\.md)(?:#([\w-]+))?")
 MARKDOWN_LINK = re.compile(r"\]\(([\w./-]*?\.md)?(?:#([\w-]+))?\)")
 
@@ -210,6 +211,19 @@ def _tracked_text_files() -> dict[str, str]:
         except (UnicodeDecodeError, FileNotFoundError):  # binary, or deleted in the work tree
             continue
     return files
+
+
+def _folders_beside() -> dict[str, list[str]]:
+    """{name: names of its subfolders} of each folder beside the repository (no subfolders
+    for a folder that cannot be read)."""
+    beside = {}
+    for folder in ROOT.parent.iterdir():
+        if folder.is_dir() and folder != ROOT:
+            try:
+                beside[folder.name] = [inner.name for inner in folder.iterdir() if inner.is_dir()]
+            except OSError:
+                beside[folder.name] = []
+    return beside
 
 
 def _anchors(markdown: str) -> set[str]:
@@ -231,14 +245,20 @@ def test_no_file_cites_a_document_outside_the_project():
     docs = [Path(name).stem.upper() for name in files
             if name.startswith("docs/") and name.endswith(".md")]
     upper_case_docs = re.compile(rf"\b(?:{'|'.join(docs)})\b(?!\.md)")
+    beside = _folders_beside()
+    outside_folder = re.compile("|".join(
+        [rf"\.\./{re.escape(name)}(?![\w.-])" for name in beside]
+        + [rf"(?<![\w.-]){re.escape(name)}/{re.escape(inner)}(?![\w.-])"
+           for name, inners in beside.items() for inner in inners]) or r"(?!)")
 
     def cites_outside(line: str) -> bool:
-        return bool(OUTSIDE_FOLDER.search(line) or upper_case_docs.search(line)
+        return bool(outside_folder.search(line) or upper_case_docs.search(line)
                     or set(MARKDOWN_NAME.findall(line)) - markdown)
 
     # the check catches what it is for, and not the project's own pages
     assert all(cites_outside(line) for line in [f"see {doc} (2)" for doc in docs]
-               + [f"in {doc}.md" for doc in docs] + ["../shared/notes"])
+               + [f"in {doc}.md" for doc in docs] + [f"../{name}/notes" for name in beside]
+               + [f"{name}/{inner}/x" for name, inners in beside.items() for inner in inners])
     assert not any(cites_outside(f"[page](docs/{doc.lower()}.md)") for doc in docs)
     citing = [f"{name}:{number}: {line.strip()}"
               for name, text in files.items() if name != "tests/test_architecture.py"
