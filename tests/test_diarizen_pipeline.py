@@ -272,13 +272,13 @@ def test_unassigned_speakers_become_one_more_cluster_when_renumbered():
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"median_filter": 0}, "median_filter=0: expected a kernel of at least 1 frame"),
+    ({"median_filter": 0}, r"median_filter=0: expected an integer >= 1 \(a kernel in frames"),
     ({"min_clean_ratio": 1.5}, r"min_clean_ratio=1.5: expected a share .* in \[0, 1\]"),
-    ({"channel": -1}, "channel=-1: expected None or an integer >= 0"),
+    ({"channel": -1}, "channel=-1: expected null or an integer >= 0"),
     ({"min_speakers": 3, "max_speakers": 2}, "min_speakers=3 exceeds max_speakers=2"),
     ({"unassigned_as_speaker": True, "clustering": "AgglomerativeClustering"},
      "unassigned_as_speaker=True has no effect with clustering='AgglomerativeClustering'"),
-    ({"crop_to_audio": "yes"}, "crop_to_audio='yes': expected True or False"),
+    ({"crop_to_audio": "yes"}, "crop_to_audio='yes': expected true or false"),
 ])
 def test_bad_options_are_refused_naming_them(options, message, work):
     directory, _ = work

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from ..settings import CLUSTERINGS, argument_type
 from .arguments import (
     Default,
     KeyValues,
@@ -12,12 +13,10 @@ from .arguments import (
     add_trust_argument,
     positive_float,
     positive_int,
-    ratio,
     resolve_defaults,
 )
 from .common import add_database_argument
 
-CLUSTERINGS = ["AgglomerativeClustering", "KMeansClustering", "VBxClustering", "OracleClustering"]
 EXPORT = "pyannote_wavlm_prune.pipelines.export:export_pipeline"
 EMBEDDING = "pyannote_wavlm_prune.pipelines.embedding:train_embedding"
 
@@ -36,13 +35,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_input(parser, "--params", metavar="YAML",
                         help="hyper-parameters: a YAML file with a 'params:' entry (or the "
                              "params themselves); defaults to the clustering's defaults")
-    parser.add_argument("--segmentation-step", type=ratio,
+    parser.add_argument("--segmentation-step", type=argument_type("segmentation_step"),
                         default=Default(EXPORT, "segmentation_step"),
                         help="step of the sliding window, as a ratio of its duration")
-    parser.add_argument("--segmentation-batch-size", type=positive_int,
+    parser.add_argument("--segmentation-batch-size",
+                        type=argument_type("segmentation_batch_size", int),
                         default=Default(EXPORT, "segmentation_batch_size"),
                         help="chunks per segmentation forward pass")
-    parser.add_argument("--embedding-batch-size", type=positive_int,
+    parser.add_argument("--embedding-batch-size",
+                        type=argument_type("embedding_batch_size", int),
                         default=Default(EXPORT, "embedding_batch_size"),
                         help="(chunk, speaker) pairs per embedding forward pass")
     parser.add_argument("--embedding-exclude-overlap", action=argparse.BooleanOptionalAction,
@@ -113,7 +114,14 @@ def run(args: argparse.Namespace) -> int:
     params = None
     if args.params:
         with open(args.params) as file:
-            params = yaml.safe_load(file)
+            try:
+                params = yaml.safe_load(file)
+            except yaml.YAMLError as error:
+                raise ValueError(f"--params {args.params} is not valid YAML "
+                                 f"({' '.join(str(error).split())}).") from None
+        if not isinstance(params, dict):
+            raise ValueError(f"--params {args.params} holds {params!r}: expected a mapping of "
+                             "hyper-parameters (or a 'params:' entry holding them).")
         params = params.get("params", params)
 
     embedding = args.embedding

@@ -47,10 +47,11 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from ..deploy.embedding import check_embedding_runtime
 from ..files import check_output_location
-from ..models.loading import load_model
+from ..models.loading import load_model, unpickling
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..pipelines.export import export_pipeline
 from ..pipelines.plda import StoredPLDA
+from ..settings import HYPER_PARAMETERS, SETTINGS, is_integer, is_number
 from ..wavlm.published import published_structure, structure_with_family
 from ..wavlm.structure import Structure
 
@@ -180,11 +181,15 @@ def load_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: expected DiariZen's {CHECKPOINT_FILE}.")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        # refused in one line naming what it needs (`models.loading.unpickling`), never run
+        with unpickling(path, "DiariZen") as weights_only:
+            state = torch.load(path, map_location="cpu", weights_only=weights_only)
+    except ValueError:
+        raise
     except Exception as error:
         raise ValueError(
-            f"{path} cannot be read as a plain state dict (tensors only): {error}. Expected "
-            f"DiariZen's {CHECKPOINT_FILE}.") from error
+            f"{path} cannot be read as a plain state dict (tensors only): "
+            f"{' '.join(str(error).split())}. Expected DiariZen's {CHECKPOINT_FILE}.") from error
     if not isinstance(state, Mapping) or not all(
         isinstance(key, str) and isinstance(value, torch.Tensor) for key, value in state.items()
     ):
@@ -502,8 +507,56 @@ def diarizen_model(
 # ----------------------------------------------------------------------------- pipeline
 
 
-def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
+def _table(config: Mapping[str, Any], name: str, origin: str) -> Mapping[str, Any]:
+    """config.toml's [NAME.args] (empty when absent), or a one-line error when not a table."""
+    section = config.get(name, {})
+    args = section.get("args", {}) if isinstance(section, Mapping) else section
+    if not isinstance(args, Mapping):
+        raise ValueError(f"{origin} [{name}.args] = {args!r}: expected a table.")
+    return args
+
+
+def _check_values(model_args: Mapping[str, Any], inference: Mapping[str, Any],
+                  clustering: Mapping[str, Any], origin: str) -> None:
+    """Refuse, in one line naming the key, a value of config.toml whose pipeline could not
+    run (or would silently do something else): each through the pipeline's own table of
+    settings (`settings.SETTINGS`, `HYPER_PARAMETERS`) where it becomes one."""
+    window = inference.get("seg_duration", model_args["chunk_size"])
+    checks = [
+        ("model.args", "chunk_size", model_args["chunk_size"],
+         lambda v: is_number(v, 0.0, low_open=True), "a duration > 0 (seconds)"),
+        ("model.args", "selected_channel", model_args.get("selected_channel", 0),
+         lambda v: is_integer(v, 0), "an integer >= 0 (a channel)"),
+        ("inference.args", "seg_duration", window, lambda v: is_number(v, 0.0, low_open=True),
+         "a duration > 0 (seconds)"),
+        ("inference.args", "apply_median_filtering", inference["apply_median_filtering"],
+         lambda v: isinstance(v, bool), "true or false"),
+        ("clustering.args", "lda_dim", clustering["lda_dim"], lambda v: is_integer(v, 1),
+         "an integer >= 1"),
+    ]
+    hyper = HYPER_PARAMETERS["clustering"]
+    for key, ours in (("ahc_threshold", "threshold"), ("Fa", "Fa"), ("Fb", "Fb"),
+                      ("min_cluster_size", "min_cluster_size")):
+        checks.append(("clustering.args", key, clustering[key], *hyper[ours]))
+    for table, key, ours, values in (
+            ("inference.args", "segmentation_step", "segmentation_step", inference),
+            ("inference.args", "batch_size", "segmentation_batch_size", inference),
+            ("clustering.args", "min_speakers", "min_speakers", clustering),
+            ("clustering.args", "max_speakers", "max_speakers", clustering)):
+        checks.append((table, key, values[key], SETTINGS[ours].accepts, SETTINGS[ours].expected))
+    for table, key, value, accepts, expected in checks:
+        if not accepts(value):
+            raise ValueError(f"{origin} [{table}] {key} = {value!r}: expected {expected}.")
+    if clustering["min_speakers"] > clustering["max_speakers"]:
+        raise ValueError(f"{origin} [clustering.args] min_speakers = {clustering['min_speakers']}"
+                         f" exceeds max_speakers = {clustering['max_speakers']}: expected "
+                         "min_speakers <= max_speakers.")
+
+
+def pipeline_settings(config: Mapping[str, Any], origin: str = CONFIG_FILE) -> dict[str, Any]:
     """`export_pipeline` arguments (and what pyannote 4 cannot express) from config.toml
+
+    Every value is checked first (`origin`, the file, names it in errors).
 
     Returns
     -------
@@ -514,8 +567,9 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
         recorded in config.yaml for reference).
     """
     model_args = {**MODEL_DEFAULTS, **config["model"]["args"]}
-    inference = {**INFERENCE_DEFAULTS, **config.get("inference", {}).get("args", {})}
-    clustering = {**CLUSTERING_DEFAULTS, **config.get("clustering", {}).get("args", {})}
+    inference = {**INFERENCE_DEFAULTS, **_table(config, "inference", origin)}
+    clustering = {**CLUSTERING_DEFAULTS, **_table(config, "clustering", origin)}
+    _check_values(model_args, inference, clustering, origin)
     window = float(inference.get("seg_duration", model_args["chunk_size"]))
     method = clustering["method"]
     if method == "VBxClustering":
@@ -541,7 +595,8 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "window": window,
         "clustering": method,
-        "options": diarizen_options(method, inference, clustering),
+        "options": diarizen_options(method, inference, clustering,
+                                    channel=model_args.get("selected_channel", 0)),
         "params": {"segmentation": {"min_duration_off": 0.0}, "clustering": params},
         "segmentation_step": float(inference["segmentation_step"]),
         "batch_size": int(inference["batch_size"]),
@@ -551,13 +606,14 @@ def pipeline_settings(config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def diarizen_options(method: str, inference: Mapping[str, Any],
-                     clustering: Mapping[str, Any]) -> dict[str, Any]:
+                     clustering: Mapping[str, Any], channel: int = 0) -> dict[str, Any]:
     """`SpeakerDiarization` options computing what DiariZenPipeline computes
 
     From config.toml's [inference.args] (`apply_median_filtering`) and [clustering.args]
     (`min_speakers`, `max_speakers`), with DiariZen's fixed rules: the first channel, 10 %
     clean frames with its fall-back, and, for VBx, no k-means re-clustering, inactive
     speakers scored as active ones, the renumbering that makes unassigned speakers a speaker.
+    `channel` is [model.args] selected_channel (DiariZen's 0 by default).
     Unlike DiariZen, turns are cut at the file's end (its turns can run into the zero-padded
     end of the last chunk, where there is no audio): the same turns within the file.
     """
@@ -567,7 +623,7 @@ def diarizen_options(method: str, inference: Mapping[str, Any],
         "clean_ratio_fallback": True,
         "min_speakers": int(clustering["min_speakers"]),
         "max_speakers": int(clustering["max_speakers"]),
-        "channel": 0,
+        "channel": channel,
         "crop_to_audio": True,  # no turn after the file's end, in every pipeline we write
     }
     if method == "VBxClustering":
@@ -633,7 +689,7 @@ def import_diarizen(
     config = read_config(directory)
     checkpoint = directory / CHECKPOINT_FILE
     plda_directory = directory / PLDA_DIRECTORY
-    settings = pipeline_settings(config)
+    settings = pipeline_settings(config, str(directory / CONFIG_FILE))
     if settings["clustering"] == "VBxClustering" and not plda_directory.is_dir():
         raise FileNotFoundError(f"{directory} has no {PLDA_DIRECTORY}/ directory: VBx clustering "
                                 "needs DiariZen's xvec_transform.npz and plda.npz.")

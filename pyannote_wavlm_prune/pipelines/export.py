@@ -49,8 +49,9 @@ from ..models.loading import (
     load_model,
     trusted_checkpoints,
 )
+from ..settings import DIARIZATION_OPTIONS, check_config, check_hyper_parameters, check_settings
 from .embedding import untrained_embedding
-from .offline import CLUSTERINGS, EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
+from .offline import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
 # the class config.yaml names: a public interface, never move it without a shim
@@ -160,6 +161,7 @@ def export_pipeline(
     overwrite: bool = False,
     embedding_name: str | None = None,
     diarization_options: Mapping[str, Any] | None = None,
+    chunkwise_embeddings: bool | None = None,
 ) -> Path:
     """Write a diarization pipeline directory that `Pipeline.from_pretrained` loads offline
 
@@ -211,6 +213,10 @@ def export_pipeline(
         Options of `SpeakerDiarization` beyond pyannote's (`offline.PIPELINE_OPTIONS`:
         median_filter, min_clean_ratio, ..., e.g. DiariZen's), saved in config.yaml.
         Defaults to None: pyannote 4's behaviour.
+    chunkwise_embeddings : bool, optional
+        Argument of `SpeakerDiarization`, saved in config.yaml unless None (the default).
+
+    Every setting is checked against `settings.SETTINGS` before anything is loaded.
 
     Returns
     -------
@@ -229,8 +235,19 @@ def export_pipeline(
     # now, rather than after loading the models
     check_target(directory, overwrite, [("segmentation", segmentation), ("embedding", embedding),
                                         ("plda", plda)])
-    if clustering not in CLUSTERINGS:
-        raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
+    # the settings, as config.yaml will hold them, checked before any model is loaded
+    settings = check_settings({
+        "clustering": clustering, "segmentation_step": segmentation_step,
+        "embedding_exclude_overlap": embedding_exclude_overlap,
+        "segmentation_batch_size": segmentation_batch_size,
+        "embedding_batch_size": embedding_batch_size,
+        "der_variant": None if der_variant is None else dict(der_variant),
+        "segmentation_runtime": segmentation_runtime, "embedding_runtime": embedding_runtime,
+        "chunkwise_embeddings": chunkwise_embeddings,
+        **_plain(check_settings(diarization_options or {}, "diarization_options"))},
+        "export_pipeline")
+    if params is not None:
+        check_hyper_parameters(_plain(params), "export_pipeline", prefix="params.")
 
     if embedding_name is not None and embedding is not None:
         raise ValueError("Give embedding= (a model or checkpoint, copied into the directory) or "
@@ -255,14 +272,8 @@ def export_pipeline(
         stored_plda = _load_plda(plda)
 
     # building the pipeline in memory checks models, clustering and params before writing
-    options = {
-        "segmentation_step": segmentation_step,
-        "embedding_exclude_overlap": embedding_exclude_overlap,
-        "segmentation_batch_size": segmentation_batch_size,
-        "embedding_batch_size": embedding_batch_size,
-        "der_variant": None if der_variant is None else dict(der_variant),
-        **_plain(dict(diarization_options or {})),
-    }
+    options = {name: value for name, value in settings.items()
+               if name not in ("clustering", "segmentation_runtime", "embedding_runtime")}
     if embedding_name is not None:
         # checks hyper-parameters without the hub: the named model is loaded by the pipeline
         validation_embedding = untrained_embedding()
@@ -365,24 +376,12 @@ def save_pipeline(
     # the model as its checkpoint held it (a torch-int8 pipeline runs a copy that cannot be
     # saved as a pyannote checkpoint)
     segmentation = getattr(pipeline, "segmentation_source", None) or pipeline._segmentation.model
-    return export_pipeline(
-        directory,
-        segmentation=segmentation,
-        embedding=embedding,
-        plda=plda,
-        clustering=pipeline.klustering,
-        params=params,
-        segmentation_step=pipeline.segmentation_step,
-        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
-        segmentation_batch_size=pipeline.segmentation_batch_size,
-        embedding_batch_size=pipeline.embedding_batch_size,
-        der_variant=pipeline.der_variant,
-        segmentation_runtime=getattr(pipeline, "segmentation_runtime", None),
-        embedding_runtime=getattr(pipeline, "embedding_runtime", None),
-        extra=extra,
-        overwrite=overwrite,
-        diarization_options=pipeline.diarization_options,
-    )
+    # every setting of the one table, as the pipeline holds it
+    settings = {name: value for name, value in pipeline.settings.items()
+                if name not in DIARIZATION_OPTIONS}
+    return export_pipeline(directory, segmentation=segmentation, embedding=embedding, plda=plda,
+                           params=params, extra=extra, overwrite=overwrite,
+                           diarization_options=pipeline.diarization_options, **settings)
 
 
 def read_config(directory: str | os.PathLike) -> dict:
@@ -395,9 +394,14 @@ def read_config(directory: str | os.PathLike) -> dict:
         raise FileNotFoundError(
             f"{path} has no {CONFIG}: expected a pipeline directory (see export_pipeline)."
         )
-    with open(config_file) as file:
-        config = yaml.safe_load(file)
-    if not isinstance(config, dict) or "name" not in config.get("pipeline", {}):
+    try:
+        with open(config_file) as file:
+            config = yaml.safe_load(file)
+    except yaml.YAMLError as error:
+        raise ValueError(f"{config_file} is not valid YAML ({' '.join(str(error).split())}): "
+                         "expected a pipeline's config.yaml, as export writes it.") from None
+    if not isinstance(config, dict) or not isinstance(config.get("pipeline"), dict) \
+            or "name" not in config["pipeline"]:
         raise ValueError(
             f"{config_file} does not describe a pipeline: expected a 'pipeline: name:' entry."
         )
@@ -420,8 +424,13 @@ def load_pipeline(directory: str | os.PathLike, trusted: bool | None = None,
     path = Path(directory)
     config = read_config(path)
     root = (path.parent if path.is_file() else path).absolute()
+    config_file = path if path.is_file() else path / CONFIG
     if not (checkpoints_trusted() if trusted is None else trusted):
-        _check_pipeline_class(config, path if path.is_file() else path / CONFIG)
+        _check_pipeline_class(config, config_file)
+    if config["pipeline"]["name"] == PIPELINE_CLASS:
+        # every value of config.yaml (and every override) checked here, naming the file
+        check_config(config, str(config_file))
+        check_settings({**config["pipeline"]["params"], **overrides}, str(config_file))
     with contextlib.nullcontext() if trusted is None else trusted_checkpoints(trusted):
         if not overrides:
             return Pipeline.from_pretrained(path)

@@ -30,12 +30,15 @@ from scipy.ndimage import median_filter as scipy_median_filter
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.loading import load_model
-from .clustering import (
-    CLUSTERING_CLASSES,
-    PYANNOTE_MIN_CLEAN_RATIO,
-    VBX_OPTIONS,
-    check_clean_ratio,
+from ..settings import (
+    DIARIZATION_OPTIONS,
+    PARTS,
+    SETTINGS,
+    check_hyper_parameters,
+    check_settings,
+    check_speaker_counts,
 )
+from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
 
 CLUSTERINGS = tuple(Clustering.__members__)
 
@@ -60,19 +63,9 @@ DEFAULT_PARAMETERS = {
 }
 
 # the options of this class beyond pyannote's, each at pyannote 4.0.7's behaviour (the
-# defaults); `import-diarizen` writes DiariZen's values into config.yaml (see docs/diarizen.md)
-PIPELINE_OPTIONS = {
-    "median_filter": 1,
-    "min_clean_ratio": PYANNOTE_MIN_CLEAN_RATIO,
-    "clean_ratio_fallback": False,
-    "inactive_speakers_last": True,
-    "recluster_to_bounds": True,
-    "unassigned_as_speaker": False,
-    "min_speakers": None,
-    "max_speakers": None,
-    "channel": None,
-    "crop_to_audio": True,
-}
+# defaults, from the one table of settings); `import-diarizen` writes DiariZen's values into
+# config.yaml (see docs/diarizen.md)
+PIPELINE_OPTIONS = {name: SETTINGS[name].default for name in DIARIZATION_OPTIONS}
 
 
 class NoPLDA(PLDA):
@@ -274,15 +267,22 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         crop_to_audio: bool = True,
         **kwargs,
     ):
-        if clustering not in CLUSTERINGS:
-            raise ValueError(f"clustering={clustering!r}: expected one of {list(CLUSTERINGS)}.")
-        options = _checked_options(
-            clustering, median_filter=median_filter, min_clean_ratio=min_clean_ratio,
-            clean_ratio_fallback=clean_ratio_fallback,
-            inactive_speakers_last=inactive_speakers_last,
-            recluster_to_bounds=recluster_to_bounds, unassigned_as_speaker=unassigned_as_speaker,
-            min_speakers=min_speakers, max_speakers=max_speakers, channel=channel,
-            crop_to_audio=crop_to_audio)
+        # every setting checked against the one table (`settings.SETTINGS`), unknown ones too
+        given = check_settings({
+            "clustering": clustering, "segmentation_runtime": segmentation_runtime,
+            "embedding_runtime": embedding_runtime,
+            "segmentation_batch_size": segmentation_batch_size,
+            "embedding_batch_size": embedding_batch_size,
+            "chunkwise_embeddings": chunkwise_embeddings, "median_filter": median_filter,
+            "min_clean_ratio": min_clean_ratio, "clean_ratio_fallback": clean_ratio_fallback,
+            "inactive_speakers_last": inactive_speakers_last,
+            "recluster_to_bounds": recluster_to_bounds,
+            "unassigned_as_speaker": unassigned_as_speaker, "min_speakers": min_speakers,
+            "max_speakers": max_speakers, "channel": channel, "crop_to_audio": crop_to_audio,
+            **kwargs}, "SpeakerDiarization", parts=tuple(name for name in PARTS if name not in (
+                "segmentation", "embedding", "plda")))
+        options = {name: given[name] for name in DIARIZATION_OPTIONS}
+        options["min_clean_ratio"] = float(options["min_clean_ratio"])
         check_runtime(segmentation_runtime)
         check_embedding_runtime(embedding_runtime)
         _check_checkpoint_exists("segmentation", segmentation)
@@ -357,6 +357,20 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         """The options of `PIPELINE_OPTIONS` that differ from pyannote's behaviour."""
         return {name: getattr(self, name) for name, default in PIPELINE_OPTIONS.items()
                 if getattr(self, name) != default}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting of `settings.SETTINGS`, as this pipeline holds it (what
+        `save_pipeline` writes)."""
+        held = {name: getattr(self, name, setting.default) for name, setting in SETTINGS.items()}
+        held["clustering"] = self.klustering
+        return held
+
+    def instantiate(self, params: dict) -> SpeakerDiarization:
+        """Set the hyper-parameters `params`, refused in one line when one means nothing
+        (a NaN or negative threshold, a negative min_cluster_size or min_duration_off)."""
+        check_hyper_parameters(params, "SpeakerDiarization.instantiate")
+        return super().instantiate(params)
 
     @property
     def embedding_path(self) -> str | None:
@@ -534,7 +548,9 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)
 
         Bounds the call does not give are the pipeline's `min_speakers` / `max_speakers`.
+        Counts that mean nothing (NaN, 0, -1, 1.5, "2", min > max) are refused.
         """
+        check_speaker_counts(num_speakers, min_speakers, max_speakers)
         file, duration = self._readable(file)
         if num_speakers is None:
             min_speakers = self.min_speakers if min_speakers is None else min_speakers
@@ -654,35 +670,6 @@ def _non_finite_weights(model) -> str:
         return (f"{bad} of its {total} weights are NaN or infinite. Expected a model with "
                 "finite weights (retrain, or use an earlier checkpoint).")
     return "expected a model with finite scores (its weights are finite)."
-
-
-def _checked_options(clustering: str, **options: Any) -> dict[str, Any]:
-    """`options` (of `PIPELINE_OPTIONS`), or a one-line error naming the first bad one."""
-    kernel = options["median_filter"]
-    if isinstance(kernel, bool) or not isinstance(kernel, int) or kernel < 1:
-        raise ValueError(f"median_filter={kernel!r}: expected a kernel of at least 1 frame "
-                         "(1: no filtering, DiariZen 11).")
-    options["min_clean_ratio"] = check_clean_ratio(options["min_clean_ratio"])
-    for name in ("min_speakers", "max_speakers", "channel"):
-        value, least = options[name], 0 if name == "channel" else 1
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < least):
-            raise ValueError(f"{name}={value!r}: expected None or an integer >= {least}.")
-    if (options["min_speakers"] or 1) > (options["max_speakers"] or math.inf):
-        raise ValueError(f"min_speakers={options['min_speakers']} exceeds max_speakers="
-                         f"{options['max_speakers']}: expected min_speakers <= max_speakers.")
-    for name in ("clean_ratio_fallback", "crop_to_audio", *VBX_OPTIONS):
-        if not isinstance(options[name], bool):
-            raise ValueError(f"{name}={options[name]!r}: expected True or False.")
-    applies = {name: clustering in CLUSTERING_CLASSES
-               for name in ("min_clean_ratio", "clean_ratio_fallback")}
-    applies.update({name: clustering == "VBxClustering" for name in VBX_OPTIONS})
-    for name, ok in applies.items():
-        if not ok and options[name] != PIPELINE_OPTIONS[name]:
-            raise ValueError(f"{name}={options[name]!r} has no effect with clustering="
-                             f"{clustering!r}: expected its default "
-                             f"{PIPELINE_OPTIONS[name]!r}, or VBxClustering.")
-    return options
 
 
 def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutput | Annotation:

@@ -1,0 +1,257 @@
+"""Every value checked where it enters, runs that meet kept apart, one line per user error.
+
+The cases of a trial as a hostile but fair user would run it: a hand-edited config.yaml, an
+imported config.toml, a checkpoint's hyper-parameters, an API argument, two diarize runs into
+one output, bad training references, and every command given bad inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from helpers import FAST_PIPELINE as FAST
+from helpers import TINY_PRUNED_STRUCTURE as PRUNED
+from helpers import tiny_model
+
+from pyannote_wavlm_prune.cli import main
+from pyannote_wavlm_prune.pipelines import export_pipeline, load_pipeline
+
+AGGLOMERATIVE = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7},
+}
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory):
+    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+
+    return export_pipeline(tmp_path_factory.mktemp("hostile") / "pipeline",
+                           tiny_model(duration=5.0, structure=PRUNED),
+                           untrained_embedding(dimension=32), params=AGGLOMERATIVE, **FAST)
+
+
+def edited(pipeline_dir, tmp_path, edit):
+    """A copy of `pipeline_dir` whose config.yaml `edit(config)` changed; its config file."""
+    copy = tmp_path / "edited"
+    shutil.copytree(pipeline_dir, copy)
+    config = yaml.safe_load((copy / "config.yaml").read_text())
+    edit(config)
+    (copy / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return copy / "config.yaml"
+
+
+def one_line_error(capsys) -> str:
+    """What the command line printed on stderr: one line, no traceback."""
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    lines = error.strip().splitlines()
+    assert len(lines) == 1, error
+    return lines[0]
+
+
+# ------------------------------------------------ cases 2 and 7: config.yaml checked at load
+
+
+def _set(section, key, value):
+    def edit(config):
+        target = config["pipeline"]["params"] if section == "pipeline" else \
+            config["params"][section]
+        target[key] = value
+    return edit
+
+
+def _drop_params(config):
+    del config["params"]
+
+
+CONFIG_CASES = {
+    # case 2: pyannote's Inference takes a negative batch as "one chunk": one turn, exit 0
+    "negative segmentation_batch_size": (
+        _set("pipeline", "segmentation_batch_size", -3),
+        "pipeline.params.segmentation_batch_size=-3: expected an integer >= 1"),
+    "segmentation_step not a number": (
+        _set("pipeline", "segmentation_step", "abc"),
+        "pipeline.params.segmentation_step='abc': expected a number in (0, 1]"),
+    "negative segmentation_step": (
+        _set("pipeline", "segmentation_step", -0.1),
+        "pipeline.params.segmentation_step=-0.1: expected a number in (0, 1]"),
+    "zero segmentation_step (silently the default)": (
+        _set("pipeline", "segmentation_step", 0),
+        "pipeline.params.segmentation_step=0: expected a number in (0, 1]"),
+    "zero segmentation_batch_size": (
+        _set("pipeline", "segmentation_batch_size", 0),
+        "pipeline.params.segmentation_batch_size=0: expected an integer >= 1"),
+    "zero embedding_batch_size": (
+        _set("pipeline", "embedding_batch_size", 0),
+        "pipeline.params.embedding_batch_size=0: expected an integer >= 1"),
+    "unknown key": (
+        _set("pipeline", "segmentation_stepp", 0.5),
+        "pipeline.params.segmentation_stepp is not a setting of the pipeline (did you mean "
+        "'segmentation_step'?)"),
+    "no params block": (_drop_params, "has no 'params:' entry"),
+    "negative threshold": (
+        _set("clustering", "threshold", -0.5),
+        "params.clustering.threshold=-0.5: expected a finite number >= 0"),
+    "NaN threshold": (
+        _set("clustering", "threshold", float("nan")),
+        "params.clustering.threshold=nan: expected a finite number >= 0"),
+    "negative min_cluster_size": (
+        _set("clustering", "min_cluster_size", -2),
+        "params.clustering.min_cluster_size=-2: expected an integer >= 1"),
+    "negative min_duration_off": (
+        _set("segmentation", "min_duration_off", -1.0),
+        "params.segmentation.min_duration_off=-1.0: expected a duration >= 0"),
+}
+
+
+@pytest.mark.parametrize("case", CONFIG_CASES)
+def test_a_bad_config_yaml_is_refused_at_load_naming_the_file_the_key_and_the_value(
+        case, pipeline_dir, tmp_path):
+    edit, message = CONFIG_CASES[case]
+    config_file = edited(pipeline_dir, tmp_path, edit)
+    with pytest.raises(ValueError) as error:
+        load_pipeline(config_file.parent)
+    text = str(error.value)
+    assert "\n" not in text
+    assert text.startswith(f"{config_file}: ") or text.startswith(f"{config_file} ")
+    assert message in text
+
+
+def test_a_bad_override_is_refused_like_config_yaml(pipeline_dir):
+    with pytest.raises(ValueError, match=r"segmentation_batch_size=-3: expected an integer >= 1"):
+        load_pipeline(pipeline_dir, segmentation_batch_size=-3)
+
+
+def test_diarize_with_a_bad_config_yaml_says_so_in_one_line_and_writes_nothing(
+        pipeline_dir, tmp_path, capsys):
+    config_file = edited(pipeline_dir, tmp_path, _set("pipeline", "segmentation_batch_size", -3))
+    audio = tmp_path / "a.wav"
+    from scipy.io import wavfile
+
+    wavfile.write(audio, 16000, np.zeros(16000 * 2, np.int16))
+    assert main(["diarize", str(config_file.parent), str(audio), "--output",
+                 str(tmp_path / "out"), "--no-progress"]) == 2
+    line = one_line_error(capsys)
+    assert f"{config_file}: pipeline.params.segmentation_batch_size=-3" in line
+    assert not list((tmp_path / "out").glob("*.rttm"))
+
+
+def test_the_class_export_and_save_refuse_what_config_yaml_refuses(pipeline_dir, tmp_path):
+    from pyannote_wavlm_prune.pipelines import SpeakerDiarization
+
+    pipeline = load_pipeline(pipeline_dir)
+    with pytest.raises(ValueError, match=r"segmentation_batch_size=-3: expected an integer >= 1"):
+        SpeakerDiarization(segmentation=pipeline.segmentation_source,
+                           embedding=pipeline._embedding.model_, segmentation_batch_size=-3)
+    with pytest.raises(ValueError, match=r"segmentation_step=0: expected a number in \(0, 1\]"):
+        export_pipeline(tmp_path / "new", pipeline.segmentation_source, segmentation_step=0,
+                        clustering="OracleClustering")
+    with pytest.raises(ValueError, match=r"threshold=nan: expected a finite number >= 0"):
+        pipeline.instantiate({"clustering": {"threshold": math.nan}})
+    assert not (tmp_path / "new").exists()
+
+
+def test_one_table_lists_the_settings_of_the_class_export_and_the_command_line():
+    """The settings are written once: the class's and export's signatures take exactly the
+    table's names, with its defaults; save passes each; the command line reads its types."""
+    import inspect
+
+    from pyannote_wavlm_prune.pipelines.offline import SpeakerDiarization
+    from pyannote_wavlm_prune.settings import DIARIZATION_OPTIONS, SETTINGS
+
+    pyannote_own = {"segmentation_step", "embedding_exclude_overlap", "der_variant"}
+    ours = inspect.signature(SpeakerDiarization).parameters
+    assert {name for name in ours if name in SETTINGS} == set(SETTINGS) - pyannote_own
+    for name in set(SETTINGS) - pyannote_own:
+        assert ours[name].default == SETTINGS[name].default, name
+    export = inspect.signature(export_pipeline).parameters
+    assert set(SETTINGS) - set(DIARIZATION_OPTIONS) <= set(export)
+    for name in set(SETTINGS) - set(DIARIZATION_OPTIONS):
+        assert export[name].default == SETTINGS[name].default, name
+
+
+# ------------------------------------------------ case 6: import-diarizen's config.toml
+
+
+@pytest.mark.parametrize("table, key, value, message", [
+    ("inference.args", "seg_duration", "0", "[inference.args] seg_duration = 0: expected a "
+                                            "duration > 0"),
+    ("inference.args", "batch_size", "-1", "[inference.args] batch_size = -1: expected an "
+                                           "integer >= 1"),
+    ("inference.args", "segmentation_step", "0", "[inference.args] segmentation_step = 0: "
+                                                 "expected a number in (0, 1]"),
+    ("clustering.args", "Fa", "nan", "[clustering.args] Fa = nan: expected a finite number > 0"),
+    ("model.args", "selected_channel", '"left"', "[model.args] selected_channel = 'left': "
+                                                 "expected an integer >= 0"),
+])
+def test_import_diarizen_refuses_a_config_toml_value_its_pipeline_could_not_run(
+        table, key, value, message, tmp_path):
+    from diarizen_helpers import TINY_BACKEND, TINY_PRUNED, write_hub
+
+    from pyannote_wavlm_prune import import_diarizen
+
+    hub = tmp_path / "hub"
+    write_hub(hub, TINY_PRUNED, backend=TINY_BACKEND, seg_duration=8)
+    lines = (hub / "config.toml").read_text().splitlines()
+    section = lines.index(f"[{table}]")
+    lines = [line for line in lines if not line.startswith(f"{key} =")]
+    lines.insert(section + 1, f"{key} = {value}")
+    (hub / "config.toml").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError) as error:
+        import_diarizen(hub, tmp_path / "pipeline", structure=TINY_PRUNED)
+    assert str(error.value).startswith(f"{hub / 'config.toml'} ")
+    assert message in str(error.value)
+    assert not (tmp_path / "pipeline").exists()
+
+
+class Hostile:
+    def __reduce__(self):
+        return (os.getcwd, ())
+
+
+def test_import_diarizen_refuses_a_hostile_checkpoint_in_one_line(tmp_path, capsys):
+    from diarizen_helpers import TINY_BACKEND, TINY_PRUNED, write_hub
+
+    hub = tmp_path / "hub"
+    write_hub(hub, TINY_PRUNED, backend=TINY_BACKEND, seg_duration=8)
+    torch.save({"weights": Hostile()}, hub / "pytorch_model.bin")
+    structure = tmp_path / "structure.json"
+    structure.write_text(json.dumps(TINY_PRUNED))
+    assert main(["import-diarizen", str(hub), "--output", str(tmp_path / "pipeline"),
+                 "--structure", str(structure)]) == 2
+    line = one_line_error(capsys)
+    assert "posix.getcwd" in line and "refused" in line
+    assert not (tmp_path / "pipeline").exists()
+
+
+# ------------------------------------------------ case 8: speaker counts through the API
+
+
+@pytest.mark.parametrize("counts", [
+    {"num_speakers": float("nan")}, {"num_speakers": -1}, {"num_speakers": "2"},
+    {"num_speakers": 0}, {"num_speakers": 1.5}, {"min_speakers": -2},
+    {"min_speakers": 3, "max_speakers": 2},
+])
+def test_speaker_counts_that_mean_nothing_are_refused_by_the_api(counts, pipeline_dir):
+    pipeline = load_pipeline(pipeline_dir)
+    audio = {"waveform": torch.zeros(1, 16000 * 2), "sample_rate": 16000, "uri": "silence"}
+    name, value = next(iter(counts.items()))
+    with pytest.raises(ValueError, match=f"{name}={value!r}"):
+        pipeline(audio, **counts)
+
+
+def test_numpy_speaker_counts_are_counts(pipeline_dir):
+    pipeline = load_pipeline(pipeline_dir)
+    audio = {"waveform": 0.1 * torch.randn(1, 16000 * 2), "sample_rate": 16000, "uri": "noise"}
+    output = pipeline(audio, num_speakers=np.int64(2))
+    assert len(output.speaker_diarization.labels()) <= 2
