@@ -255,3 +255,59 @@ def test_numpy_speaker_counts_are_counts(pipeline_dir):
     audio = {"waveform": 0.1 * torch.randn(1, 16000 * 2), "sample_rate": 16000, "uri": "noise"}
     output = pipeline(audio, num_speakers=np.int64(2))
     assert len(output.speaker_diarization.labels()) <= 2
+
+
+# ------------------------------------------------ case 5: a checkpoint's hyper-parameters
+
+
+@pytest.fixture
+def checkpoint_with(tmp_path):
+    """A tiny WavLMSegmentation checkpoint whose hyper-parameter wavlm= is replaced."""
+    from pyannote_wavlm_prune.models.checkpoint import save_checkpoint
+
+    path = save_checkpoint(tiny_model(), tmp_path / "model.ckpt")
+
+    def rewrite(wavlm):
+        checkpoint = torch.load(path, weights_only=False)
+        checkpoint["hyper_parameters"]["wavlm"] = wavlm
+        torch.save(checkpoint, path)
+        return path
+    return rewrite
+
+
+def test_a_front_end_far_beyond_the_published_sizes_is_refused_before_allocation(
+        checkpoint_with, monkeypatch):
+    from transformers import WavLMConfig
+
+    from pyannote_wavlm_prune.models.loading import load_model
+    from pyannote_wavlm_prune.wavlm import frontend
+
+    huge = WavLMConfig(num_hidden_layers=64, hidden_size=8192, num_attention_heads=64,
+                       intermediate_size=32768).to_dict()
+    path = checkpoint_with(huge)
+
+    def allocate(*args, **kwargs):
+        raise AssertionError("the front end was allocated")
+
+    monkeypatch.setattr(frontend.WavLMFrontEnd, "__init__", allocate)
+    with pytest.raises(ValueError, match=r"about 52,085 M parameters \(64 layers of width "
+                                         r"8192.*more than 4 times WavLM Large's 315 M"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("outside", ["some/hub-repo", "directory"])
+def test_a_front_end_named_inside_a_checkpoint_is_not_followed_unless_trusted(
+        outside, checkpoint_with, tmp_path):
+    from transformers import WavLMConfig, WavLMModel
+
+    from pyannote_wavlm_prune.models.loading import UntrustedCheckpointError, load_model
+
+    if outside == "directory":
+        outside = str(tmp_path / "wavlm")
+        WavLMModel(WavLMConfig(**{**tiny_model().hparams.wavlm})).save_pretrained(outside)
+    path = checkpoint_with(outside)
+    with pytest.raises(UntrustedCheckpointError,
+                       match=f"names its front end wavlm={outside!r}, a hub name or a path"):
+        load_model(path)
+    if outside.startswith("/"):  # a trusted file's directory is read
+        assert load_model(path, trusted=True).frontend.num_layers == 2

@@ -266,7 +266,9 @@ def _load_checkpoint(model: str | os.PathLike | Mapping, role: str, strict: bool
 
         check_dependencies({"pyannote.audio": block["versions"]["pyannote.audio"]}, "Model")
         module_name, class_name = block["architecture"]["module"], block["architecture"]["class"]
-    except (KeyError, TypeError) as error:
+        hyper_parameters = checkpoint.get("hyper_parameters") or {}
+        front_end = hyper_parameters.get("wavlm") if isinstance(hyper_parameters, dict) else None
+    except (KeyError, TypeError, AttributeError) as error:
         raise ValueError(f"{role} {source} is not a pyannote checkpoint (no 'pyannote.audio' "
                          f"block naming its class: {error}).") from error
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
@@ -279,6 +281,14 @@ def _load_checkpoint(model: str | os.PathLike | Mapping, role: str, strict: bool
             f"{_checkpoint(role, source)} names class {module_name}.{class_name}, from neither "
             f"pyannote.audio nor pyannote-wavlm-prune: refused (importing it runs its module); "
             f"{TRUST_HINT}.")
+    if not (checkpoints_trusted() if trusted is None else trusted) and isinstance(
+            front_end, (str, os.PathLike)):
+        # this project saves the front end's config itself: a name or a path would make
+        # loading read a directory outside the checkpoint, or download from the hub
+        raise UntrustedCheckpointError(
+            f"{_checkpoint(role, source)} names its front end wavlm={str(front_end)!r}, a hub "
+            "name or a path rather than the config itself: refused, as loading it would read "
+            f"or download what it names; {TRUST_HINT}.")
     try:
         Klass = getattr(import_module(module_name), class_name)
     except (ImportError, AttributeError) as error:

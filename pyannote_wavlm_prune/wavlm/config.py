@@ -27,14 +27,70 @@ EXPECTED = ("a WavLM, HuBERT or wav2vec 2.0 config (model_type "
             + ", ".join(repr(name) for name in ARCHITECTURES) + ")")
 
 
+# WavLM Large's parameters (the largest family DiariZen and Microsoft publish): 315 M. A
+# config asking for more than `SIZE_LIMIT` times as many is refused before anything is
+# allocated: a checkpoint's hyper-parameters are data, and 64 layers of width 8192 would
+# allocate until memory runs out.
+LARGEST_PUBLISHED_PARAMS = 315_000_000
+SIZE_LIMIT = 4
+
+
+def estimated_params(config: Mapping[str, Any]) -> int:
+    """About how many parameters a front end of `config` (a config dict) holds: its CNN,
+    feature projection, positional convolution and transformer layers (norms and biases
+    left out), computed from the sizes alone."""
+    def size(key: str, default: Any) -> Any:
+        value = config.get(key, default)
+        return value if value is not None else default
+
+    channels = [1, *size("conv_dim", (512,) * 7)]
+    kernels = size("conv_kernel", (10, 3, 3, 3, 3, 2, 2))
+    hidden, ffn = size("hidden_size", 768), size("intermediate_size", 3072)
+    groups = max(1, size("num_conv_pos_embedding_groups", 16))
+    cnn = sum(int(c_in) * int(c_out) * int(k)
+              for c_in, c_out, k in zip(channels, channels[1:], kernels))
+    layer = 4 * hidden * hidden + 2 * hidden * ffn
+    positional = hidden * (hidden // groups) * size("num_conv_pos_embeddings", 128)
+    return int(cnn + channels[-1] * hidden + positional
+               + size("num_hidden_layers", 12) * layer)
+
+
+def check_front_end_size(config: Mapping[str, Any], origin: str) -> None:
+    """Raise a ValueError, before any allocation, for sizes that are not positive integers or
+    add up to more than `SIZE_LIMIT` times WavLM Large's parameters."""
+    for key in ("hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "num_conv_pos_embeddings", "num_conv_pos_embedding_groups"):
+        value = config.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 1):
+            raise ValueError(f"{origin} has {key}={value!r}: expected a positive integer.")
+    for key in ("conv_dim", "conv_kernel", "conv_stride"):
+        values = config.get(key)
+        if values is not None and (not isinstance(values, (list, tuple)) or not values or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in values)):
+            raise ValueError(f"{origin} has {key}={values!r}: expected a list of positive "
+                             "integers.")
+    params = estimated_params(config)
+    if params > SIZE_LIMIT * LARGEST_PUBLISHED_PARAMS:
+        raise ValueError(
+            f"{origin} asks for a front end of about {params / 1e6:,.0f} M parameters "
+            f"({config.get('num_hidden_layers')} layers of width {config.get('hidden_size')}, "
+            f"FFN {config.get('intermediate_size')}): more than {SIZE_LIMIT} times WavLM "
+            f"Large's {LARGEST_PUBLISHED_PARAMS / 1e6:.0f} M, the largest published family. "
+            "Refused before allocating it: expected a config of a published size (WavLM, "
+            "HuBERT or wav2vec 2.0 Base or Large, or smaller).")
+
+
 def _checked_config(config: PretrainedConfig | Mapping[str, Any], origin: str) -> PretrainedConfig:
     """The config (a copy) with the front-end overrides, or a ValueError if no family takes it."""
     if isinstance(config, Mapping):
         model_type = config.get("model_type", "wavlm")
         if model_type not in ARCHITECTURES:
             raise ValueError(f"{origin} is a {model_type!r} config, expected {EXPECTED}.")
+        check_front_end_size(config, origin)
         config = ARCHITECTURES[model_type].config_class.from_dict(dict(config))
     else:
+        check_front_end_size(config.to_dict(), origin)
         architecture = ARCHITECTURES.get(getattr(config, "model_type", None))
         if architecture is None or not isinstance(config, architecture.config_class):
             raise ValueError(
