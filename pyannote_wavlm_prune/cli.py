@@ -27,7 +27,7 @@ import traceback
 
 from . import console, interrupts
 from .commands.arguments import ArgumentParser, HelpFormatter, check_paths
-from .files import NotWritableError
+from .files import LockedError, NotWritableError
 
 # sub-command: (module of pyannote_wavlm_prune.commands, one-line help)
 COMMANDS = {
@@ -51,7 +51,7 @@ COMMANDS = {
 
 # what a user's mistake raises (a bug raises anything else, and keeps its traceback)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError, NotWritableError)
+               IsADirectoryError, PermissionError, NotWritableError, LockedError)
 DEBUG_VARIABLE = "PYANNOTE_WAVLM_PRUNE_DEBUG"
 # options of the sub-commands that name an input file or directory (or a hub name "org/name")
 INPUT_OPTIONS = ("--teacher", "--student", "--model", "--segmentation", "--embedding", "--plda",

@@ -19,7 +19,9 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -308,3 +310,37 @@ def _place(staging: Path, directory: Path, overwrite: bool,
             raise
         if retired is not None:
             shutil.rmtree(retired)
+
+
+class LockedError(OSError):
+    """What another run holds (an exclusive lock on an output)."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file `path` (made if missing) while inside, or raise
+    LockedError naming the holder (its pid, host and start, which it writes there)
+
+    The operating system's lock (flock) is released when its holder
+    ends, however it ends: a lock left by a run that crashed or was killed is stale and is
+    taken over, never mistaken for a live one. The file stays (removing it would let two runs
+    lock two different files).
+    """
+    path = Path(path)
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
+    try:
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            with open(path, errors="replace") as file:
+                holder = " ".join(file.read().split())[:200] or "a process that wrote nothing"
+            raise LockedError(f"{what} is in use by another run ({holder}): expected one run "
+                              "at a time; wait for it to end, or choose another output.") \
+                from None
+        started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n"
+                 .encode())
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock

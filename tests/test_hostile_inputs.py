@@ -311,3 +311,83 @@ def test_a_front_end_named_inside_a_checkpoint_is_not_followed_unless_trusted(
         load_model(path)
     if outside.startswith("/"):  # a trusted file's directory is read
         assert load_model(path, trusted=True).frontend.num_layers == 2
+
+
+# ------------------------------------------------ cases 1, 3, 4: diarize runs that meet
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    from scipy.io import wavfile
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "audio"
+    root.mkdir()
+    for name in ("a", "b"):
+        wavfile.write(root / f"{name}.wav", 16000, (3000 * rng.standard_normal(32000))
+                      .astype(np.int16))
+    return root
+
+
+def diarize(*argv) -> int:
+    return main(["diarize", *map(str, argv), "--no-progress"])
+
+
+def test_a_second_diarize_run_into_a_locked_output_is_refused_naming_the_first(
+        pipeline_dir, two_files, tmp_path, capsys):
+    from pyannote_wavlm_prune.commands.diarize import LOCK
+    from pyannote_wavlm_prune.files import exclusive_lock
+
+    output = tmp_path / "out"
+    output.mkdir()
+    with exclusive_lock(output / LOCK, "the first run"):  # a run in progress holds it
+        assert diarize(pipeline_dir, two_files, "--output", output, "--num-speakers", 2) == 2
+        line = one_line_error(capsys)
+        assert f"--output {output} is in use by another run (pid {os.getpid()} on " in line
+        assert not list(output.glob("*.rttm")) and not (output / "diarize-options.json").exists()
+    # released: the same command runs
+    assert diarize(pipeline_dir, two_files, "--output", output, "--num-speakers", 2) == 0
+    assert sorted(path.name for path in output.glob("*.rttm")) == ["a.rttm", "b.rttm"]
+
+
+def test_a_lock_left_by_a_run_that_died_is_stale_and_taken_over(pipeline_dir, two_files,
+                                                                tmp_path):
+    from pyannote_wavlm_prune.commands.diarize import LOCK
+
+    output = tmp_path / "out"
+    output.mkdir()
+    # a run killed with SIGKILL: its lock file stays, its lock went with it
+    code = (f"import fcntl, os; d = os.open({str(output / LOCK)!r}, os.O_RDWR | os.O_CREAT); "
+            "fcntl.flock(d, fcntl.LOCK_EX); os.write(d, b'pid %d' % os.getpid()); os.kill("
+            "os.getpid(), 9)")
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -9
+    assert (output / LOCK).read_text().startswith("pid ")
+    assert diarize(pipeline_dir, two_files, "--output", output) == 0
+    assert (output / LOCK).read_text().startswith(f"pid {os.getpid()} ")
+
+
+def test_an_output_inside_the_pipeline_directory_named_by_its_config_yaml_is_refused(
+        pipeline_dir, two_files, tmp_path, capsys):
+    pipeline = tmp_path / "pipeline"
+    shutil.copytree(pipeline_dir, pipeline)
+    before = sorted(path.name for path in pipeline.rglob("*"))
+    assert diarize(pipeline / "config.yaml", two_files, "--output", pipeline / "rttm") == 2
+    line = one_line_error(capsys)
+    assert f"{pipeline / 'rttm'}" in line and "the pipeline" in line
+    assert sorted(path.name for path in pipeline.rglob("*")) == before
+
+
+@pytest.mark.parametrize("content", ['{"pipeline": {"pa', "null", "[1, 2]"])
+def test_a_corrupt_options_record_is_named_and_overwrite_replaces_it(
+        content, pipeline_dir, two_files, tmp_path, capsys):
+    output = tmp_path / "out"
+    assert diarize(pipeline_dir, two_files, "--output", output) == 0
+    record = output / "diarize-options.json"
+    recorded = json.loads(record.read_text())
+    record.write_text(content)
+    assert diarize(pipeline_dir, two_files, "--output", output) == 2
+    line = one_line_error(capsys)
+    assert f"corrupt {record}" in line and "--overwrite" in line
+    assert diarize(pipeline_dir, two_files, "--output", output, "--overwrite") == 0
+    assert json.loads(record.read_text()) == recorded
+    assert sorted(path.name for path in output.glob("*.rttm")) == ["a.rttm", "b.rttm"]

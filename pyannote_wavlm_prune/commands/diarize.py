@@ -11,10 +11,14 @@ exit status is 1 if any failed.
 from __future__ import annotations
 
 import argparse
+import contextlib
+from collections.abc import Iterator
 
 from .arguments import add_input, add_output, add_trust_argument, positive_int
 
 RECORD = "diarize-options.json"
+# held by the run writing into an output (`locked_output`)
+LOCK = ".diarize.lock"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -119,10 +123,19 @@ def prepare_output(output, options: dict, files, overwrite: bool) -> None:
     if not existing:
         return
     if record.is_file():
-        changes = differences(json.loads(record.read_text()), options)
-        if not changes:
-            return
-        problem = f"a diarize run with other options ({'; '.join(changes)})"
+        try:
+            recorded = json.loads(record.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+            recorded = f"unreadable: {' '.join(str(error).split())}"
+        if isinstance(recorded, dict):
+            changes = differences(recorded, options)
+            if not changes:
+                return
+            problem = f"a diarize run with other options ({'; '.join(changes)})"
+        else:  # truncated, null, a list: it says nothing of how the outputs were made
+            problem = (f"{existing[0].relative_to(output)} beside a corrupt {record} "
+                       f"({recorded if isinstance(recorded, str) else json.dumps(recorded)}"
+                       "; expected the options of the run)")
     else:
         problem = (f"{existing[0].relative_to(output)} but no {RECORD} saying how it was "
                    "made")
@@ -138,6 +151,26 @@ def prepare_output(output, options: dict, files, overwrite: bool) -> None:
             "(--overwrite replaces the outputs of the files given, and only those).")
     for path in existing:
         path.unlink()
+
+
+@contextlib.contextmanager
+def locked_output(output) -> Iterator[None]:
+    """`output` (made if missing) locked for this run alone (`files.exclusive_lock`): a second
+    run into it is refused naming the first; a run that crashed holds nothing. A directory
+    made here is removed again if the run leaves nothing in it."""
+    from ..files import exclusive_lock
+
+    made = not output.exists()
+    output.mkdir(parents=True, exist_ok=True)
+    lock = output / LOCK
+    with exclusive_lock(lock, f"--output {output}"):
+        try:
+            yield
+        except BaseException:
+            if made and [path.name for path in output.iterdir()] == [LOCK]:
+                lock.unlink()
+                output.rmdir()
+            raise
 
 
 def run(args: argparse.Namespace) -> int:
@@ -161,7 +194,10 @@ def run(args: argparse.Namespace) -> int:
                          "pipeline directory, as export, optimize and import-diarizen write "
                          "(export makes one of a segmentation checkpoint).")
     output = Path(args.output)
-    inputs = [("the pipeline", args.pipeline), *((f"input {path}", path) for path in args.inputs),
+    # the directory, not its config.yaml: the run's record describes every file in it
+    pipeline_directory = pipeline_path.parent if pipeline_path.is_file() else pipeline_path
+    inputs = [("the pipeline", pipeline_directory),
+              *((f"input {path}", path) for path in args.inputs),
               *((f"--list {path}", path) for path in args.lists)]
     check_output_location(output, inputs)
     if output.exists() and not output.is_dir():
@@ -183,22 +219,22 @@ def run(args: argparse.Namespace) -> int:
             # each one: a link below the output may lead into an input directory
             check_output_location(target, inputs)
     device = resolve_device(args.device)
-    options = {"pipeline": describe_pipeline(pipeline_path), "num_speakers": args.num_speakers,
-               "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
-    prepare_output(output, options, files, args.overwrite)
+    with locked_output(output):  # one run at a time writes into an output
+        options = {"pipeline": describe_pipeline(pipeline_path), "num_speakers": args.num_speakers,
+                   "min_speakers": args.min_speakers, "max_speakers": args.max_speakers}
+        prepare_output(output, options, files, args.overwrite)
 
-    from ..pipelines import load_pipeline
+        from ..pipelines import load_pipeline
 
-    pipeline = load_pipeline(pipeline_path).to(device)
-    output.mkdir(parents=True, exist_ok=True)
-    write_json_atomically(record, options)
-    done = diarize_files(pipeline, files, output, with_json=args.json, overwrite=args.overwrite,
-                         progress=not args.no_progress, num_speakers=args.num_speakers,
-                         min_speakers=args.min_speakers, max_speakers=args.max_speakers)
-    for audio, error in done.failed:
-        if console.details():  # --debug
-            traceback.print_exception(error, file=sys.stderr)
-        print(f"pyannote-wavlm-prune diarize: failed: {describe_failure(audio, error)}",
-              file=sys.stderr)
-    print(f"{output}: {done.summary()}")
-    return 1 if done.failed else 0
+        pipeline = load_pipeline(pipeline_path).to(device)
+        write_json_atomically(record, options)
+        done = diarize_files(pipeline, files, output, with_json=args.json, overwrite=args.overwrite,
+                             progress=not args.no_progress, num_speakers=args.num_speakers,
+                             min_speakers=args.min_speakers, max_speakers=args.max_speakers)
+        for audio, error in done.failed:
+            if console.details():  # --debug
+                traceback.print_exception(error, file=sys.stderr)
+            print(f"pyannote-wavlm-prune diarize: failed: {describe_failure(audio, error)}",
+                  file=sys.stderr)
+        print(f"{output}: {done.summary()}")
+        return 1 if done.failed else 0
