@@ -391,3 +391,64 @@ def test_a_corrupt_options_record_is_named_and_overwrite_replaces_it(
     assert diarize(pipeline_dir, two_files, "--output", output, "--overwrite") == 0
     assert json.loads(record.read_text()) == recorded
     assert sorted(path.name for path in output.glob("*.rttm")) == ["a.rttm", "b.rttm"]
+
+
+# ------------------------------------------------ case 9: training references
+
+
+def write_corpus(root, train_rttm: str, uem: str = "one 1 0.000 2.000\ntwo 1 0.000 2.000\n"):
+    """A two-file protocol (2 s of noise each): database.yml, lists, RTTM, UEM."""
+    from scipy.io import wavfile
+
+    rng = np.random.default_rng(1)
+    (root / "audio").mkdir(parents=True)
+    for uri in ("one", "two"):
+        wavfile.write(root / "audio" / f"{uri}.wav", 16000,
+                      (3000 * rng.standard_normal(32000)).astype(np.int16))
+    (root / "train.lst").write_text("one\ntwo\n")
+    (root / "train.rttm").write_text(train_rttm)
+    (root / "train.uem").write_text(uem)
+    subset = {"uri": "train.lst", "annotation": "train.rttm", "annotated": "train.uem"}
+    database = {"Databases": {"Tiny": "audio/{uri}.wav"},
+                "Protocols": {"Tiny": {"SpeakerDiarization": {"bad": {
+                    "train": subset, "development": subset}}}}}
+    (root / "database.yml").write_text(yaml.safe_dump(database))
+    return root / "database.yml"
+
+
+GOOD = "SPEAKER one 1 0.000 1.000 <NA> <NA> A <NA> <NA>\n" \
+       "SPEAKER two 1 0.500 1.500 <NA> <NA> B <NA> <NA>\n"
+
+
+@pytest.mark.parametrize("line, problem", [
+    ("SPEAKER two 1 -1.000 1.000 <NA> <NA> A <NA> <NA>", "start -1.000, expected a finite time"),
+    ("SPEAKER two 1 0.200 -0.500 <NA> <NA> A <NA> <NA>", "duration -0.500, expected a finite "
+                                                         "duration > 0"),
+    ("SPEAKER two 1 nan 1.000 <NA> <NA> A <NA> <NA>", "start nan, expected a finite time"),
+    ("SPEAKER two 1 1.000 500.000 <NA> <NA> A <NA> <NA>", "the turn ends at 501 s, after the "
+                                                          "audio (2 s)"),
+    ("SPEAKER two 1 0.500 1.500 <NA> <NA> B <NA> <NA>", "repeats line 2"),
+])
+def test_train_refuses_bad_reference_turns_naming_the_file_and_line(line, problem, tmp_path,
+                                                                   capsys):
+    database = write_corpus(tmp_path / "corpus", GOOD + line + "\n")
+    assert main(["train", "--protocol", "Tiny.SpeakerDiarization.bad", "--database",
+                 str(database), "--output", str(tmp_path / "stage"), "--wavlm", "preset:tiny",
+                 "--max-epochs", "1", "--limit-train-batches", "1", "--limit-val-batches", "1",
+                 "--no-progress"]) == 2
+    text = one_line_error(capsys)
+    assert f"two: {tmp_path / 'corpus' / 'train.rttm'} line 3: {problem}" in text
+    assert not (tmp_path / "stage" / "model.ckpt").exists()
+
+
+def test_a_uem_past_the_file_s_end_is_named(tmp_path):
+    from pyannote_wavlm_prune.data.protocols import get_protocol
+    from pyannote_wavlm_prune.data.references import check_references
+
+    uem = "one 1 0.000 2.000\ntwo 1 0.000 9.000\n"
+    protocol = get_protocol(write_corpus(tmp_path / "corpus", GOOD, uem))
+    with pytest.raises(ValueError, match=f"two: {tmp_path / 'corpus' / 'train.uem'} line 2: "
+                                         r"the region ends at 9 s, after the audio \(2 s\)"):
+        check_references(protocol)
+    (tmp_path / "corpus" / "train.uem").write_text("one 1 0.000 2.000\ntwo 1 0.000 2.000\n")
+    check_references(protocol)  # the good ones pass

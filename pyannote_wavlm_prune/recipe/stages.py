@@ -24,6 +24,7 @@ from typing import Any, Literal
 
 from pyannote.database import Protocol
 
+from ..data.references import check_references
 from ..files import write_json_atomically
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model, unpickling
@@ -138,6 +139,8 @@ Restart = bool | Literal["changed"]
 def _fit(model, directory: Path, monitor: str, budget: Budget, minimum: tuple[str, float] | None = None,
          start_epoch: int = 0, callbacks: list | None = None, progress: bool = True) -> list[Path]:
     """Train `model` (resuming from `directory`/checkpoints/last.ckpt); return the selected epochs."""
+    # bad turns would be trained on silently (pyannote.database takes an RTTM as it comes)
+    check_references(model.task.protocol)
     checkpoints = directory / "checkpoints"
     callbacks = [KeepBestCheckpoints(checkpoints, monitor=monitor, k=budget.k, minimum=minimum),
                  *(callbacks or [])]
