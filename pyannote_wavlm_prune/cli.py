@@ -22,8 +22,12 @@ import argparse
 import contextlib
 import importlib
 import os
+import pickle
 import sys
 import traceback
+import zipfile
+
+import yaml
 
 from . import console, interrupts
 from .commands.arguments import ArgumentParser, HelpFormatter, check_paths
@@ -49,9 +53,11 @@ COMMANDS = {
 }
 
 
-# what a user's mistake raises (a bug raises anything else, and keeps its traceback)
+# what a user's mistake raises (a bug raises anything else, and keeps its traceback): bad
+# values, paths, and files that cannot be read as what they should be (YAML, pickles, zips)
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-               IsADirectoryError, PermissionError, NotWritableError, LockedError)
+               IsADirectoryError, PermissionError, NotWritableError, LockedError,
+               yaml.YAMLError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile)
 DEBUG_VARIABLE = "PYANNOTE_WAVLM_PRUNE_DEBUG"
 # options of the sub-commands that name an input file or directory (or a hub name "org/name")
 INPUT_OPTIONS = ("--teacher", "--student", "--model", "--segmentation", "--embedding", "--plda",

@@ -452,3 +452,69 @@ def test_a_uem_past_the_file_s_end_is_named(tmp_path):
         check_references(protocol)
     (tmp_path / "corpus" / "train.uem").write_text("one 1 0.000 2.000\ntwo 1 0.000 2.000\n")
     check_references(protocol)  # the good ones pass
+
+
+# ------------------------------------------------ case 10: every command, bad inputs, one line
+
+
+BAD_COMMAND_LINES = [
+    ["quickstart", "--output", "qs", "--data", "notacorpus"],
+    ["simulate", "sim", "--source", "emptydir"],
+    ["train", "--protocol", "X.SpeakerDiarization.y", "--database", "bad.yaml", "--output", "t"],
+    ["train", "--protocol", "X.SpeakerDiarization.y", "--database", "list.yaml", "--output", "t"],
+    ["prune", "--protocol", "X.SpeakerDiarization.y", "--database", "bad.yaml", "--teacher",
+     "bad.ckpt", "--output", "p"],
+    ["distill", "--protocol", "X.SpeakerDiarization.y", "--database", "list.yaml", "--teacher",
+     "bad.ckpt", "--student", "bad.ckpt", "--output", "d"],
+    ["finetune", "--protocol", "X.SpeakerDiarization.y", "--database", "notprotocols.yml",
+     "--model", "bad.ckpt", "--output", "f"],
+    ["average", "bad.ckpt", "bad.ckpt", "--output", "avg.ckpt"],
+    ["recipe", "bad.yaml"],
+    ["export", "--output", "e", "--segmentation", "bad.ckpt"],
+    ["export", "--output", "e", "--segmentation", "bad.ckpt", "--params", "bad.yaml"],
+    ["import-diarizen", "emptydir", "--output", "i"],
+    ["optimize", "pipe", "--protocol", "X.SpeakerDiarization.y", "--database", "list.yaml",
+     "--output", "o"],
+    ["diarize", "pipe", "a.wav", "--output", "dz"],
+    ["diarize", "emptydir", "--list", "latin1.txt", "--output", "dz"],
+    ["evaluate", "pipe", "--protocol", "X.SpeakerDiarization.y", "--database", "bad.yaml"],
+    ["bench", "bad.ckpt"],
+    ["export-onnx", "bad.ckpt", "--output", "x.onnx"],
+]
+
+
+def test_every_command_line_given_bad_inputs_says_so_in_one_line_without_a_traceback(
+        tmp_path, monkeypatch, capsys):
+    from pyannote_wavlm_prune.cli import COMMANDS
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("not: [valid")
+    (tmp_path / "list.yaml").write_text("- 1\n")
+    (tmp_path / "notprotocols.yml").write_text("Protocols: [1]\n")
+    (tmp_path / "bad.ckpt").write_bytes(b"garbage bytes \x00\x01")
+    (tmp_path / "a.wav").write_bytes(b"x")
+    (tmp_path / "latin1.txt").write_bytes("caf\xe9.wav\n".encode("latin-1"))
+    (tmp_path / "emptydir").mkdir()
+    (tmp_path / "notacorpus").mkdir()
+    (tmp_path / "notacorpus" / "database.yml").write_text("x: 1\n")
+    (tmp_path / "pipe").mkdir()
+    (tmp_path / "pipe" / "config.yaml").write_text(
+        "pipeline: {name: pyannote_wavlm_prune.pipelines.SpeakerDiarization, params: "
+        "{segmentation: $model/segmentation, segmentation_step: abc}}\nparams: {}\n")
+    assert {argv[0] for argv in BAD_COMMAND_LINES} == set(COMMANDS)
+    for argv in BAD_COMMAND_LINES:
+        assert main(argv) == 2, argv
+        line = one_line_error(capsys)
+        assert line.startswith(f"pyannote-wavlm-prune {argv[0]}: error: "), line
+        # the file at fault is named
+        named = [token for token in argv[1:] if os.path.exists(token) and token not in (
+            "emptydir",)]
+        assert not named or any(name in line for name in named), (argv, line)
+
+
+def test_debug_shows_the_traceback_of_a_user_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "bad.yaml").write_text("not: [valid")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        main(["--debug", "train", "--protocol", "X.SpeakerDiarization.y", "--database",
+              "bad.yaml", "--output", "t"])

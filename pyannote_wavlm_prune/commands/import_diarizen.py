@@ -36,12 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from ..importers.diarizen import import_diarizen
 
-    try:
-        directory = import_diarizen(args.src, args.output, embedding=args.embedding,
-                                    structure=args.structure,
-                                    embedding_runtime=args.embedding_runtime,
-                                    pipeline=args.pipeline)
-    except (FileExistsError, FileNotFoundError, NotADirectoryError, ValueError) as error:
-        raise SystemExit(f"import-diarizen: {error}") from error
+    directory = import_diarizen(args.src, args.output, embedding=args.embedding,
+                                structure=args.structure, embedding_runtime=args.embedding_runtime,
+                                pipeline=args.pipeline)
     print(f"pipeline written to {directory}")
     return 0

@@ -17,13 +17,26 @@ import yaml
 
 def protocol_names(database_yml: str | os.PathLike) -> list[str]:
     """Full names ("Database.Task.name") of the protocols a database.yml defines."""
-    with open(database_yml) as f:
-        content = yaml.safe_load(f) or {}
+    try:
+        with open(database_yml) as f:
+            content = yaml.safe_load(f) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as error:
+        raise ValueError(f"{database_yml} is not valid YAML ({' '.join(str(error).split())}): "
+                         "expected a pyannote.database database.yml.") from None
+    expected = ("expected a pyannote.database database.yml (Protocols: DATABASE: TASK: "
+                "PROTOCOL: subsets)")
+    protocols = content.get("Protocols") if isinstance(content, dict) else None
+    if not isinstance(content, dict) or not isinstance(protocols or {}, dict) or any(
+            not isinstance(tasks or {}, dict) or any(not isinstance(names or {}, dict)
+                                                     for names in (tasks or {}).values())
+            for tasks in (protocols or {}).values()):
+        raise ValueError(f"{database_yml} holds {type(content).__name__} content that is not "
+                         f"a database.yml: {expected}.")
     return [
         f"{database}.{task}.{protocol}"
-        for database, tasks in (content.get("Protocols") or {}).items()
-        for task, protocols in (tasks or {}).items()
-        for protocol in (protocols or {})
+        for database, tasks in (protocols or {}).items()
+        for task, names in (tasks or {}).items()
+        for protocol in (names or {})
     ]
 
 

@@ -98,8 +98,14 @@ def read_list(list_file: str | os.PathLike) -> list[Path]:
     if not list_file.is_file():
         raise FileNotFoundError(f"--list {list_file} is not a file: expected a text file "
                                 "with one audio file or directory a line.")
+    try:
+        text = list_file.read_text()
+    except UnicodeDecodeError as error:
+        raise ValueError(f"--list {list_file} is not text ({error.reason} at byte "
+                         f"{error.start}): expected a text file with one audio file or "
+                         "directory a line.") from None
     paths = []
-    for number, line in enumerate(list_file.read_text().splitlines(), start=1):
+    for number, line in enumerate(text.splitlines(), start=1):
         entry = line.strip()
         if not entry or entry.startswith("#"):
             continue
