@@ -198,7 +198,8 @@ BAD_VALUES = {
         "argument --max-steps: expected a positive integer or -1, got '0'"),
     "zero segmentation step": (
         ["export", "--segmentation", "model.ckpt", "--output", "deploy", "--segmentation-step", "0"],
-        "argument --segmentation-step: expected a number in (0, 1], got '0'"),
+        "argument --segmentation-step: expected a number in (0, 1] (the sliding window's step, "
+        "as a share of its duration), got '0'"),
     "zero repeats": (["bench", "model.ckpt", "--repeats", "0"],
                      "argument --repeats: expected a positive integer, got '0'"),
     "negative collar": (["evaluate", "pipeline", *DATABASE, "--collar", "-0.25"],

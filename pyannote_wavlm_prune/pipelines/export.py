@@ -244,8 +244,11 @@ def export_pipeline(
         "der_variant": None if der_variant is None else dict(der_variant),
         "segmentation_runtime": segmentation_runtime, "embedding_runtime": embedding_runtime,
         "chunkwise_embeddings": chunkwise_embeddings,
-        **_plain(check_settings(diarization_options or {}, "diarization_options"))},
-        "export_pipeline")
+        **_plain(dict(diarization_options or {}))}, "export_pipeline")
+    others = sorted(set(diarization_options or {}) - set(DIARIZATION_OPTIONS))
+    if others:
+        raise ValueError(f"diarization_options has keys {others}: expected some of "
+                         f"{list(DIARIZATION_OPTIONS)} (the others are arguments of their own).")
     if params is not None:
         check_hyper_parameters(_plain(params), "export_pipeline", prefix="params.")
 
