@@ -318,29 +318,47 @@ class LockedError(OSError):
 
 @contextlib.contextmanager
 def exclusive_lock(path: str | os.PathLike, what: str) -> Iterator[None]:
-    """Hold an exclusive lock on the file `path` (made if missing) while inside, or raise
-    LockedError naming the holder (its pid, host and start, which it writes there)
+    """Hold an exclusive lock on the file `path` (made if missing, removed at the end) while
+    inside, or raise LockedError naming the holder (its pid, host and start, written there)
 
-    The operating system's lock (flock) is released when its holder
-    ends, however it ends: a lock left by a run that crashed or was killed is stale and is
-    taken over, never mistaken for a live one. The file stays (removing it would let two runs
-    lock two different files).
+    The operating system's lock (flock) is released when its holder ends, however it ends: a
+    lock file left by a run that crashed or was killed is stale, and is taken over, never
+    mistaken for a live one. A lock taken on a file that its holder removed meanwhile is
+    no lock: it is checked to be the file at `path` still, else taken again.
     """
     path = Path(path)
-    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
-    try:
+    for _ in range(10):
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT, default_mode())
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
-            with open(path, errors="replace") as file:
-                holder = " ".join(file.read().split())[:200] or "a process that wrote nothing"
-            raise LockedError(f"{what} is in use by another run ({holder}): expected one run "
-                              "at a time; wait for it to end, or choose another output.") \
-                from None
+            os.close(descriptor)
+            try:
+                with open(path, errors="replace") as file:
+                    holder = " ".join(file.read().split())[:200]
+            except OSError:
+                holder = ""
+            raise LockedError(f"{what} is in use by another run ({holder or 'starting'}): "
+                              "expected one run at a time; wait for it to end, or choose "
+                              "another output.") from None
+        if _identity(path) == _descriptor_identity(descriptor):
+            break
+        os.close(descriptor)  # the holder removed it as we locked it: take the new one
+    else:
+        raise LockedError(f"{what}: its lock file {path} keeps changing: expected one run at a "
+                          "time.")
+    try:
         started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
         os.ftruncate(descriptor, 0)
         os.write(descriptor, f"pid {os.getpid()} on {socket.gethostname()} since {started}\n"
                  .encode())
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # while still locked: the next run makes a new one
         os.close(descriptor)  # releases the lock
+
+
+def _descriptor_identity(descriptor: int) -> tuple[int, int]:
+    status = os.fstat(descriptor)
+    return status.st_dev, status.st_ino

@@ -157,20 +157,18 @@ def prepare_output(output, options: dict, files, overwrite: bool) -> None:
 def locked_output(output) -> Iterator[None]:
     """`output` (made if missing) locked for this run alone (`files.exclusive_lock`): a second
     run into it is refused naming the first; a run that crashed holds nothing. A directory
-    made here is removed again if the run leaves nothing in it."""
+    made here is removed again if the run leaves nothing in it (the lock file goes at the
+    end of the run)."""
     from ..files import exclusive_lock
 
     made = not output.exists()
     output.mkdir(parents=True, exist_ok=True)
-    lock = output / LOCK
-    with exclusive_lock(lock, f"--output {output}"):
-        try:
+    try:
+        with exclusive_lock(output / LOCK, f"--output {output}"):
             yield
-        except BaseException:
-            if made and [path.name for path in output.iterdir()] == [LOCK]:
-                lock.unlink()
-                output.rmdir()
-            raise
+    finally:
+        if made and not any(output.iterdir()):
+            output.rmdir()
 
 
 def run(args: argparse.Namespace) -> int:
