@@ -205,7 +205,8 @@ def test_export_refuses_a_non_empty_directory_unless_asked(tmp_path, pruned):
 
 
 def test_export_with_unknown_parameters_writes_nothing(tmp_path, pruned):
-    with pytest.raises(ValueError, match="parameter 'thresold' does not exist"):
+    with pytest.raises(ValueError, match=r"params.clustering.thresold is not a hyper-parameter "
+                                         r"\(did you mean 'threshold'\?\)"):
         export_pipeline(
             tmp_path / "pipeline", pruned, clustering="OracleClustering",
             params={"segmentation": {"min_duration_off": 0.0}, "clustering": {"thresold": 1}},
