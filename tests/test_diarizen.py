@@ -346,7 +346,7 @@ BAD_INPUTS = {
                          r"holds a list, not a state dict"),
     "arbitrary pickle": (_replace_checkpoint(Specifications(
         problem=Problem.REPRESENTATION, resolution=Resolution.CHUNK, duration=1.0)),
-        TINY_PRUNED, ValueError, r"cannot be read as a plain state dict"),
+        TINY_PRUNED, ValueError, r"holds a Specifications, not a state dict"),
 }
 
 
