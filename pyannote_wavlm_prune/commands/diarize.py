@@ -3,7 +3,9 @@
 Resumable: files whose outputs exist are skipped (unless --overwrite), and the options of the
 run are recorded in OUTPUT/diarize-options.json, so that a re-run with another pipeline or
 other speaker counts is refused rather than mixed with the first run's results (--overwrite
-starts over: the outputs of the given files are removed first). A file that
+starts over: the outputs of the given files are removed first; a corrupt record is named,
+and --overwrite replaces it). One run at a time writes into an output: a second is refused,
+naming the first (`locked_output`; a run that crashed holds nothing). A file that
 cannot be diarized is reported at the end, one line each, without stopping the others; the
 exit status is 1 if any failed.
 """
