@@ -29,6 +29,8 @@ CLUSTERINGS = ("AgglomerativeClustering", "KMeansClustering", "VBxClustering",
                "OracleClustering")
 # the clusterings of `pipelines.clustering.CLUSTERING_CLASSES` (those with a clean-frame rule)
 EMBEDDING_CLUSTERINGS = ("AgglomerativeClustering", "KMeansClustering", "VBxClustering")
+# the names of `deploy.runtime.RUNTIMES` and `deploy.embedding.EMBEDDING_RUNTIMES` (which
+# import torch; tests/test_hostile_inputs.py holds them equal)
 SEGMENTATION_RUNTIMES = ("torch", "torch-int8", "onnxruntime", "onnxruntime-int8")
 EMBEDDING_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")
 # pyannote's AgglomerativeClustering linkage methods (scipy's)
@@ -101,9 +103,11 @@ SETTINGS: dict[str, Setting] = {
                            "null or a mapping of collar (a number >= 0) and skip_overlap "
                            "(true or false)"),
     "segmentation_runtime": Setting(None, _optional(lambda v: v in SEGMENTATION_RUNTIMES),
-                                    f"null or one of {list(SEGMENTATION_RUNTIMES)}"),
+                                    f"one of {list(SEGMENTATION_RUNTIMES)} (or null: the "
+                                    "checkpoint's own runtime)"),
     "embedding_runtime": Setting(None, _optional(lambda v: v in EMBEDDING_RUNTIMES),
-                                 f"null or one of {list(EMBEDDING_RUNTIMES)}"),
+                                 f"one of {list(EMBEDDING_RUNTIMES)} (or null: the model as "
+                                 "it is)"),
     "chunkwise_embeddings": Setting(None, _optional(_is_bool), "null, true or false"),
     # the options beyond pyannote's (DIARIZATION_OPTIONS), at pyannote 4.0.7's behaviour
     "median_filter": _integer(1, "a kernel in frames; 1: no filtering, DiariZen 11", 1),
