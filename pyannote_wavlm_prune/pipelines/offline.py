@@ -30,6 +30,7 @@ from scipy.ndimage import median_filter as scipy_median_filter
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.loading import load_model
+from .audio import DownmixedAudio, read_channels
 from .clustering import (
     CLUSTERING_CLASSES,
     PYANNOTE_MIN_CLEAN_RATIO,
@@ -336,7 +337,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 self._embedding = PretrainedSpeakerEmbedding(
                     embedding, token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
                 )
-                self._audio = Audio(sample_rate=self._embedding.sample_rate, mono="downmix")
+                self._audio = DownmixedAudio(sample_rate=self._embedding.sample_rate)
 
         self.chunkwise_embeddings = chunkwise_embeddings
         self._frame_wise_model = self._choose_embedding_path(chunkwise_embeddings)
@@ -563,7 +564,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         """`file`, or its `channel` alone as an in-memory waveform when one is chosen."""
         if self.channel is None:
             return file
-        waveform, sample_rate = Audio(mono=None)(file)
+        waveform, sample_rate = read_channels(file)
         if self.channel >= waveform.shape[0]:
             raise ValueError(f"channel={self.channel}: {file.get('uri', '?')!r} has "
                              f"{waveform.shape[0]} channel(s), expected more than {self.channel}.")
