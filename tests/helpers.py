@@ -121,3 +121,50 @@ def rounding_bound(reference: torch.Tensor | list[torch.Tensor], depth: int) -> 
     magnitude = max(tensor.abs().max().item() for tensor in tensors)
     eps = torch.finfo(tensors[0].dtype).eps
     return ULPS_PER_LAYER * depth * eps * magnitude
+
+
+def save_as_pyannote_3_1(model, path):
+    """`model` written the way pyannote.audio 3.1 wrote the models of its hub repositories
+    (pyannote/segmentation-3.0, pyannote/wespeaker-voxceleb-resnet34-LM): the hub files' keys,
+    and the "pyannote.audio" block of 3.1's `Model.on_save_checkpoint`, which held
+    `torch.__version__` (a TorchVersion, not a str). tests/test_safe_loading.py checks this
+    writer against the real segmentation-3.0 file (tests/data/pyannote-segmentation-3.0)."""
+    import lightning
+    import torch
+
+    checkpoint = {
+        "pytorch-lightning_version": lightning.__version__,
+        "state_dict": model.state_dict(),
+        "hparams_name": "kwargs",
+        "hyper_parameters": dict(model.hparams),
+        "pyannote.audio": {
+            "versions": {"torch": torch.__version__, "pyannote.audio": "3.1.0"},
+            "architecture": {"module": type(model).__module__, "class": type(model).__name__},
+            "specifications": model.specifications,
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(checkpoint, path)
+    return path
+
+
+def lay_out_hub_cache(cache, repo_id: str, files: dict, commit: str = "0" * 40):
+    """`files` ({name: local file}) laid out in `cache` as huggingface_hub lays out a
+    downloaded model repository: blobs named by their sha256, a snapshot of links to them, and
+    refs/main naming the snapshot's commit. Returns the snapshot directory."""
+    import hashlib
+    import os
+    import shutil
+    from pathlib import Path
+
+    repository = Path(cache) / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repository / "snapshots" / commit
+    (repository / "blobs").mkdir(parents=True, exist_ok=True)
+    snapshot.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        blob = repository / "blobs" / hashlib.sha256(Path(source).read_bytes()).hexdigest()
+        shutil.copyfile(source, blob)
+        os.symlink(os.path.relpath(blob, snapshot), snapshot / name)
+    (repository / "refs").mkdir(exist_ok=True)
+    (repository / "refs" / "main").write_text(commit)
+    return snapshot

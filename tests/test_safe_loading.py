@@ -15,7 +15,15 @@ import torch
 import yaml
 from diarizen_helpers import TINY_BACKEND as DIARIZEN_BACKEND
 from diarizen_helpers import TINY_PRUNED, write_hub
-from helpers import FAST_PIPELINE, TINY_BACKEND, TINY_PRUNED_STRUCTURE, random_wespeaker, tiny_model
+from helpers import (
+    FAST_PIPELINE,
+    TINY_BACKEND,
+    TINY_PRUNED_STRUCTURE,
+    lay_out_hub_cache,
+    random_wespeaker,
+    save_as_pyannote_3_1,
+    tiny_model,
+)
 from pyannote.audio import Model, Pipeline
 
 from pyannote_wavlm_prune import save_checkpoint
@@ -281,19 +289,20 @@ def written(tiny_protocol, tmp_path_factory) -> dict[str, Path]:
     }
 
 
-def test_the_allowed_classes_are_exactly_those_the_project_s_checkpoints_need(
-        written, monkeypatch):
-    """Enough: every kind loads (next test); no more: without any one of them, some kind of
-    checkpoint does not load."""
+def test_the_allowed_classes_are_exactly_those_the_checkpoints_of_every_writer_need(
+        written, others_wrote, monkeypatch):
+    """Enough: every kind loads (the tests below); no more: without any one of them, some kind
+    of checkpoint (the project's or another writer's) does not load."""
     from pyannote_wavlm_prune.models import loading
 
+    every = {**written, **others_wrote}
     allowed = checkpoint_globals()
-    assert len(allowed) == 7
+    assert len(allowed) == 8
     for left_out in allowed:
         monkeypatch.setattr(loading, "checkpoint_globals",
                             lambda left_out=left_out: [g for g in allowed if g is not left_out])
         refused = []
-        for kind, path in written.items():
+        for kind, path in every.items():
             try:
                 read_checkpoint(path, kind)
             except ValueError:
@@ -302,7 +311,7 @@ def test_the_allowed_classes_are_exactly_those_the_project_s_checkpoints_need(
     # and what the checkpoints name, a static read says: nothing beyond them
     with torch.serialization.safe_globals(allowed):
         named = {kind: torch.serialization.get_unsafe_globals_in_checkpoint(path)
-                 for kind, path in written.items()}
+                 for kind, path in every.items()}
     assert all(not found for found in named.values()), named
 
 
@@ -335,3 +344,124 @@ def test_diarize_refuses_a_pipeline_directory_whose_checkpoint_runs_code(
     error = one_line_error(capsys)
     assert str(directory / "segmentation" / "pytorch_model.bin") in error and "os.makedirs" in error
     assert not marker.exists()
+
+
+# ------------------------------------- what pyannote and Lightning write loads without trust
+
+SEGMENTATION_3_0 = DATA / "pyannote-segmentation-3.0" / "pytorch_model.bin"
+TASK_GLOBALS = {f"pyannote.audio.core.task.{name}"
+                for name in ("Problem", "Resolution", "Specifications")}
+# pyannote 3.x wrote torch.__version__ (a TorchVersion) in the "pyannote.audio" block
+PYANNOTE_3_GLOBALS = TASK_GLOBALS | {"torch.torch_version.TorchVersion"}
+HUB_SEGMENTATION = "pyannote/segmentation-3.0 (the hub's file, pyannote 3.0)"
+HUB_WESPEAKER = "WeSpeaker ResNet34 (the hub's format, pyannote 3.1)"
+TRAINED_PYANNET = "PyanNet trained by pyannote 4 (a Trainer's epoch checkpoint)"
+RESUMABLE_PYANNET = "PyanNet trained by pyannote 4 (a Trainer's last.ckpt)"
+
+
+@pytest.fixture(scope="module")
+def others_wrote(tiny_protocol, tmp_path_factory) -> dict[str, Path]:
+    """One checkpoint of every writer outside the project: {kind: path}."""
+    import lightning
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from pyannote.audio.models.segmentation import PyanNet
+    from pyannote.audio.tasks import SpeakerDiarization as SpeakerDiarizationTask
+
+    root = tmp_path_factory.mktemp("others")
+    wespeaker = save_as_pyannote_3_1(random_wespeaker(), root / "wespeaker" / "pytorch_model.bin")
+    # pyannote 4's own task and model, trained one step by Lightning's Trainer
+    task = SpeakerDiarizationTask(tiny_protocol, duration=2.0, batch_size=4,
+                                  max_speakers_per_chunk=3, max_speakers_per_frame=2)
+    model = PyanNet(sincnet={"stride": 10}, lstm={"hidden_size": 16, "num_layers": 1},
+                    linear={"hidden_size": 16, "num_layers": 1}, task=task)
+    trainer = lightning.Trainer(
+        max_epochs=1, limit_train_batches=1, limit_val_batches=1, logger=False,
+        default_root_dir=root, enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[ModelCheckpoint(dirpath=root / "trained", save_last=True)])
+    trainer.fit(model)
+    return {HUB_SEGMENTATION: SEGMENTATION_3_0, HUB_WESPEAKER: wespeaker,
+            TRAINED_PYANNET: root / "trained" / "epoch=0-step=1.ckpt",
+            RESUMABLE_PYANNET: root / "trained" / "last.ckpt"}
+
+
+def test_the_globals_that_pyannote_s_checkpoints_hold(others_wrote):
+    expected = {HUB_SEGMENTATION: PYANNOTE_3_GLOBALS, HUB_WESPEAKER: PYANNOTE_3_GLOBALS,
+                TRAINED_PYANNET: TASK_GLOBALS, RESUMABLE_PYANNET: TASK_GLOBALS}
+    for kind, path in others_wrote.items():
+        assert set(torch.serialization.get_unsafe_globals_in_checkpoint(path)) == expected[kind]
+
+
+def test_the_tests_pyannote_3_1_writer_writes_what_the_hub_s_file_holds(tmp_path):
+    real = torch.load(SEGMENTATION_3_0, weights_only=False)
+    rewritten = torch.load(save_as_pyannote_3_1(Model.from_pretrained(SEGMENTATION_3_0),
+                                                tmp_path / "pytorch_model.bin"),
+                           weights_only=False)
+    assert list(rewritten) == list(real)
+    block, real_block = rewritten["pyannote.audio"], real["pyannote.audio"]
+    assert list(block) == list(real_block) and list(block["versions"]) == ["torch", "pyannote.audio"]
+    assert type(block["versions"]["torch"]) is type(real_block["versions"]["torch"])
+    assert block["architecture"] == real_block["architecture"]
+    assert block["specifications"] == real_block["specifications"]
+    assert rewritten["hyper_parameters"] == real["hyper_parameters"]
+    assert set(torch.serialization.get_unsafe_globals_in_checkpoint(tmp_path / "pytorch_model.bin")
+               ) == PYANNOTE_3_GLOBALS
+
+
+def test_pyannote_s_checkpoints_load_untrusted_and_compute_what_pyannote_s_loader_gives(
+        others_wrote):
+    waveforms = torch.randn(2, 1, 32000, generator=torch.Generator().manual_seed(0))
+    for kind, path in others_wrote.items():
+        ours = load_model(path, kind).eval()
+        theirs = Model.from_pretrained(path).eval()  # pickle's full power
+        assert type(ours) is type(theirs), kind
+        with torch.inference_mode():
+            # the same weights through the same operations in one process: equal to the bit
+            assert torch.equal(ours(waveforms), theirs(waveforms)), kind
+
+
+def test_a_pipeline_of_pyannote_s_segmentation_and_a_pyannote_3_1_wespeaker_exports_and_loads(
+        others_wrote, tmp_path, capsys):
+    from pyannote.audio.models.segmentation import PyanNet
+
+    output = tmp_path / "pipeline"
+    assert main(["export", "--segmentation", str(SEGMENTATION_3_0), "--embedding",
+                 str(others_wrote[HUB_WESPEAKER]), "--clustering", "AgglomerativeClustering",
+                 "--output", str(output)]) == 0
+    capsys.readouterr()
+    for pipeline in (Pipeline.from_pretrained(output), load_pipeline(output)):
+        assert pipeline.instantiated
+        assert isinstance(pipeline._segmentation.model, PyanNet)
+        assert type(pipeline._embedding.model_).__name__ == "WeSpeakerResNet34"
+
+
+def test_import_diarizen_takes_a_wespeaker_checkpoint_as_pyannote_3_1_wrote_it(
+        others_wrote, tmp_path, capsys):
+    hub, structure = tmp_path / "hub", tmp_path / "structure.yaml"
+    write_hub(hub, TINY_PRUNED, seed=2, backend=DIARIZEN_BACKEND)
+    structure.write_text(yaml.safe_dump(TINY_PRUNED))
+    output = tmp_path / "pipeline"
+    assert main(["import-diarizen", str(hub), "--output", str(output), "--embedding",
+                 str(others_wrote[HUB_WESPEAKER]), "--structure", str(structure)]) == 0
+    assert f"pipeline written to {output}" in capsys.readouterr().out
+    written_state = load_model(output / "embedding" / "pytorch_model.bin").state_dict()
+    given_state = torch.load(others_wrote[HUB_WESPEAKER], weights_only=False)["state_dict"]
+    assert written_state.keys() == given_state.keys()
+    assert all(torch.equal(written_state[key], given_state[key]) for key in given_state)
+
+
+def test_a_hub_embedding_name_loads_pyannote_3_1_s_file_from_the_hub_cache_untrusted(
+        others_wrote, segmentation, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    name = "pyannote/wespeaker-voxceleb-resnet34-LM"
+    cache = tmp_path / "hub-cache"
+    lay_out_hub_cache(cache, name, {"pytorch_model.bin": others_wrote[HUB_WESPEAKER]})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    output = export_pipeline(tmp_path / "pipeline", segmentation, embedding_name=name,
+                             clustering="AgglomerativeClustering", **FAST_PIPELINE)
+    assert yaml.safe_load((output / "config.yaml").read_text())["pipeline"]["params"][
+        "embedding"] == name
+    pipeline = load_pipeline(output)
+    given_state = torch.load(others_wrote[HUB_WESPEAKER], weights_only=False)["state_dict"]
+    loaded_state = pipeline._embedding.model_.state_dict()
+    assert all(torch.equal(loaded_state[key], given_state[key]) for key in given_state)

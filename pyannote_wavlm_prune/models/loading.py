@@ -1,9 +1,9 @@
 """Loading models: the one loader every command, stage, task and pipeline uses.
 
 Checkpoints are unpickled without running code: `torch.load(weights_only=True)`, with the
-classes that pyannote.audio and this project put in checkpoints allowed
-(`checkpoint_globals`) and nothing else. pyannote's own `Model.from_pretrained` unpickles with
-`weights_only=False`, so that a checkpoint file can run any code it carries: `load_model`
+classes that pyannote.audio (3.1 and 4), Lightning and this project put in checkpoints
+allowed (`checkpoint_globals`) and nothing else. pyannote's own `Model.from_pretrained`
+unpickles with `weights_only=False`, so that a checkpoint file can run any code it carries: `load_model`
 does what it does (read the checkpoint, check pyannote's version, build the class the
 checkpoint names with Lightning's `load_from_checkpoint`) with `weights_only=True`. A
 checkpoint that needs any other global is refused (`UntrustedCheckpointError`), unless the
@@ -49,25 +49,31 @@ class UntrustedCheckpointError(ValueError):
 
 
 def checkpoint_globals() -> list:
-    """The classes that checkpoints of pyannote.audio 4 and of this project hold, beside
-    tensors and plain containers: what `torch.load(weights_only=True)` is allowed to build
+    """The classes that checkpoints written by pyannote.audio 3.1 and 4 (and Lightning) and by
+    this project hold, beside tensors and plain containers: what `torch.load(weights_only=True)`
+    is allowed to build
 
     - pyannote's task specifications (the "pyannote.audio" block of every checkpoint):
       Specifications, Problem, Resolution;
+    - torch's version string (TorchVersion, a `str`): pyannote.audio 3.x wrote
+      `torch.__version__` in that block, so every model it saved holds one, among them the hub's
+      pyannote/segmentation-3.0 and pyannote/wespeaker-voxceleb-resnet34-LM;
     - numpy arrays (`_reconstruct`, ndarray, dtype, the uint32 dtype's class): numpy's
       random state, among those a stage's resumable last.ckpt carries.
-    Exactly those that the checkpoints this project writes hold, every kind of them
-    (tests/test_safe_loading.py); torch allows the rest (tensors, containers, its version).
+    Exactly those that the checkpoints of those writers hold, every kind of them
+    (tests/test_safe_loading.py); torch allows the rest (tensors, containers). Each builds data
+    only: none runs code of the checkpoint's choosing.
     """
     import numpy as np
     from pyannote.audio.core.task import Problem, Resolution, Specifications
+    from torch.torch_version import TorchVersion
 
     try:  # numpy 2
         from numpy._core.multiarray import _reconstruct
     except ImportError:  # numpy 1
         from numpy.core.multiarray import _reconstruct
-    return [Specifications, Problem, Resolution, _reconstruct, np.ndarray, np.dtype,
-            type(np.dtype(np.uint32))]
+    return [Specifications, Problem, Resolution, TorchVersion, _reconstruct, np.ndarray,
+            np.dtype, type(np.dtype(np.uint32))]
 
 
 def checkpoints_trusted() -> bool:
