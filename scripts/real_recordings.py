@@ -35,11 +35,14 @@ from real_recordings import (  # noqa: E402
     EXCERPTS,
     RECORDINGS,
     SAMPLE_RATE,
+    STEP,
     audio_path,
+    contrast,
+    log_energy,
+    speech_mask,
 )
 
 DIARIZEN_REFERENCE = "recipes/diar_ssl/data/AMI_AliMeeting_AISHELL4/test/AMI/rttm"
-STEP = 0.01  # seconds per energy frame
 SCAN = 600  # seconds of the meeting where the excerpt is looked for
 
 
@@ -70,6 +73,10 @@ def rttm_lines(text: str, uri: str) -> list[list[str]]:
     return [line.split() for line in text.splitlines() if line.split()[1:2] == [uri]]
 
 
+def turns(lines: list[list[str]]) -> list[tuple[float, float]]:
+    return [(float(fields[3]), float(fields[3]) + float(fields[4])) for fields in lines]
+
+
 def cut_and_shift(lines: list[list[str]], uri: str, start: float, duration: float) -> list[str]:
     """RTTM lines of the turns within [start, start + duration], cropped to it, shifted to 0."""
     out = []
@@ -79,38 +86,6 @@ def cut_and_shift(lines: list[list[str]], uri: str, start: float, duration: floa
         if end - begin > 1e-9:
             out.append(f"SPEAKER {uri} 1 {begin:.3f} {end - begin:.3f} <NA> <NA> {fields[7]} <NA> <NA>")
     return out
-
-
-def speech_mask(lines: list[list[str]], frames: int) -> np.ndarray:
-    """Frames (STEP s) covered by at least one turn."""
-    mask = np.zeros(frames, dtype=bool)
-    for fields in lines:
-        begin = round(float(fields[3]) / STEP)
-        end = round((float(fields[3]) + float(fields[4])) / STEP)
-        mask[max(begin, 0):max(min(end, frames), 0)] = True
-    return mask
-
-
-def log_energy(samples: np.ndarray) -> np.ndarray:
-    """Energy in dB of 25 ms windows every STEP s."""
-    hop, window = int(STEP * SAMPLE_RATE), int(0.025 * SAMPLE_RATE)
-    frames = len(samples) // hop
-    padded = np.pad(samples.astype(np.float64), (0, window))
-    windows = np.lib.stride_tricks.sliding_window_view(padded, window)[::hop][:frames]
-    return 10 * np.log10(np.mean(windows ** 2, axis=1) + 1e-10)
-
-
-def contrast(energy: np.ndarray, speech: np.ndarray) -> np.ndarray:
-    """How much louder (dB) the audio is where the reference has speech than where it has
-    none, for the reference shifted by each offset: element k compares `energy` with
-    `speech[k:k + len(energy)]`."""
-    frames = len(energy)
-    speech = speech.astype(np.float64)
-    in_speech = np.correlate(speech, energy, mode="valid")  # sum of energy over speech frames
-    count = np.convolve(speech, np.ones(frames), mode="valid")
-    silence = frames - count
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return in_speech / count - (energy.sum() - in_speech) / silence
 
 
 def main() -> None:
@@ -133,7 +108,7 @@ def main() -> None:
         duration = len(samples) / SAMPLE_RATE
         uem.append(f"{uri} NA 0.000 {duration:.3f}")
         energy = log_energy(samples)
-        print(f"{uri}: reference speech is {contrast(energy, speech_mask(lines, len(energy)))[0]:.1f}"
+        print(f"{uri}: reference speech is {contrast(energy, speech_mask(turns(lines), len(energy)))[0]:.1f}"
               " dB louder than reference silence")
 
     uri = "EN2002a_30s"
@@ -146,7 +121,7 @@ def main() -> None:
     rttm += cut_and_shift(meeting, uri, EN2002A_OFFSET, duration)
     uem.append(f"{uri} NA 0.000 {duration:.3f}")
     energy = log_energy(samples.astype(np.float64) / 32768)
-    meeting_speech = speech_mask(meeting, round(float(SCAN) / STEP) + len(energy))
+    meeting_speech = speech_mask(turns(meeting), round(float(SCAN) / STEP) + len(energy))
     scan = contrast(energy, meeting_speech)
     at, second = round(EN2002A_OFFSET / STEP), round(1.0 / STEP)
     near = at - 5 * second + int(np.nanargmax(scan[at - 5 * second:at + 5 * second + 1]))
