@@ -1,20 +1,20 @@
 """How tests/data/real/ was made: real AMI recordings with their reference, from two checkouts.
 
-    python scripts/real_recordings.py PYANNOTE_AUDIO DIARIZEN [--output tests/data/real]
+    python scripts/real_recordings.py PYANNOTE_AUDIO_CHECKOUT DIARIZEN_CHECKOUT [--output tests/data/real]
 
-PYANNOTE_AUDIO: a checkout of github.com/pyannote/pyannote-audio (MIT; read at its 4.0.7
-release). Its tests/data/ holds 30 s excerpts of AMI meetings (float32 WAV, 16 kHz, mono)
+PYANNOTE_AUDIO_CHECKOUT: a checkout of github.com/pyannote/pyannote-audio (MIT; read at its
+4.0.7 release). Its tests/data/ holds 30 s excerpts of AMI meetings (float32 WAV, 16 kHz, mono)
 with their references (debug.{train,development,test}.{rttm,uem}); EXCERPTS are copied as
 16-bit WAV (their samples are multiples of 1/32768: the copy is exact, and half the size).
 
-DIARIZEN: a checkout of github.com/BUTSpeechFIT/DiariZen (MIT). Its example/EN2002a_30s.wav
-is stored already (tests/data/diarizen/EN2002a_30s.wav, checked to be the same bytes);
-its reference is cut from DiariZen's AMI test reference
-(recipes/diar_ssl/data/AMI_AliMeeting_AISHELL4/test/AMI/rttm) to EN2002a_OFFSET s on and
-shifted to start at 0. The offset is checked here against an energy-based voice activity
-detection: the script prints how well the reference's speech matches the audio's at the
-offset and at every other offset of the meeting's first 10 minutes (10 ms steps), and does
-the same for the pyannote excerpts against their own references, for comparison.
+DIARIZEN_CHECKOUT: a checkout of github.com/BUTSpeechFIT/DiariZen (MIT). Its
+example/EN2002a_30s.wav is stored already (tests/data/diarizen/EN2002a_30s.wav, checked here
+to be the same bytes); its reference is cut from DiariZen's AMI test reference
+(recipes/diar_ssl/data/AMI_AliMeeting_AISHELL4/test/AMI/rttm) to EN2002A_OFFSET s on and
+shifted to start at 0. The script checks the offset against the audio's energy: how much
+louder the audio is where the shifted reference has speech than where it has none, at the
+offset, 1 s before and after it, and at every offset of the meeting's first 10 minutes (10 ms
+steps); and, for comparison, the same contrast for the pyannote excerpts and their references.
 """
 
 from __future__ import annotations
@@ -90,18 +90,19 @@ def cut_and_shift(lines: list[list[str]], uri: str, start: float, duration: floa
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("pyannote_audio", type=Path)
-    parser.add_argument("diarizen", type=Path)
+    parser.add_argument("pyannote_audio_checkout", type=Path)
+    parser.add_argument("diarizen_checkout", type=Path)
     parser.add_argument("--output", type=Path, default=DATABASE.parent)
     args = parser.parse_args()
     from scipy.io import wavfile
 
     args.output.mkdir(parents=True, exist_ok=True)
-    references = "".join(git_show(args.pyannote_audio, f"tests/data/debug.{subset}.rttm").decode()
-                         for subset in ("train", "development", "test"))
+    references = "".join(
+        git_show(args.pyannote_audio_checkout, f"tests/data/debug.{subset}.rttm").decode()
+        for subset in ("train", "development", "test"))
     rttm, uem = [], []
     for uri in EXCERPTS:
-        samples = read_float_wav(git_show(args.pyannote_audio, f"tests/data/{uri}.wav"))
+        samples = read_float_wav(git_show(args.pyannote_audio_checkout, f"tests/data/{uri}.wav"))
         wavfile.write(audio_path(uri), SAMPLE_RATE, to_int16(samples))
         lines = rttm_lines(references, uri)
         rttm += [" ".join(fields) for fields in lines]
@@ -112,12 +113,12 @@ def main() -> None:
               " dB louder than reference silence")
 
     uri = "EN2002a_30s"
-    example = git_show(args.diarizen, "example/EN2002a_30s.wav")
+    example = git_show(args.diarizen_checkout, "example/EN2002a_30s.wav")
     if example != audio_path(uri).read_bytes():
         raise ValueError(f"DiariZen's example/EN2002a_30s.wav differs from {audio_path(uri)}")
     rate, samples = wavfile.read(audio_path(uri))
     duration = len(samples) / rate
-    meeting = rttm_lines(git_show(args.diarizen, DIARIZEN_REFERENCE).decode(), "EN2002a")
+    meeting = rttm_lines(git_show(args.diarizen_checkout, DIARIZEN_REFERENCE).decode(), "EN2002a")
     rttm += cut_and_shift(meeting, uri, EN2002A_OFFSET, duration)
     uem.append(f"{uri} NA 0.000 {duration:.3f}")
     energy = log_energy(samples.astype(np.float64) / 32768)
