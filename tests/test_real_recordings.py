@@ -29,6 +29,7 @@ from real_recordings import (
     speech_mask,
 )
 
+from pyannote_wavlm_prune.models.loading import checkpoints_trusted
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 
@@ -97,6 +98,7 @@ def shifted(annotation: Annotation, seconds: float) -> Annotation:
 def test_pyannote_s_segmentation_3_0_scores_best_with_the_stored_en2002a_offset(files):
     """pyannote/segmentation-3.0 alone (oracle clustering), loaded untrusted: DER 21.8 % on
     EN2002a_30s with its reference, 28.9 to 47.9 % with it 0.3 or 1 s earlier or later."""
+    assert not checkpoints_trusted()
     pipeline = SpeakerDiarization(segmentation=str(SEGMENTATION_3_0), clustering="OracleClustering",
                                   segmentation_step=0.5, segmentation_batch_size=32)
     pipeline.instantiate({"segmentation": {"min_duration_off": 0.0}, "clustering": {}})
@@ -118,7 +120,7 @@ def test_pyannote_s_segmentation_3_0_scores_best_with_the_stored_en2002a_offset(
 @pytest.fixture(scope="module")
 def trained_wavlm(tmp_path_factory):
     """The project's WavLMSegmentation of tests/data/diarizen/trained.pt (DiariZen's
-    architecture, pruned, fine-tuned on simulated conversations), 16 s windows."""
+    architecture, pruned, fine-tuned on simulated conversations), 8 s windows (its chunk_size)."""
     import torch
 
     from pyannote_wavlm_prune.importers.diarizen import diarizen_model, read_config
@@ -133,8 +135,8 @@ def trained_wavlm(tmp_path_factory):
 # are silent): pyannote's PyanNet as the hub serves it, on all four (trn04 starts with 14 s of
 # silence: one of its chunks has no active speaker); the project's WavLM, trained on simulated
 # conversations, on the sparsest and the densest (it hears someone in every chunk). Both with
-# the project's x-vector (random weights): WeSpeaker's ResNet34 on pyannote's path, one pass per
-# (chunk, speaker), would take minutes.
+# the project's x-vector (random weights): with WeSpeaker's ResNet34, pyannote's path (one pass
+# per (chunk, speaker)) took 139 s on the four recordings here.
 PIPELINES = {
     "pyannote/segmentation-3.0": (lambda request: str(SEGMENTATION_3_0), RECORDINGS, True),
     "trained-wavlm": (lambda request: request.getfixturevalue("trained_wavlm"),
