@@ -154,3 +154,58 @@ def test_a_compressed_file_finds_the_speech_its_wav_has_within_the_codec_s_loss(
     theirs = pipeline({"uri": "x", "audio": str(wav)}).speaker_diarization
     ours = pipeline({"uri": "x", "audio": str(compressed)}).speaker_diarization
     assert DetectionErrorRate()(theirs, ours) < 0.10
+
+
+# ------------------------------------------ channels without the keyword pyannote 4.1 removed
+
+def test_the_package_names_no_audio_api_that_pyannote_4_1_removed():
+    from pathlib import Path
+
+    import pyannote_wavlm_prune
+
+    package = Path(pyannote_wavlm_prune.__file__).parent
+    sources = {path: path.read_text() for path in package.rglob("*.py")}
+    assert len(sources) > 50
+    for removed in ("Audio(mono=", "mono=", "downmix_and_resample"):
+        assert [str(path) for path, text in sources.items() if removed in text] == [], removed
+
+
+def stereo_file(tmp_path, rate: int = 16000):
+    """A 2-channel 16-bit WAV of two different tones and its (2, samples) float samples."""
+    time = np.arange(rate) / rate
+    channels = np.stack([np.sin(2 * np.pi * 220 * time), 0.5 * np.sin(2 * np.pi * 330 * time)])
+    pcm = np.round(channels * 16000).astype(np.int16)
+    path = tmp_path / "stereo.wav"
+    scipy.io.wavfile.write(path, rate, pcm.T)
+    return path, torch.from_numpy(pcm.astype(np.float32) / 32768)
+
+
+def test_read_channels_gives_every_channel_of_a_file_on_disk_or_in_memory(tmp_path):
+    from pyannote_wavlm_prune.pipelines.audio import read_channels
+
+    path, samples = stereo_file(tmp_path, rate=8000)
+    waveform, rate = read_channels(str(path))
+    # 16-bit PCM to float32 is exact (a power-of-two scale)
+    assert rate == 8000 and torch.equal(waveform, samples)
+    assert read_channels({"waveform": samples, "sample_rate": 8000})[0] is samples
+
+
+def test_downmixed_audio_averages_the_channels_of_whole_files_and_excerpts(tmp_path):
+    from pyannote.core import Segment
+
+    from pyannote_wavlm_prune.pipelines.audio import DownmixedAudio
+
+    path, samples = stereo_file(tmp_path)
+    mean = samples.mean(dim=0, keepdim=True)
+    waveform, rate = DownmixedAudio(sample_rate=16000)(str(path))
+    assert rate == 16000 and torch.equal(waveform, mean)
+    excerpt, _ = DownmixedAudio(sample_rate=16000).crop(str(path), Segment(0.25, 0.5))
+    assert torch.equal(excerpt, mean[:, 4000:8000])
+    # resampled: the mean of the resampled channels, the same linear map as pyannote's
+    # resampled mean, equal within float32 rounding of samples below 0.5 in magnitude
+    resampled, rate = DownmixedAudio(sample_rate=8000)({"waveform": samples, "sample_rate": 16000})
+    import torchaudio
+
+    expected = torchaudio.functional.resample(mean, 16000, 8000)
+    assert rate == 8000 and resampled.shape == (1, 8000)
+    assert torch.allclose(resampled, expected, rtol=0, atol=1e-6)

@@ -150,11 +150,14 @@ def test_expected_sparsity_of_a_gated_front_end_is_a_differentiable_tensor():
     assert sparsity.item() == pytest.approx(0.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("arguments", [{"metric": "latency"}, {"metric": "macs"},
-                                       {"metric": "macs", "num_samples": 0}])
-def test_sparsity_options_are_checked(arguments):
+@pytest.mark.parametrize("arguments, message", [
+    ({"metric": "latency"}, r"metric='latency': expected one of \('params', 'macs'\)"),
+    ({"metric": "macs"}, r"num_samples=None: metric='macs' needs a positive length"),
+    ({"metric": "macs", "num_samples": 0}, r"num_samples=0: metric='macs' needs a positive"),
+])
+def test_sparsity_options_are_checked(arguments, message):
     frontend = tiny_frontend(num_layers=2)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=message):
         expected_sparsity(frontend, frontend.config, **arguments)
 
 

@@ -12,12 +12,12 @@ import torch
 from helpers import FAST_PIPELINE as FAST
 from helpers import TINY_PRUNED_STRUCTURE as PRUNED
 from helpers import tiny_model
-from pyannote.audio import Audio
 from pyannote.audio.sample import SAMPLE_FILE
 from scipy.io import wavfile
 
 from pyannote_wavlm_prune.cli import main
 from pyannote_wavlm_prune.pipelines import export_pipeline, load_pipeline
+from pyannote_wavlm_prune.pipelines.audio import DownmixedAudio
 from pyannote_wavlm_prune.pipelines.diarize import AudioInput, diarize_files, find_audio
 
 AGGLOMERATIVE = {
@@ -39,7 +39,7 @@ def pipeline_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def sample():
     """pyannote's 30 s two-speaker recording, 16 kHz mono, as int16 samples."""
-    waveform, rate = Audio(sample_rate=16000, mono="downmix")(SAMPLE_FILE)
+    waveform, rate = DownmixedAudio(sample_rate=16000)(SAMPLE_FILE)
     assert rate == 16000
     return (waveform[0].numpy() * 32767).astype(np.int16)
 
@@ -392,3 +392,33 @@ def test_an_interruption_stops_the_run_and_a_rerun_resumes_after_the_last_whole_
     run = diarize_files(pipeline(), files, tmp_path / "out", progress=False)
     assert ([a.uri for a in run.skipped], [a.uri for a in run.diarized], run.failed) == (
         ["a"], ["b", "c"], [])
+
+
+def test_files_go_through_the_pipeline_s_batch_convention_in_one_call_done_ones_left_out(
+        tmp_path):
+    from pyannote.core import Annotation, Segment
+
+    class Batched:
+        """apply_batch as pyannote's convention has it; "b" fails, and is yielded so."""
+        calls: list[list[str]] = []
+
+        def apply_batch(self, files, errors="raise", **kwargs):
+            assert errors == "yield" and kwargs == {"num_speakers": 2}
+            Batched.calls.append([])
+            for file in files:
+                Batched.calls[-1].append(file["uri"])
+                if file["uri"] == "b":
+                    yield file, ValueError("b is broken")
+                    continue
+                annotation = Annotation(uri=file["uri"])
+                annotation[Segment(0, 1)] = "A"
+                yield file, annotation
+
+    files = [AudioInput(tmp_path / f"{name}.wav", PurePath(name)) for name in ("a", "b", "c", "d")]
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a.rttm").write_text("")  # done before
+    run = diarize_files(Batched(), files, tmp_path / "out", progress=False, num_speakers=2)
+    assert Batched.calls == [["b", "c", "d"]]
+    assert ([a.uri for a in run.skipped], [a.uri for a in run.diarized]) == (["a"], ["c", "d"])
+    assert [(a.uri, str(e)) for a, e in run.failed] == [("b", "b is broken")]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.rttm", "c.rttm", "d.rttm"]

@@ -89,10 +89,13 @@ def test_eval_mask_is_all_zero_when_expected_l0_rounds_to_zero():
     assert torch.equal(gate(), torch.zeros(5))
 
 
-@pytest.mark.parametrize("arguments", [{"num_units": -1}, {"num_units": 3, "init_drop_rate": 1.0},
-                                       {"num_units": 3, "left": 0.1}])
-def test_invalid_gate_arguments_raise(arguments):
-    with pytest.raises(ValueError):
+@pytest.mark.parametrize("arguments, message", [
+    ({"num_units": -1}, r"num_units=-1: expected a number of units >= 0"),
+    ({"num_units": 3, "init_drop_rate": 1.0}, r"init_drop_rate=1.0: expected a probability"),
+    ({"num_units": 3, "left": 0.1}, r"\(left, right\)=\(0.1, 1.1\): expected left < 0"),
+])
+def test_invalid_gate_arguments_raise(arguments, message):
+    with pytest.raises(ValueError, match=message):
         HardConcreteGate(**arguments)
 
 

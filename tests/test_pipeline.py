@@ -67,3 +67,56 @@ def test_no_turn_ends_after_the_file_does():
             theirs.speaker_diarization.get_timeline().extent().start, 3.3)
     # the rest is pyannote's output, cropped
     assert ours.speaker_diarization == theirs.speaker_diarization.crop(Segment(0, 3.3), mode="intersection")
+
+
+# ---------------------------------------------------- pyannote's batch convention (4.0.7)
+
+@pytest.fixture(scope="module")
+def batch_pipeline():
+    import torch
+
+    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+
+    torch.manual_seed(0)
+    pipeline = SpeakerDiarization(segmentation=tiny_model(duration=2.0),
+                                  embedding=untrained_embedding(), segmentation_step=0.5,
+                                  clustering="AgglomerativeClustering")
+    return pipeline.instantiate(AGGLOMERATIVE)
+
+
+def excerpts():
+    """Three different excerpts of pyannote's sample, as in-memory files."""
+    waveform = SAMPLE_FILE["waveform"]
+    return [{"uri": f"excerpt-{start}", "sample_rate": 16000,
+             "waveform": waveform[:, start * 16000:(start + length) * 16000]}
+            for start, length in ((0, 12), (9, 8), (17, 13))]
+
+
+def test_a_list_of_files_gives_what_each_file_gives_alone(batch_pipeline):
+    alone = [batch_pipeline(dict(file)) for file in excerpts()]
+    together = list(batch_pipeline(excerpts()))
+    assert [file["uri"] for file, _ in together] == [file["uri"] for file in excerpts()]
+    for (_, output), expected in zip(together, alone, strict=True):
+        assert_same_diarization(output, expected)
+    # not the same output thrice: the files differ
+    assert alone[0].speaker_diarization != alone[1].speaker_diarization
+
+
+def test_a_batch_passes_the_speaker_counts_on_and_reports_or_yields_a_failure(batch_pipeline):
+    import torch
+
+    files = excerpts()
+    counted = dict(files[0], pipeline_kwargs={"num_speakers": 1})
+    expected = batch_pipeline(dict(files[0]), num_speakers=1)
+    broken = {"uri": "broken", "sample_rate": 16000,
+              "waveform": torch.full((1, 32000), float("nan"))}
+    with pytest.raises(ValueError, match="NaN or infinite samples"):
+        list(batch_pipeline([counted, broken, files[1]]))
+    results = list(batch_pipeline.apply_batch([counted, broken, files[1]], errors="yield"))
+    assert [file["uri"] for file, _ in results] == ["excerpt-0", "broken", "excerpt-9"]
+    assert results[0][1].speaker_diarization == expected.speaker_diarization
+    assert len(results[0][1].speaker_diarization.labels()) == 1
+    assert isinstance(results[1][1], ValueError) and "NaN" in str(results[1][1])
+    assert_same_diarization(results[2][1], batch_pipeline(dict(files[1])))
+    with pytest.raises(ValueError, match="errors='skip': expected 'raise' or 'yield'"):
+        list(batch_pipeline.apply_batch(files, errors="skip"))

@@ -150,3 +150,7 @@ def test_readme_command_line_flow_runs_as_written_from_an_empty_directory(tmp_pa
             ("teacher", "1-teacher/model.ckpt"), ("pruned", "2-prune/pruned.ckpt"),
             ("distilled", "3-distill/model.ckpt"), ("final", "4-finetune/model.ckpt")]]
     assert {path: path.stat().st_mtime_ns for path in experiment.rglob("*") if path.is_file()} == stamps
+
+
+def test_the_readme_stays_a_front_door_of_at_most_250_lines():
+    assert 200 < len(README.read_text().splitlines()) <= 250

@@ -465,3 +465,24 @@ def test_a_hub_embedding_name_loads_pyannote_3_1_s_file_from_the_hub_cache_untru
     given_state = torch.load(others_wrote[HUB_WESPEAKER], weights_only=False)["state_dict"]
     loaded_state = pipeline._embedding.model_.state_dict()
     assert all(torch.equal(loaded_state[key], given_state[key]) for key in given_state)
+
+
+def test_import_diarizen_s_default_embedding_loads_from_the_hub_cache_untrusted(
+        others_wrote, tmp_path, monkeypatch):
+    """The flagship flow as a user has it: DiariZen's model imported with its default
+    embedding, pyannote's WeSpeaker hub file (in the format pyannote 3.1 wrote) from the cache."""
+    import huggingface_hub
+
+    from pyannote_wavlm_prune import import_diarizen
+
+    cache = tmp_path / "hub-cache"
+    lay_out_hub_cache(cache, "pyannote/wespeaker-voxceleb-resnet34-LM",
+                      {"pytorch_model.bin": others_wrote[HUB_WESPEAKER]})
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    hub = tmp_path / "diarizen"
+    write_hub(hub, TINY_PRUNED, seed=2, backend=DIARIZEN_BACKEND)
+    output = import_diarizen(hub, tmp_path / "pipeline", structure=TINY_PRUNED)
+    pipeline = Pipeline.from_pretrained(output)
+    given_state = torch.load(others_wrote[HUB_WESPEAKER], weights_only=False)["state_dict"]
+    loaded_state = pipeline._embedding.model_.state_dict()
+    assert all(torch.equal(loaded_state[key], given_state[key]) for key in given_state)

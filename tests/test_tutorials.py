@@ -18,8 +18,9 @@ def test_there_is_one_tutorial_per_flow():
 def test_tutorial_runs(path, tmp_path):
     shutil.copy(path, tmp_path / path.name)
     notebook = nbformat.read(tmp_path / path.name, as_version=4)
+    # a cell that raises stops the run with CellExecutionError (the test fails there), and
+    # what a notebook asserts is in its own cells; what is checked here: every code cell ran
     NotebookClient(notebook, timeout=600, kernel_name="python3",
                    resources={"metadata": {"path": str(tmp_path)}}).execute()
-    errors = [output for cell in notebook.cells for output in cell.get("outputs", [])
-              if output.get("output_type") == "error"]
-    assert errors == []
+    code = [cell for cell in notebook.cells if cell.cell_type == "code"]
+    assert len(code) >= 3 and all(cell.get("execution_count") for cell in code)

@@ -93,3 +93,24 @@ def test_wheel_runs_the_cli_end_to_end_away_from_the_checkout(installed):
     report = json.loads((work / "der.json").read_text())
     assert 0.0 <= report["total"]["der"] <= 2.0, report["total"]
     assert sorted(p.name for p in work.iterdir()) == ["corpus", "der.json", "pipeline", "pruned", "teacher"]
+
+
+def test_pyannote_s_packages_are_admitted_only_up_to_the_releases_ci_ran():
+    """Each of pyannote's packages has an upper bound (CI prints the newest release served beside
+    the one tested), and the release this suite runs on lies within it."""
+    import importlib.metadata
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    pyannote = [Requirement(text) for text in dependencies if text.startswith("pyannote.")]
+    assert sorted(r.name for r in pyannote) == [
+        "pyannote.audio", "pyannote.core", "pyannote.database", "pyannote.metrics",
+        "pyannote.pipeline"]
+    for requirement in pyannote:
+        assert any(s.operator == "<" for s in requirement.specifier), requirement
+        installed = importlib.metadata.version(requirement.name)
+        assert requirement.specifier.contains(installed), (requirement, installed)
+    (audio,) = [r for r in pyannote if r.name == "pyannote.audio"]
+    assert not audio.specifier.contains("4.1.0")  # not served here, so never run by CI

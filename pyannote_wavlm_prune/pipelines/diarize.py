@@ -18,7 +18,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePath
 
@@ -220,15 +221,26 @@ def diarize_files(
     output = Path(output)
     speakers = {name: value for name, value in speakers.items() if value is not None}
     run = DiarizationRun()
-    bar = tqdm(files, desc="Diarizing", unit="file", disable=not progress)
-    for audio in bar:
-        bar.set_postfix_str(str(audio.name), refresh=False)
-        targets = audio.outputs(output, with_json)
-        if not overwrite and all(target.is_file() for target in targets):
-            run.skipped.append(audio)
-            continue
+    bar = tqdm(total=len(files), desc="Diarizing", unit="file", disable=not progress)
+    queue: deque[AudioInput] = deque()  # the files handed to the pipeline, not yet done
+
+    def pending() -> Iterator[dict]:
+        for audio in files:
+            if not overwrite and all(target.is_file()
+                                     for target in audio.outputs(output, with_json)):
+                run.skipped.append(audio)
+                bar.update()
+                continue
+            bar.set_postfix_str(str(audio.name), refresh=False)
+            queue.append(audio)
+            yield {"audio": str(audio.path), "uri": audio.uri}
+
+    for _, result in _each_diarized(pipeline, pending(), speakers):
+        audio = queue.popleft()
+        bar.update()
         try:
-            result = pipeline({"audio": str(audio.path), "uri": audio.uri}, **speakers)
+            if isinstance(result, Exception):
+                raise result
             diarization = result if isinstance(result, Annotation) else result.speaker_diarization
             rttm = diarization.to_rttm()  # before anything is written: it may refuse the labels
             content = [rttm.encode()]
@@ -237,10 +249,24 @@ def diarize_files(
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
             run.failed.append((audio, error))
             continue
-        for target, data in zip(targets, content):
+        for target, data in zip(audio.outputs(output, with_json), content):
             write_atomically(target, lambda file, data=data: file.write(data))
         run.diarized.append(audio)
+    bar.close()
     return run
+
+
+def _each_diarized(pipeline, files: Iterable[dict], speakers: dict) -> Iterator[tuple]:
+    """(file, output or the exception it raised) for each of `files`, in order: through the
+    pipeline's `apply_batch` (pyannote's batch convention) when it has one."""
+    if hasattr(pipeline, "apply_batch"):
+        yield from pipeline.apply_batch(files, errors="yield", **speakers)
+        return
+    for file in files:
+        try:
+            yield file, pipeline(file, **speakers)
+        except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
+            yield file, error
 
 
 def describe_failure(audio: AudioInput, error: BaseException) -> str:

@@ -361,7 +361,7 @@ def evaluate_pipeline(
         rttm_dir.mkdir(parents=True, exist_ok=True)
 
     metric = DiarizationErrorRate(collar=collar, skip_overlap=skip_overlap)
-    audio = Audio(mono="downmix")
+    audio = Audio()
     # frames of the segmentation model, to measure the local speakers' purity
     frames = getattr(getattr(getattr(pipeline, "_segmentation", None), "model", None),
                      "receptive_field", None)

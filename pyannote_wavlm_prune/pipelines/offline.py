@@ -10,7 +10,7 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from scipy.ndimage import median_filter as scipy_median_filter
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
 from ..models.loading import load_model
+from .audio import DownmixedAudio, read_channels
 from .clustering import (
     CLUSTERING_CLASSES,
     PYANNOTE_MIN_CLEAN_RATIO,
@@ -336,7 +337,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 self._embedding = PretrainedSpeakerEmbedding(
                     embedding, token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
                 )
-                self._audio = Audio(sample_rate=self._embedding.sample_rate, mono="downmix")
+                self._audio = DownmixedAudio(sample_rate=self._embedding.sample_rate)
 
         self.chunkwise_embeddings = chunkwise_embeddings
         self._frame_wise_model = self._choose_embedding_path(chunkwise_embeddings)
@@ -514,19 +515,43 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         return embeddings
 
     def __call__(self, file: AudioFile | list[AudioFile], preload: bool = False, **kwargs):
-        """Diarize `file` (see pyannote.audio's Pipeline.__call__)."""
+        """Diarize `file` (see pyannote.audio's Pipeline.__call__); for a list of files, an
+        iterator of (file, output) pairs (`apply_batch`)."""
         if isinstance(file, Mapping) and "pipeline_kwargs" in file:
             # pyannote.pipeline's Optimizer passes file["pipeline_kwargs"] as keyword
             # arguments and pyannote.audio's __call__ adds them again: a TypeError
             # ("multiple values for keyword argument") unless duplicates are dropped here
-            for name, value in file["pipeline_kwargs"].items():
-                if name in kwargs and kwargs[name] != value:
-                    raise ValueError(
-                        f"{name}={kwargs[name]!r} contradicts file['pipeline_kwargs'] "
-                        f"({name}={value!r}) for {file.get('uri')!r}: expected one value."
-                    )
-                kwargs.pop(name, None)
+            kwargs = _without_file_kwargs(file, kwargs)
         return super().__call__(file, preload=preload, **kwargs)
+
+    def apply_batch(self, files: Iterable[AudioFile], errors: str = "raise",
+                    **kwargs) -> Iterator[tuple[AudioFile, Any]]:
+        """(file, output) for each of `files`, in their order: pyannote's batch convention
+        (since pyannote.audio 4.0.7, `pipeline([file, ...])` calls it)
+
+        Each output is what `apply` gives for that file alone, with the file's own
+        "pipeline_kwargs" and `kwargs` (num_speakers, ...): `pipeline([a, b])` yields what
+        `pipeline(a)` and `pipeline(b)` return. Files are diarized one after another, each read
+        when its turn comes: sharing model batches between files would change the scores in
+        their last bits (a batch's composition changes float32 kernels' sums) and saves
+        nothing on a CPU (benchmarks/bench_batch.py).
+
+        errors : "raise" (default) or "yield"
+            What a file whose diarization fails gives: its exception raised (pyannote's
+            behaviour: the files after it are not diarized) or yielded in place of its output,
+            so that the others go on (`diarize`).
+        """
+        if errors not in ("raise", "yield"):
+            raise ValueError(f"errors={errors!r}: expected 'raise' or 'yield'.")
+        for file in files:
+            own = file.get("pipeline_kwargs", {}) if isinstance(file, Mapping) else {}
+            try:
+                output = self.apply(file, **own, **_without_file_kwargs(file, kwargs))
+            except Exception as error:  # noqa: BLE001 - the caller asked for it
+                if errors == "raise":
+                    raise
+                output = error
+            yield file, output
 
     def apply(self, file: AudioFile, num_speakers: int | None = None,
               min_speakers: int | None = None, max_speakers: int | None = None,
@@ -563,7 +588,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         """`file`, or its `channel` alone as an in-memory waveform when one is chosen."""
         if self.channel is None:
             return file
-        waveform, sample_rate = Audio(mono=None)(file)
+        waveform, sample_rate = read_channels(file)
         if self.channel >= waveform.shape[0]:
             raise ValueError(f"channel={self.channel}: {file.get('uri', '?')!r} has "
                              f"{waveform.shape[0]} channel(s), expected more than {self.channel}.")
@@ -631,6 +656,17 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 f"needs at least {frame:.4f} s (one frame); audio: {_where(file)}."
             )
         return file, duration, codec
+
+
+def _without_file_kwargs(file: AudioFile, kwargs: dict) -> dict:
+    """`kwargs` less those that `file`'s "pipeline_kwargs" give too (with the same value: a
+    contradiction is an error naming both)."""
+    given = file.get("pipeline_kwargs", {}) if isinstance(file, Mapping) else {}
+    for name, value in given.items():
+        if name in kwargs and kwargs[name] != value:
+            raise ValueError(f"{name}={kwargs[name]!r} contradicts file['pipeline_kwargs'] "
+                             f"({name}={value!r}) for {file.get('uri')!r}: expected one value.")
+    return {name: value for name, value in kwargs.items() if name not in given}
 
 
 def _where(file: AudioFile) -> str:
