@@ -10,8 +10,9 @@ setup: .venv/.installed
 .venv/.installed: pyproject.toml scripts/setup.sh
 	bash scripts/setup.sh
 
+# scored on real recordings too: four 30 s AMI excerpts with their references (tests/data/real)
 quickstart: .venv/.installed
-	.venv/bin/pyannote-wavlm-prune quickstart
+	.venv/bin/pyannote-wavlm-prune quickstart --real-recordings tests/data/real/database.yml
 
 # the versions a run proves, printed first (pytest -q hides its header)
 VERSIONS := import sys, torch, torchaudio; print(f"test: python {sys.version.split()[0]}, torch {torch.__version__}, torchaudio {torchaudio.__version__}")

@@ -71,11 +71,14 @@ def pyannote_s_own(pipeline):
     return pyannote_counterpart(pipeline)
 
 
-def assert_same_diarization(ours, theirs, duration: float | None = None) -> None:
+def assert_same_diarization(ours, theirs, duration: float | None = None,
+                            embedding_rtol: float = 0.0) -> None:
     """Two pipeline outputs (DiarizeOutput) are equal, and not both empty
 
     duration: the file's, when pyannote's output (`theirs`) may run past its end (its last
     chunk is zero-padded); ours is cropped there, so theirs is compared cropped too.
+    embedding_rtol: how far the speakers' embeddings may differ, relative to their largest
+    magnitude (EMBEDDING_RTOL when ours come from the per-chunk path); 0, equal.
     """
     from pyannote.core import Segment
 
@@ -88,7 +91,45 @@ def assert_same_diarization(ours, theirs, duration: float | None = None) -> None
     assert ours.speaker_diarization == within(theirs.speaker_diarization)
     assert ours.exclusive_speaker_diarization == within(theirs.exclusive_speaker_diarization)
     # NaN rows count as equal (pyannote's VBx gives one speaker of a random model NaNs)
-    np.testing.assert_array_equal(ours.speaker_embeddings, theirs.speaker_embeddings)
+    scale = np.nanmax(np.abs(theirs.speaker_embeddings), initial=0.0)
+    np.testing.assert_allclose(ours.speaker_embeddings, theirs.speaker_embeddings, rtol=0,
+                               atol=embedding_rtol * scale)
+
+
+# float32 embeddings of one chunk computed in batches of another shape (chunks instead of
+# (chunk, speaker) pairs: other GEMM and convolution blockings): a few ulps of their scale
+EMBEDDING_RTOL = 1e-5
+
+
+def diarize(pipeline, file, **options):
+    """(diarization, embeddings) of `file` (embeddings as the pipeline's hook sees them)."""
+    output, seen = diarize_and_watch(pipeline, file, **options)
+    return output.speaker_diarization, seen["embeddings"]
+
+
+def diarize_and_watch(pipeline, file, **options):
+    """(output, {step: artifact}) of `file`: what the pipeline gives and, of each step that
+    reports to hooks (segmentation, embeddings, ...), its final artifact."""
+    seen = {}
+
+    def hook(step, artifact, file=None, total=None, completed=None):
+        if total is None:  # per-batch progress calls carry no artifact
+            seen[step] = artifact
+
+    return pipeline({**file}, hook=hook, **options), seen
+
+
+def count_frame_wise_passes(model):
+    """Wrap `model.forward_frames`: a list that receives the batch size of each call."""
+    calls = []
+    forward_frames = model.forward_frames
+
+    def counted(waveforms):
+        calls.append(waveforms.shape[0])
+        return forward_frames(waveforms)
+
+    model.forward_frames = counted
+    return calls
 
 
 # Rounding differences per layer, in eps of the dtype times the output's magnitude (a layer of

@@ -5,7 +5,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from helpers import random_wespeaker
+from helpers import EMBEDDING_RTOL, count_frame_wise_passes, diarize, random_wespeaker
 from pyannote.audio.models.embedding import XVectorMFCC as PyannoteXVectorMFCC
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.sample import SAMPLE_FILE
@@ -20,9 +20,6 @@ from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 AGGLOMERATIVE = {"segmentation": {"min_duration_off": 0.0},
                  "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7}}
-# float32 embeddings of one chunk computed in batches of another shape (chunks instead of
-# (chunk, speaker) pairs: other GEMM and convolution blockings): a few ulps of their scale
-EMBEDDING_RTOL = 1e-5
 
 
 @pytest.fixture(scope="module")
@@ -70,31 +67,6 @@ def pipelines(segmentation, embedding, clustering="AgglomerativeClustering", **o
     for pipeline in (ours, theirs):
         pipeline.instantiate(parameters)
     return ours, theirs
-
-
-def diarize(pipeline, file, **options):
-    """(diarization, embeddings) of `file` (embeddings as the pipeline's hook sees them)."""
-    seen = {}
-
-    def hook(step, artifact, file=None, total=None, completed=None):
-        if step == "embeddings" and total is None:
-            seen["embeddings"] = artifact
-
-    output = pipeline({**file}, hook=hook, **options)
-    return output.speaker_diarization, seen["embeddings"]
-
-
-def count_frame_wise_passes(model):
-    """Wrap `model.forward_frames`: a list that receives the batch size of each call."""
-    calls = []
-    forward_frames = model.forward_frames
-
-    def counted(waveforms):
-        calls.append(waveforms.shape[0])
-        return forward_frames(waveforms)
-
-    model.forward_frames = counted
-    return calls
 
 
 @pytest.mark.parametrize("exclude_overlap", [False, True])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .arguments import add_output, add_trust_argument
+from .arguments import add_input, add_output, add_trust_argument
 
 
 def add_arguments(parser):
@@ -10,6 +10,10 @@ def add_arguments(parser):
     add_output(parser, "--output", default="quickstart", writes=(), help="experiment directory")
     add_output(parser, "--data", default="data/simulated/quickstart", writes=(),
                help="corpus directory")
+    add_input(parser, "--real-recordings", metavar="YML",
+              help="database.yml of real recordings with references (the test subset of its one "
+                   "protocol) on which both pipelines are scored besides pyannote's sample; "
+                   "`make quickstart` gives tests/data/real/database.yml")
     parser.add_argument("--seed", type=int, default=0, help="seed of every stage")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     # the quiet command line (console.quiet) is the CLI's, for every command: --verbose is
@@ -29,7 +33,8 @@ def run(args) -> int:
         stage_times_table,
     )
 
-    results = run_quickstart(args.output, args.data, settings=QuickstartSettings(seed=args.seed),
+    settings = QuickstartSettings(seed=args.seed, real_recordings=args.real_recordings)
+    results = run_quickstart(args.output, args.data, settings=settings,
                              progress=not args.no_progress)
     print(results_table(results))
     print(purity_floor_line(results))
