@@ -27,6 +27,23 @@ def tiny_protocol(tiny_corpus):
     return get_protocol(tiny_corpus)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _module_seed():
+    """Each module starts from the same random state, whatever ran before it in the process
+    (a module-scoped fixture, e.g. a model trained a few steps, is built before `_seed` runs;
+    Lightning's seed_everything leaves PL_GLOBAL_SEED behind, which pyannote's training
+    data order reads): so a module gives the same results alone, in the suite, or in any
+    test worker."""
+    import random
+
+    import numpy as np
+
+    os.environ.pop("PL_GLOBAL_SEED", None)
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
