@@ -85,11 +85,12 @@ def run_one(hours: float, name: str, exact: bool, rttm: Path) -> dict:
     klass = CLUSTERING_CLASSES[name]
     clustering = klass(synthetic_plda()) if name == "VBxClustering" else klass()
     clustering.instantiate(PARAMETERS[name])
-    if exact:
-        clustering.max_clustered = None
+    limit = None if exact else clustering.max_clustered
+    clustering.max_clustered = None  # to count the embeddings the clustering is given
     train, _, _ = clustering.filter_embeddings(recording.embeddings, recording.segmentations)
     num_clustered = len(train)
     del train
+    clustering.max_clustered = limit
     num_clusters = NUM_SPEAKERS if name == "KMeansClustering" else None
     with PeakMemory() as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the approximation's warning, expected
@@ -110,7 +111,6 @@ def run_one(hours: float, name: str, exact: bool, rttm: Path) -> dict:
         annotation.write_rttm(file)
     with open(rttm.with_suffix(".truth.rttm"), "w") as file:
         truth.write_rttm(file)
-    limit = clustering.max_clustered
     return {"hours": hours, "clustering": name, "chunks": recording.embeddings.shape[0],
             "embeddings": num_clustered,
             "exact": name == "KMeansClustering" or limit is None or num_clustered <= limit,

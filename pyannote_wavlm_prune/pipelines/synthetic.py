@@ -127,4 +127,4 @@ def synthetic_plda(dimension: int = 256, num_speakers: int = 200, per_speaker: i
     scale = noise / np.sqrt(rng.uniform(0.2, 1.0, size=(len(labels), 1)))
     vectors = directions[labels] + scale * rng.normal(size=(len(labels), dimension))
     return estimate_plda(vectors, [str(label) for label in labels],
-                         lda_dimension=min(128, num_speakers - 1))
+                         lda_dimension=min(128, dimension, num_speakers - 1))
