@@ -23,6 +23,10 @@ speakers (the synthetic conversation's) is given for every row.
 
     python benchmarks/bench_long_recordings.py [--hours 1 2 4 8] [--exact-hours 2]
         [--clusterings VBxClustering AgglomerativeClustering KMeansClustering]
+        [--speakers 5] [--noise 0.025]
+
+--speakers and --noise make the conversation harder to cluster (more speakers, noisier
+embeddings: see `synthetic_recording`).
 
 The share of the pipeline is the clustering's time over the whole pipeline's at RTF 0.161
 (the fastest pipeline on 10 to 60-minute files, docs/deployment.md): 8 hours take 4,640 s.
@@ -49,7 +53,6 @@ PARAMETERS = {
                                 "threshold": 0.7045654963945799},
     "KMeansClustering": {},
 }
-NUM_SPEAKERS = 5
 
 
 def diarization(recording, hard_clusters: np.ndarray):
@@ -72,7 +75,8 @@ def diarization(recording, hard_clusters: np.ndarray):
     return annotations
 
 
-def run_one(hours: float, name: str, exact: bool, rttm: Path) -> dict:
+def run_one(hours: float, name: str, exact: bool, rttm: Path, speakers: int,
+            noise: float) -> dict:
     """One row, in this process: clustering then reconstruction of a `hours` recording."""
     import warnings
 
@@ -81,9 +85,9 @@ def run_one(hours: float, name: str, exact: bool, rttm: Path) -> dict:
     from pyannote_wavlm_prune.pipelines.clustering import CLUSTERING_CLASSES
     from pyannote_wavlm_prune.pipelines.synthetic import synthetic_plda, synthetic_recording
 
-    recording = synthetic_recording(hours * 3600)
+    recording = synthetic_recording(hours * 3600, num_speakers=speakers, noise=noise)
     klass = CLUSTERING_CLASSES[name]
-    clustering = klass(synthetic_plda()) if name == "VBxClustering" else klass()
+    clustering = klass(synthetic_plda(noise=noise)) if name == "VBxClustering" else klass()
     clustering.instantiate(PARAMETERS[name])
     limit = None if exact else clustering.max_clustered
     clustering.max_clustered = None  # to count the embeddings the clustering is given
@@ -91,7 +95,7 @@ def run_one(hours: float, name: str, exact: bool, rttm: Path) -> dict:
     num_clustered = len(train)
     del train
     clustering.max_clustered = limit
-    num_clusters = NUM_SPEAKERS if name == "KMeansClustering" else None
+    num_clusters = speakers if name == "KMeansClustering" else None
     with PeakMemory() as memory, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the approximation's warning, expected
         start = time.perf_counter()
@@ -133,8 +137,10 @@ def der(reference_rttm: Path, hypothesis_rttm: Path, hours: float) -> float:
     return 100 * DiarizationErrorRate(collar=0.0)(reference, hypothesis, uem=whole)
 
 
-def in_fresh_process(hours: float, name: str, exact: bool, rttm: Path) -> dict:
-    command = [sys.executable, __file__, "--one", str(hours), name, str(rttm)]
+def in_fresh_process(hours: float, name: str, exact: bool, rttm: Path, speakers: int,
+                     noise: float) -> dict:
+    command = [sys.executable, __file__, "--one", str(hours), name, str(rttm),
+               "--speakers", str(speakers), "--noise", str(noise)]
     if exact:
         command.append("--exact")
     done = subprocess.run(command, capture_output=True, text=True)
@@ -151,13 +157,16 @@ def main() -> None:
                              "against it (default: 2)")
     parser.add_argument("--clusterings", nargs="+", default=list(PARAMETERS),
                         choices=list(PARAMETERS))
+    parser.add_argument("--speakers", type=int, default=5, help="default: 5")
+    parser.add_argument("--noise", type=float, default=0.025, help="default: 0.025")
     parser.add_argument("--one", nargs=3, metavar=("HOURS", "CLUSTERING", "RTTM"),
                         help=argparse.SUPPRESS)
     parser.add_argument("--exact", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         hours, name, rttm = args.one
-        print(json.dumps(run_one(float(hours), name, args.exact, Path(rttm))))
+        print(json.dumps(run_one(float(hours), name, args.exact, Path(rttm), args.speakers,
+                                 args.noise)))
         return
 
     GB = 1e9
@@ -169,12 +178,13 @@ def main() -> None:
         for hours in args.hours:
             for name in args.clusterings:
                 rttm = Path(scratch) / f"{hours}-{name}.rttm"
-                row = in_fresh_process(hours, name, False, rttm)
+                row = in_fresh_process(hours, name, False, rttm, args.speakers, args.noise)
                 truth = der(rttm.with_suffix(".truth.rttm"), rttm, hours)
                 versus_exact = "0.00 (exact)" if row["exact"] else "not run"
                 if not row["exact"] and hours in args.exact_hours:
                     exact_rttm = Path(scratch) / f"{hours}-{name}-exact.rttm"
-                    exact = in_fresh_process(hours, name, True, exact_rttm)
+                    exact = in_fresh_process(hours, name, True, exact_rttm, args.speakers,
+                                             args.noise)
                     versus_exact = (f"{der(exact_rttm, rttm, hours):.2f} (exact: "
                                     f"{exact['clustering_seconds']:.1f} s, "
                                     f"{exact['clustering_growth'] / GB:.2f} GB)")
