@@ -21,13 +21,13 @@ does but for a few rules, each an option here; every default is pyannote 4's:
 Long files: the hierarchical clusterings (agglomerative, and the AHC that starts VBx) keep
 pyannote's computation, exactly, up to `MAX_CLUSTERED` clustered embeddings (0.9 to 1.1 hours
 of audio at 8 s chunks every 0.8 s), where scipy's condensed distances take 0.26 GB and VBx's
-responsibilities (embeddings x AHC clusters) at most 0.5 GB a copy, when every embedding is a
-cluster of its own: the step stays under 4 GB whatever the embeddings. Past it, both would grow
-with the square of the file's length (a 4-hour file: about 12 GB, a 6-hour one more than a 24
-GB machine), so `MAX_CLUSTERED` embeddings evenly spaced in time are clustered instead, and
-every embedding is then assigned to their centroids, as pyannote assigns every embedding
-anyway: memory then grows linearly with the file. A warning says so, once per file; the DER of
-this approximation against the exact computation is in docs/deployment.md.
+responsibilities (embeddings x AHC clusters) 0.5 GB a copy at most (every embedding a cluster
+of its own). Past it, both would grow with the square of the file's length (a 4-hour file:
+about 12 GB, a 6-hour one more than a 24 GB machine), so `MAX_CLUSTERED` embeddings evenly
+spaced in time are clustered instead, and every embedding is then assigned to their centroids,
+as pyannote assigns every embedding anyway: memory then grows linearly with the file. A warning
+says so, once per file; the DER of this approximation against the exact computation is in
+docs/deployment.md.
 """
 
 from __future__ import annotations
