@@ -190,6 +190,71 @@ def _is_or_under(path: Path, ancestor: Path) -> bool:
                for candidate in (path, *path.parents))
 
 
+class InputIndex:
+    """Inputs, each resolved once, against which many outputs are checked in time linear in
+    the number of inputs and outputs (`check`); `check_output_location` checks one output.
+
+    inputs: (what, path) pairs, e.g. ("--segmentation", "exp/model.ckpt"); entries that are
+    not paths (models in memory, hub names that do not exist locally) are skipped.
+    """
+
+    def __init__(self, inputs: Iterable[tuple[str, object]] = ()):
+        self.protected = [(what, Path(path)) for what, path in inputs
+                          if isinstance(path, (str, os.PathLike)) and os.path.lexists(path)]
+        self._identities: dict[Path, tuple[int, int] | None] = {}
+        # what an output written whole must not be: the working directory, an input, or a
+        # directory above one (resolved paths and identities, each naming the first such input)
+        self._holders: dict[object, tuple[str, Path]] = {}
+        # what an output must not lie inside: an input directory
+        self._directories: dict[object, tuple[str, Path]] = {}
+        for what, path in [("the working directory", Path.cwd()), *self.protected]:
+            resolved = path.resolve()
+            for place in (resolved, *resolved.parents):
+                if place in self._holders:
+                    break  # so are the places above it
+                self._holders[place] = (what, path)
+                identity = self._identity(place)
+                if identity is not None:
+                    self._holders.setdefault(identity, (what, path))
+            if what != "the working directory" and resolved.is_dir():
+                self._directories.setdefault(resolved, (what, path))
+                identity = self._identity(resolved)
+                if identity is not None:
+                    self._directories.setdefault(identity, (what, path))
+
+    def _identity(self, path: Path) -> tuple[int, int] | None:
+        """`_identity` of a resolved path, asked of the file system once per path."""
+        if path not in self._identities:
+            self._identities[path] = _identity(path)
+        return self._identities[path]
+
+    def _lookup(self, table: dict, place: Path) -> tuple[str, Path] | None:
+        found = table.get(place)
+        if found is None:
+            identity = self._identity(place)
+            found = table.get(identity) if identity is not None else None
+        return found
+
+    def check(self, output: str | os.PathLike, whole: bool = True, name: str = "output") -> None:
+        """Refuse an `output` that lies inside an input directory and, when written `whole`
+        (a file, or a directory placed whole), one that is or contains the working directory
+        or an input (see `check_output_location`)."""
+        target = Path(output).resolve()
+        if whole:
+            found = self._lookup(self._holders, target)
+            if found is not None:
+                what, path = found
+                raise ValueError(f"{name} {output} is or contains {what} ({path.resolve()}): "
+                                 "expected a place of its own, that holds none of the inputs.")
+        for place in (target, *target.parents):
+            found = self._lookup(self._directories, place)
+            if found is not None:
+                what, path = found
+                raise ValueError(f"{name} {output} is or lies inside {what} "
+                                 f"({path.resolve()}), an input: expected a place outside the "
+                                 "inputs, which are never written into.")
+
+
 def check_output_location(
     output: str | os.PathLike,
     inputs: Iterable[tuple[str, object]] = (),
@@ -211,19 +276,14 @@ def check_output_location(
 
     inputs: (what, path) pairs, e.g. ("--segmentation", "exp/model.ckpt"); entries that are
     not paths (models in memory, hub names that do not exist locally) are skipped.
-    name: how the error names `output` (e.g. "--json").
+    name: how the error names `output` (e.g. "--json"). Many outputs against the same inputs:
+    `InputIndex(inputs).check(output)` each, which resolves every input once.
     """
-    target = Path(output)
-    protected = [(what, Path(path)) for what, path in inputs
-                 if isinstance(path, (str, os.PathLike)) and os.path.lexists(path)]
-    if writes is None:
-        for what, path in [("the working directory", Path.cwd()), *protected]:
-            if _is_or_under(path, target):
-                raise ValueError(f"{name} {output} is or contains {what} ({path.resolve()}): "
-                                 "expected a place of its own, that holds none of the inputs.")
-    else:
+    index = InputIndex(inputs)
+    if writes is not None:
+        target = Path(output)
         written = [target / entry for entry in writes]
-        for what, path in protected:
+        for what, path in index.protected:
             if _is_or_under(target, path) and not path.is_dir():
                 raise ValueError(f"{name} {output} is {what} ({path.resolve()}): expected a "
                                  "directory of its own, never an input.")
@@ -232,10 +292,7 @@ def check_output_location(
                 raise ValueError(f"{name} {output} would write {clash.name} there, which is or "
                                  f"holds {what} ({path.resolve()}): expected a directory where "
                                  "no input has the name of an output.")
-    for what, path in protected:
-        if path.is_dir() and _is_or_under(target, path):
-            raise ValueError(f"{name} {output} is or lies inside {what} ({path.resolve()}), an input: "
-                             "expected a place outside the inputs, which are never written into.")
+    index.check(output, whole=writes is None, name=name)
 
 
 def is_empty_directory(path: Path) -> bool:

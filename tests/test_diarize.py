@@ -422,3 +422,44 @@ def test_files_go_through_the_pipeline_s_batch_convention_in_one_call_done_ones_
     assert ([a.uri for a in run.skipped], [a.uri for a in run.diarized]) == (["a"], ["c", "d"])
     assert [(a.uri, str(e)) for a, e in run.failed] == [("b", "b is broken")]
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.rttm", "c.rttm", "d.rttm"]
+
+
+def test_the_output_checks_resolve_each_path_a_bounded_number_of_times(tmp_path, monkeypatch):
+    """The checks before the first file take time linear in the number of files (they once
+    resolved every input for every output: 2,000 files took 311 s before the first one)."""
+    import pathlib
+
+    from pyannote_wavlm_prune.pipelines.diarize import DiarizationRun
+
+    pipeline = tmp_path / "pipeline"
+    pipeline.mkdir()
+    (pipeline / "config.yaml").write_text("pipeline: {}\n")
+
+    class Stub:  # no pipeline to load, no file to diarize: the checks alone
+        def to(self, device):
+            return self
+
+    monkeypatch.setattr("pyannote_wavlm_prune.pipelines.load_pipeline", lambda path: Stub())
+    monkeypatch.setattr("pyannote_wavlm_prune.pipelines.diarize.diarize_files",
+                        lambda *args, **kwargs: DiarizationRun())
+    resolve = pathlib.Path.resolve
+    calls = []
+
+    def counted(self, *args, **kwargs):
+        calls.append(self)
+        return resolve(self, *args, **kwargs)
+
+    monkeypatch.setattr(pathlib.Path, "resolve", counted)
+    resolutions = {}
+    for num_files in (30, 60):
+        recordings = tmp_path / f"recordings-{num_files}"
+        recordings.mkdir()
+        for index in range(num_files):
+            (recordings / f"f{index:03d}.wav").write_bytes(b"")  # found by name only
+        calls.clear()
+        assert diarize(pipeline, recordings, "--output", tmp_path / f"out-{num_files}") == 0
+        resolutions[num_files] = len(calls)
+    # per file: found (1), indexed as an input (1), its RTTM and JSON checked (2); a few more
+    # for the pipeline, the output and the working directory
+    assert resolutions[60] - resolutions[30] == 4 * 30
+    assert resolutions[30] <= 4 * 30 + 20

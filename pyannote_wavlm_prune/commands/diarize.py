@@ -179,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .. import console
-    from ..files import check_output_location, write_json_atomically
+    from ..files import InputIndex, check_output_location, write_json_atomically
 
     if not args.inputs and not args.lists:
         raise SystemExit("no INPUT and no --list FILE: expected audio files, directories or "
@@ -211,13 +211,14 @@ def run(args: argparse.Namespace) -> int:
                for path in read_list(listed)]
     inputs += [(f"input {audio.path}", audio.path) for audio in files]
     record = output / RECORD
+    index = InputIndex(inputs)  # every input resolved once: time linear in the files
     for audio in files:
         for target in audio.outputs(output, with_json=True):
             if target == record:
                 raise ValueError(f"{audio.path} would write {record}, where this command "
                                  "records its options: expected another name.")
             # each one: a link below the output may lead into an input directory
-            check_output_location(target, inputs)
+            index.check(target)
     device = resolve_device(args.device)
     with locked_output(output):  # one run at a time writes into an output
         options = {"pipeline": describe_pipeline(pipeline_path), "num_speakers": args.num_speakers,

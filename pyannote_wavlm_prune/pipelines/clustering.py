@@ -17,9 +17,23 @@ does but for a few rules, each an option here; every default is pyannote 4's:
   assignment left without a cluster (-2) form one more cluster, the first, and clusters that
   no speaker was assigned to disappear. Their active frames then become an extra output
   speaker: a defect, kept only to compute what DiariZen computes.
+
+Long files: the hierarchical clusterings (agglomerative, and the AHC that starts VBx) keep
+pyannote's computation, exactly, up to `MAX_CLUSTERED` clustered embeddings (0.9 to 1.1 hours
+of audio at 8 s chunks every 0.8 s), where scipy's condensed distances take 0.26 GB and VBx's
+responsibilities (embeddings x AHC clusters) 0.5 GB a copy at most (every embedding a cluster
+of its own). Past it, both would grow with the square of the file's length (a 4-hour file:
+about 12 GB, a 6-hour one more than a 24 GB machine), so `MAX_CLUSTERED` embeddings evenly
+spaced in time are clustered instead, and every embedding is then assigned to their centroids,
+as pyannote assigns every embedding anyway: memory then grows linearly with the file. A warning
+says so, once per file; the DER of this approximation against the exact computation is in
+docs/deployment.md.
 """
 
 from __future__ import annotations
+
+import logging
+import warnings
 
 import numpy as np
 from einops import rearrange
@@ -35,6 +49,11 @@ from sklearn.cluster import KMeans
 # pyannote 4.0.7's BaseClustering.filter_embeddings(min_active_ratio=0.2)
 PYANNOTE_MIN_CLEAN_RATIO = 0.2
 UNASSIGNED = -2  # pyannote's label of a local speaker the assignment left without a cluster
+# clustered embeddings up to which the hierarchical clusterings are pyannote's, exactly (see the
+# module's docstring and benchmarks/bench_long_recordings.py)
+MAX_CLUSTERED = 8_000
+
+log = logging.getLogger(__name__)
 
 
 def check_clean_ratio(ratio: float) -> float:
@@ -59,6 +78,8 @@ class CleanFrameFilter:
 
     min_clean_ratio: float = PYANNOTE_MIN_CLEAN_RATIO
     clean_ratio_fallback: bool = False
+    # clustered embeddings at most (None: all); past it, a subset evenly spaced in time
+    max_clustered: int | None = None
 
     def filter_embeddings(self, embeddings: np.ndarray,
                           segmentations: SlidingWindowFeature | None = None,
@@ -81,11 +102,38 @@ class CleanFrameFilter:
         chunk_idx, speaker_idx = np.where(candidates & enough)
         if self.clean_ratio_fallback and len(chunk_idx) < 2:
             chunk_idx, speaker_idx = np.where(candidates)
+        kept = evenly_spaced(len(chunk_idx), self.max_clustered)
+        name = type(self).__name__
+        if len(kept) < len(chunk_idx):
+            warnings.warn(f"{name}: {len(chunk_idx)} embeddings to cluster, more than "
+                          f"{self.max_clustered} (about an hour of audio): clustering "
+                          f"{len(kept)} of them evenly spaced in time, then assigning every "
+                          "embedding to their centroids (an approximation whose memory grows "
+                          "linearly with the file, see docs/deployment.md).", stacklevel=1)
+            chunk_idx, speaker_idx = chunk_idx[kept], speaker_idx[kept]
+        else:
+            log.info("%s: all %d embeddings clustered (pyannote's exact computation).",
+                     name, len(chunk_idx))
         return embeddings[chunk_idx, speaker_idx], chunk_idx, speaker_idx
 
 
+def evenly_spaced(num_embeddings: int, limit: int | None) -> np.ndarray:
+    """Indices of at most `limit` of `num_embeddings` embeddings, evenly spaced (all if fewer)
+
+    Embeddings come chunk by chunk: evenly spaced indices are evenly spaced in time, and each
+    speaker keeps its share of them. Overlapping chunks (8 s every 0.8 s) embed each turn
+    about ten times, so a tenth of them still sees every turn.
+    """
+    if limit is None or num_embeddings <= limit:
+        return np.arange(num_embeddings)
+    return np.unique(np.linspace(0, num_embeddings - 1, limit).round().astype(np.int64))
+
+
 class AgglomerativeClustering(CleanFrameFilter, PyannoteAHC):
-    """pyannote's AgglomerativeClustering with the clean-frame options (see the module)."""
+    """pyannote's AgglomerativeClustering with the clean-frame options (see the module); past
+    `MAX_CLUSTERED` embeddings, their clusters' centroids come from an evenly spaced subset."""
+
+    max_clustered = MAX_CLUSTERED
 
 
 class KMeansClustering(CleanFrameFilter, PyannoteKMeans):
@@ -98,12 +146,14 @@ class VBxClustering(CleanFrameFilter, PyannoteVBx):
     AHC of the length-normalised embeddings (centroid linkage, distance `threshold`), VBx of
     their PLDA features (`Fa`, `Fb`, 20 iterations) started from it, one centroid per speaker
     VBx keeps, then each (chunk, speaker) goes to a centroid under the one-speaker-per-cluster
-    constraint (cosine similarity).
+    constraint (cosine similarity). Past `MAX_CLUSTERED` embeddings, AHC and VBx run on an
+    evenly spaced subset, whose centroids every embedding is then assigned to.
     """
 
     inactive_speakers_last: bool = True
     recluster_to_bounds: bool = True
     unassigned_as_speaker: bool = False
+    max_clustered = MAX_CLUSTERED  # AHC and VBx past it: an evenly spaced subset
 
     def __call__(self, embeddings: np.ndarray, segmentations: SlidingWindowFeature | None = None,
                  num_clusters: int | None = None, min_clusters: int | None = None,
