@@ -56,14 +56,6 @@ MAX_CLUSTERED = 8_000
 log = logging.getLogger(__name__)
 
 
-def check_clean_ratio(ratio: float) -> float:
-    """`ratio` as a float, or a one-line error when it is not in [0, 1]."""
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
-        raise ValueError(f"min_clean_ratio={ratio!r}: expected a share of the chunk's frames "
-                         "in [0, 1] (pyannote 0.2, DiariZen 0.1).")
-    return float(ratio)
-
-
 def clean_frame_counts(segmentations: np.ndarray) -> np.ndarray:
     """(chunks, speakers) number of frames where each local speaker is the only one active
 
