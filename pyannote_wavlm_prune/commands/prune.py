@@ -6,9 +6,9 @@ import argparse
 
 from .arguments import (
     Default,
+    SparsityTargets,
     add_input,
     add_trust_argument,
-    fraction,
     non_negative_float,
     non_negative_int,
     resolve_defaults,
@@ -39,8 +39,11 @@ def add_arguments(parser):
     add_stage_output(parser)
     add_input(parser, "--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
     group = parser.add_argument_group("pruning (DistillPrune)")
-    group.add_argument("--sparsity", type=fraction, default=Default(DISTILL_PRUNE, "sparsity"),
-                       help="target sparsity in (0, 1), relative to the unpruned architecture")
+    group.add_argument("--sparsity", action=SparsityTargets,
+                       default=Default(DISTILL_PRUNE, "sparsity"),
+                       help="target sparsity in (0, 1), relative to the unpruned architecture; "
+                            "module-wise: MODULE=SPARSITY pairs, modules cnn and transformer, "
+                            "or cnn, heads and ffn (e.g. cnn=0.5 transformer=0.8)")
     group.add_argument("--objective", choices=["params", "macs"],
                        default=Default(DISTILL_PRUNE, "objective"),
                        help="what the sparsity counts: WavLM parameters, or MACs per chunk")

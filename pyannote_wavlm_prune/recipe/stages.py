@@ -250,28 +250,39 @@ def prune_stage(
                         duration=budget.duration, cache=directory / "task-cache.npz",
                         **{**dict(task_options or {}), **options})
     student = task.student()
-    sparsity, objective = task.sparsity, task.objective
-    minimum = sparsity - tolerance
+    return _prune_student(task, student, directory, output, tolerance, exact, stop_at_target,
+                          budget, progress)
+
+
+def _prune_student(task: DistillPrune, student: WavLMSegmentation, directory: Path, output: Path,
+                   tolerance: float, exact: bool, stop_at_target: bool, budget: Budget,
+                   progress: bool) -> Path:
+    """Train `student` on `task` in `directory`, average, prune (see `prune_stage`)."""
+    # the targets training heads for: those given, or the highest reachable where lower
+    sparsity, objective = task.reachable_sparsity, task.objective
+    targets = task.reachable_targets
     callbacks = [SparsityTrajectory(directory)]
     if stop_at_target:
         callbacks.append(StopAtTargetSparsity(tolerance, patience=1, measure="pruned"))
     selected = _fit(student, directory, task.val_monitor[0], budget,
-                    minimum=(task.sparsity_monitor, minimum), start_epoch=int(task.warmup_epochs),
+                    minimum=(task.margin_monitor, -tolerance), start_epoch=int(task.warmup_epochs),
                     callbacks=callbacks, progress=progress)
 
     def load(path: Path) -> tuple[WavLMSegmentation, float]:
         # averaging drops the multipliers: reload without them
         gated = load_model(path, "student", strict=False).eval()
-        return gated, pruned_sparsity(gated.frontend, objective, task.num_samples)
+        margin = min(pruned_sparsity(gated.frontend, objective, task.num_samples, module) - target
+                     for module, target in targets.items())
+        return gated, margin
 
-    gated, reached = load(_average_into(selected, directory / "student.ckpt"))
-    if len(selected) > 1 and not reached >= minimum:
-        logger.warning("Averaging %d students gave a sparsity of %.3f (< %.3f): pruning the best one alone.",
-                       len(selected), reached, minimum)
-        gated, reached = load(_average_into(selected[:1], directory / "student.ckpt"))
-    if not reached >= minimum and not exact:
-        logger.warning("DistillPrune reached a sparsity of %.3f only (target %.3f): train longer.",
-                       reached, sparsity)
+    gated, margin = load(_average_into(selected, directory / "student.ckpt"))
+    if len(selected) > 1 and not margin >= -tolerance:
+        logger.warning("Averaging %d students gave a sparsity %.3f short of the target: pruning "
+                       "the best one alone.", len(selected), -margin)
+        gated, margin = load(_average_into(selected[:1], directory / "student.ckpt"))
+    if not margin >= -tolerance and not exact:
+        logger.warning("DistillPrune stopped %.3f short of its target %s: train longer.",
+                       -margin, sparsity)
     pruned = prune(gated)
     if exact:
         deterministic = pruned
@@ -280,15 +291,16 @@ def prune_stage(
         before_loss = task.validation_distillation(deterministic)
         after_loss = task.validation_distillation(pruned) if report.changed else before_loss
         write_json_atomically(directory / "pruning.json", {
-            "target": sparsity, "objective": objective,
+            "target": task.sparsity, "reachable": sparsity, "objective": objective,
             "sparsity_deterministic": report.sparsity_before, "sparsity": report.sparsity_after,
+            "combined_sparsity": report.sparsity,
             "units_removed": report.removed, "units_restored": report.restored,
             "distillation_deterministic": before_loss, "distillation": after_loss,
         })
-        logger.info("Pruned at a %s sparsity of %.4f (the gates': %.4f), %d units changed; "
-                    "validation distillation loss %s (the gates': %s)", objective,
-                    report.sparsity_after, report.sparsity_before, report.changed, after_loss,
-                    before_loss)
+        logger.info("Pruned at a %s sparsity of %s (the gates': %s; whole front end %.4f), %d "
+                    "units changed; validation distillation loss %s (the gates': %s)", objective,
+                    report.sparsity_after, report.sparsity_before, report.sparsity,
+                    report.changed, after_loss, before_loss)
     save_checkpoint(pruned, output)
     return output
 
