@@ -6,11 +6,14 @@ import math
 import pytest
 import torch
 from helpers import tiny_model
+from wavlm_helpers import layout_config
 from pyannote.audio import Model
 
-from pyannote_wavlm_prune import save_checkpoint
+from pyannote_wavlm_prune import prune, save_checkpoint
 from pyannote_wavlm_prune.recipe.stages import Budget, prune_stage
-from pyannote_wavlm_prune.wavlm.cost import smallest_sparsity
+from pyannote_wavlm_prune.recipe.training import trainer
+from pyannote_wavlm_prune.tasks import DistillPrune
+from pyannote_wavlm_prune.wavlm.cost import module_sparsity, smallest_sparsity
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # a few steps of a tiny model: enough to train gates, prune, average and reload
@@ -54,3 +57,33 @@ def test_pruning_beyond_what_the_architecture_allows_finishes_at_its_smallest_an
     modified = output.stat().st_mtime_ns
     assert prune_stage(tiny_protocol, directory, tiny_teacher, **options) == output
     assert output.stat().st_mtime_ns == modified
+
+
+@pytest.mark.parametrize("objective", ["params", "macs"])
+@pytest.mark.parametrize("targets", [{"cnn": 0.4, "transformer": 0.7},
+                                     {"cnn": 0.3, "heads": 0.5, "ffn": 0.8}])
+def test_module_wise_targets_each_land_within_half_a_percent(tiny_protocol, tmp_path, objective,
+                                                             targets):
+    # 128 heads of 2 dimensions: one head is 0.8 % of the heads module (of the tiny model's 8,
+    # 12.5 %: no budget of heads alone could be met within 0.5 %)
+    wavlm = layout_config("base", num_hidden_layers=8, num_attention_heads=16)
+    task = DistillPrune(tiny_protocol, teacher=tiny_model(duration=0.5, wavlm=wavlm),
+                        sparsity=targets,
+                        objective=objective, warmup_steps=2, batch_size=2, validate=False,
+                        cache=tmp_path / "cache.npz")
+    student = task.student()
+    trainer(max_steps=3, progress=False).fit(student)
+    # before each step, the projection puts each module's expected sparsity on its target
+    task.before_step()
+    samples = task.num_samples if objective == "macs" else None
+    for module, target in targets.items():
+        assert float(module_sparsity(student.frontend, module, objective, samples)) == \
+            pytest.approx(target, abs=1e-6)
+    pruned = prune(student.eval(), sparsity=task.reachable_sparsity)
+    structure = Structure.from_dict(pruned.structure, pruned.frontend.config)
+    for module, target in targets.items():
+        assert abs(module_sparsity(structure, module, objective, samples) - target) <= 0.005
+    # the combined sparsity is reported, and is the whole front end's
+    report = pruned.budget_report
+    assert report.sparsity == pytest.approx(structure.sparsity(objective, samples), abs=1e-12)
+    assert set(report.sparsity_after) == set(targets)
