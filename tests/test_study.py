@@ -2,17 +2,20 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from helpers import tiny_model
-from wavlm_helpers import layout_config
 from pyannote.audio import Model
+from pyannote.audio.core.task import Subsets
+from wavlm_helpers import layout_config
 
 from pyannote_wavlm_prune import prune, save_checkpoint
+from pyannote_wavlm_prune.data.protocols import training_subset
 from pyannote_wavlm_prune.recipe.stages import Budget, prune_stage
 from pyannote_wavlm_prune.recipe.training import trainer
-from pyannote_wavlm_prune.tasks import DistillPrune
+from pyannote_wavlm_prune.tasks import Distill, DistillPrune
 from pyannote_wavlm_prune.wavlm.cost import module_sparsity, smallest_sparsity
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
@@ -87,3 +90,33 @@ def test_module_wise_targets_each_land_within_half_a_percent(tiny_protocol, tmp_
     report = pruned.budget_report
     assert report.sparsity == pytest.approx(structure.sparsity(objective, samples), abs=1e-12)
     assert set(report.sparsity_after) == set(targets)
+
+
+def test_a_share_of_the_training_files_is_the_same_files_on_every_run(tiny_protocol, tmp_path):
+    everything = sorted(file["uri"] for file in tiny_protocol.train())
+    assert len(everything) >= 4
+    half = training_subset(tiny_protocol, 0.5, seed=0)
+    # drawn, not the first ones listed; the same on every run; another seed, other files
+    assert len(half.train_uris) == round(len(everything) / 2)
+    assert sorted(file["uri"] for file in half.train()) == half.train_uris
+    assert training_subset(tiny_protocol, 0.5, seed=0).train_uris == half.train_uris
+    draws = {tuple(training_subset(tiny_protocol, 0.5, seed=seed).train_uris) for seed in range(5)}
+    assert len(draws) > 1
+    assert len(training_subset(tiny_protocol, 3).train_uris) == 3
+    assert training_subset(tiny_protocol, 1.0).train_uris == everything
+    # the protocol itself is untouched, and so are its other sets
+    assert sorted(file["uri"] for file in tiny_protocol.train()) == everything
+    assert [f["uri"] for f in half.development()] == [f["uri"] for f in tiny_protocol.development()]
+    for bad in (0, 0.0, 1.5, -2, True, "half"):
+        with pytest.raises(ValueError, match="train_files="):
+            training_subset(tiny_protocol, bad)
+    # the distillation tasks train on those files only
+    task = Distill(tiny_protocol, teacher=tiny_model(duration=0.5), train_files=0.5,
+                   batch_size=2, cache=tmp_path / "cache.npz")
+    assert task.train_uris == half.train_uris
+    task.prepare_data()
+    task.setup()
+    data = task.prepared_data
+    train = data["audio-metadata"]["subset"] == Subsets.index("train")
+    paths = sorted(Path(str(path)).stem for path in data["audio-path"][train])
+    assert paths == half.train_uris

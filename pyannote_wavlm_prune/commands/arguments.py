@@ -183,6 +183,23 @@ class LearningRates(KeyValues):
         super().__init__(option_strings, dest, **kwargs)
 
 
+def train_files(text: str) -> float | int:
+    """"0.25" -> 0.25 (a fraction of the training files), "10" -> 10 (a number of them)"""
+    try:
+        value = int(text)
+        if value >= 1:
+            return value
+    except ValueError:
+        try:
+            value = float(text)
+            if 0.0 < value <= 1.0:
+                return value
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in (0, 1] (e.g. 0.25) or "
+                                     "a positive number of files (e.g. 10)")
+
+
 def sparsity_target(text: str) -> float | tuple[str, float]:
     """"0.8" -> 0.8 (overall), "MODULE=0.8" -> ("MODULE", 0.8) (module-wise); in (0, 1)"""
     key, separator, value = text.rpartition("=")

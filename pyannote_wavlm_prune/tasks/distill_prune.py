@@ -16,6 +16,7 @@ from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 from torch import nn
 
+from ..data.protocols import check_train_files, training_subset
 from ..models.loading import load_model
 from ..models.pruning import attach_gates
 from ..models.wavlm_segmentation import WavLMSegmentation
@@ -113,6 +114,10 @@ class Distill(SpeakerDiarization):
     seed : int, optional
         Seed of the per-step random state (gate samples, dropout), so that a resumed run
         draws what an uninterrupted one would have. Defaults to 0.
+    train_files : float or int, optional
+        Train on part of the protocol's training files: a fraction in (0, 1] or a number of
+        files, drawn reproducibly (seeded by `seed`, `data.protocols.training_subset`; the
+        chosen uris are `train_uris`). Defaults to all of them.
     duration : float, optional
         Chunk duration. Defaults to the teacher's.
     max_speakers_per_chunk : int, optional
@@ -133,12 +138,14 @@ class Distill(SpeakerDiarization):
         learning_rate: dict | None = None,
         validate: bool = True,
         seed: int = 0,
+        train_files: float | int | None = None,
         duration: float | None = None,
         max_speakers_per_chunk: int | None = None,
         num_workers: int = 0,
         **kwargs: Any,
     ):
         learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
+        check_train_files(train_files)
         teacher = self._load_teacher(teacher)
         num_layers = teacher.frontend.num_layers
         distilled_layers = (
@@ -152,6 +159,10 @@ class Distill(SpeakerDiarization):
             )
 
         specifications = teacher.specifications
+        if train_files is not None:
+            protocol = training_subset(protocol, train_files, seed)
+        self.train_uris = getattr(protocol, "train_uris", None)
+        self.train_files = train_files
         super().__init__(
             protocol,
             duration=specifications.duration if duration is None else duration,
