@@ -13,7 +13,12 @@ from wavlm_helpers import layout_config
 
 from pyannote_wavlm_prune import prune, save_checkpoint
 from pyannote_wavlm_prune.data.protocols import training_subset
-from pyannote_wavlm_prune.recipe.stages import Budget, prune_stage
+from pyannote_wavlm_prune.recipe.stages import (
+    Budget,
+    distill_stage,
+    progressive_prune_stage,
+    prune_stage,
+)
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import Distill, DistillPrune
 from pyannote_wavlm_prune.wavlm.cost import module_sparsity, smallest_sparsity
@@ -120,3 +125,84 @@ def test_a_share_of_the_training_files_is_the_same_files_on_every_run(tiny_proto
     train = data["audio-metadata"]["subset"] == Subsets.index("train")
     paths = sorted(Path(str(path)).stem for path in data["audio-path"][train])
     assert paths == half.train_uris
+
+
+def test_a_progressive_schedule_equals_its_rounds_run_by_hand(tiny_protocol, tiny_teacher, tmp_path):
+    budget = Budget(**TINY_BUDGET)
+    distill = {"budget": TINY_BUDGET}
+    options = dict(warmup_steps=1, budget=budget, progress=False)
+    result = progressive_prune_stage(tiny_protocol, tmp_path / "progressive", tiny_teacher,
+                                     schedule=[0.4, 0.6], distill=distill, **options)
+    rounds = json.loads((tmp_path / "progressive" / "rounds.json").read_text())
+    assert [r["target"] for r in rounds] == [0.4, 0.6]
+    assert all(abs(r["sparsity"] - r["target"]) <= 0.005 for r in rounds)
+    assert all(r["distillation_after_prune"] is not None for r in rounds)
+    assert rounds[0]["distillation_after_distill"] is not None
+
+    by_hand = tmp_path / "by-hand"
+    first = prune_stage(tiny_protocol, by_hand / "1", tiny_teacher, sparsity=0.4, **options)
+    distilled = distill_stage(tiny_protocol, by_hand / "2", tiny_teacher, first,
+                              budget=Budget(**TINY_BUDGET), progress=False)
+    second = prune_stage(tiny_protocol, by_hand / "3", tiny_teacher, student=distilled,
+                         sparsity=0.6, **options)
+    ours, theirs = Model.from_pretrained(result), Model.from_pretrained(second)
+    assert ours.structure == theirs.structure
+    assert rounds[1]["structure"] == theirs.structure.to_dict()
+    mine, yours = ours.state_dict(), theirs.state_dict()
+    assert mine.keys() == yours.keys()
+    assert all(torch.equal(mine[key], yours[key]) for key in mine)
+    # the second round started from the first's model: nothing it had removed came back
+    first_structure = Model.from_pretrained(first).structure
+    assert all(set(kept) <= set(before) for kept, before in
+               zip(ours.structure.kept_heads, first_structure.kept_heads, strict=True))
+    # a finished schedule is reused as it is
+    modified = result.stat().st_mtime_ns
+    assert progressive_prune_stage(tiny_protocol, tmp_path / "progressive", tiny_teacher,
+                                   schedule=[0.4, 0.6], distill=distill, **options) == result
+    assert result.stat().st_mtime_ns == modified
+
+
+def _recipe_calls(tmp_path, monkeypatch, prune: str) -> dict:
+    from pyannote_wavlm_prune.recipe import Recipe, run
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "teacher.ckpt").write_bytes(b"a teacher")
+    (tmp_path / "recipe.yml").write_text(
+        "protocol: P\nexperiment: out\nteacher: {checkpoint: teacher.ckpt}\n"
+        f"prune: {prune}\ndistill: {{budget: {{max_epochs: 3}}}}\n")
+    calls = {}
+
+    def stage(name):
+        def fake(*args, **kwargs):
+            calls[name] = (args, kwargs)
+            return tmp_path / name
+        return fake
+
+    monkeypatch.setattr(Recipe, "get_protocol", lambda self: None)
+    for name in ("prune_stage", "progressive_prune_stage", "distill_stage", "finetune_stage"):
+        monkeypatch.setattr(run, name, stage(name))
+    Recipe.from_yaml(tmp_path / "recipe.yml").run(progress=False)
+    return calls
+
+
+def test_the_recipe_takes_module_wise_targets_a_schedule_and_a_share_of_the_data(tmp_path,
+                                                                                 monkeypatch):
+    calls = _recipe_calls(tmp_path, monkeypatch,
+                          "{sparsity: {cnn: 0.5, transformer: 0.85}, train_files: 0.25}")
+    assert calls["prune_stage"][1]["sparsity"] == {"cnn": 0.5, "transformer": 0.85}
+    assert calls["prune_stage"][1]["train_files"] == 0.25
+    calls = _recipe_calls(tmp_path, monkeypatch, "{schedule: [0.5, 0.8], objective: macs}")
+    assert "prune_stage" not in calls
+    args, kwargs = calls["progressive_prune_stage"]
+    assert args[-1] == [0.5, 0.8] and kwargs["objective"] == "macs"
+    assert kwargs["distill"]["budget"].max_epochs == 3
+    # the final distillation reads the last round's pruned model
+    assert calls["distill_stage"][0][3] == tmp_path / "progressive_prune_stage"
+    for section, message in (("{schedule: [0.8, 0.5]}", r"schedule\[1\]=0.5"),
+                           ("{schedule: [0.5], sparsity: 0.8}", "sparsity and schedule"),
+                           ("{sparsity: {cnn: 0.5, heads: 0.5, transformer: 0.8}}", "share"),
+                           ("{sparsity: {conv: 0.5}}", "unknown module"),
+                           ("{sparsity: {cnn: 1.5}}", r"sparsity\['cnn'\]=1.5"),
+                           ("{train_files: 0}", "train_files=0")):
+        with pytest.raises(ValueError, match=message):
+            _recipe_calls(tmp_path, monkeypatch, section)

@@ -12,7 +12,7 @@ import yaml
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 
-from ..data.protocols import get_protocol
+from ..data.protocols import check_train_files, get_protocol
 from ..files import check_output_location, check_writable
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import (
@@ -24,7 +24,15 @@ from ..options import (
 from ..tasks import Distill, DistillPrune
 from ..wavlm import presets
 from ..wavlm.architectures import ARCHITECTURES
-from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
+from .stages import (
+    Budget,
+    check_schedule,
+    distill_stage,
+    finetune_stage,
+    progressive_prune_stage,
+    prune_stage,
+    train_stage,
+)
 from .training import diarization_task
 
 STAGES = ("teacher", "prune", "distill", "finetune")
@@ -108,6 +116,10 @@ class Recipe:
           task: {max_speakers_per_chunk: 4}                # see diarization_task
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
                 exact: true, budget: {...}, task: {...}}   # see prune_stage
+               # module-wise: sparsity: {cnn: 0.5, transformer: 0.85} (see DistillPrune);
+               # progressive: schedule: [0.5, 0.8] instead of sparsity, rounds distilled
+               # with the distill stage's options (see progressive_prune_stage);
+               # data quantity: train_files: 0.25 (a fraction, or a number of files)
         distill: {budget: {...}, task: {...}}
         finetune: {budget: {...}, fresh_back_end: true, task: {...},
                    learning_rate: {wavlm: 2e-5}}      # default: the model's own
@@ -161,6 +173,7 @@ class Recipe:
         check_options("distill", self.distill, {"budget": dict, "task": dict})
         task = self.distill.get("task") or {}
         check_options("distill.task", task, _task_hints(Distill))
+        check_train_files(task.get("train_files"))
         _check_learning_rate("distill.task.learning_rate", task.get("learning_rate"),
                              Distill.LEARNING_RATE_DEFAULTS)
         check_options("finetune", self.finetune,
@@ -201,11 +214,21 @@ class Recipe:
         stage_hints = _without(PRUNE_STAGE_HINTS, {*STAGE_SET, "directory",
                                                               "task_options", "budget"})
         options = dict(self.prune)
-        check_options("prune", options, {**stage_hints, **task_hints, "budget": dict, "task": dict})
+        check_options("prune", options, {**stage_hints, **task_hints, "budget": dict, "task": dict,
+                                          "schedule": list})
         task = dict(options.pop("task", None) or {})
         check_options("prune.task", task, task_hints)
         task.update({key: value for key, value in options.items() if key in task_hints})
+        if "schedule" in options:
+            if "sparsity" in task:
+                raise ValueError("prune: sparsity and schedule both given: expected one of them "
+                                 "(the schedule's last target is the final sparsity).")
+            try:
+                task["sparsity"] = check_schedule(options["schedule"])[-1]
+            except ValueError as error:
+                raise ValueError(f"prune.{error}") from None
         DistillPrune.check_targets(**task)
+        check_train_files(task.get("train_files"))
         _check_learning_rate("prune.learning_rate", task.get("learning_rate"),
                              DistillPrune.LEARNING_RATE_DEFAULTS)
         if options.get("tolerance", 0.0) < 0:
@@ -238,9 +261,18 @@ class Recipe:
         options = dict(self.prune)
         prune_budget = Budget.from_dict(options.pop("budget", None))
         task_options = options.pop("task", None)
-        results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
-                                        task_options=task_options, budget=prune_budget,
-                                        progress=progress, restart=restart, **options)
+        if "schedule" in options:
+            # progressive: rounds in 2-prune/round-N/, distilled between rounds as below
+            results["pruned"] = progressive_prune_stage(
+                protocol, root / "2-prune", results["teacher"], options.pop("schedule"),
+                distill={"budget": Budget.from_dict(self.distill.get("budget")),
+                         "task_options": self.distill.get("task")},
+                task_options=task_options, budget=prune_budget, progress=progress,
+                restart=restart, **options)
+        else:
+            results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
+                                            task_options=task_options, budget=prune_budget,
+                                            progress=progress, restart=restart, **options)
         results["distilled"] = distill_stage(
             protocol, root / "3-distill", results["teacher"], results["pruned"],
             task_options=self.distill.get("task"), budget=Budget.from_dict(self.distill.get("budget")),

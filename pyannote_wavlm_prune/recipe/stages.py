@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pyannote.database import Protocol
 
 from ..files import write_json_atomically
@@ -213,6 +216,7 @@ def prune_stage(
     budget: Budget | None = None,
     progress: bool = True,
     restart: Restart = False,
+    student: str | os.PathLike | WavLMSegmentation | None = None,
     **options: Any,
 ) -> Path:
     """DistillPrune the teacher, average the k best students that reached the target, prune
@@ -234,6 +238,11 @@ def prune_stage(
     `options` and `task_options`: `DistillPrune` options (sparsity, objective, warmup_epochs,
     learning_rate, controller, ...); the task's own defaults apply to those not given.
 
+    `student`: the model whose units are gated and pruned (default: the teacher), e.g. the
+    pruned and distilled model of an earlier round (progressive pruning, see
+    `progressive_prune_stage`); the teacher stays the distillation's target. Gates start from
+    the same random draw (seeded by the task's `seed`) on every run.
+
     Writes `directory`/student.ckpt (the selected gated student), `directory`/pruned.ckpt,
     and the run's sparsity trajectory (`directory`/sparsity.json, sparsity.png). `restart`:
     see `record.begin_stage`.
@@ -244,12 +253,17 @@ def prune_stage(
     record = {"protocol": protocol.name, "teacher": describe_input(teacher), "tolerance": tolerance,
               "exact": exact, "stop_at_target": stop_at_target,
               "task": {**dict(task_options or {}), **options}, "budget": budget.record()}
-    if begin_stage(directory, "prune", record, output, restart, inputs=[teacher]):
+    if student is not None:  # only when given: earlier records stay valid
+        record["student"] = describe_input(student)
+    if begin_stage(directory, "prune", record, output, restart,
+                   inputs=[teacher, *([student] if student is not None else [])]):
         return output
     task = DistillPrune(protocol, teacher=teacher, batch_size=budget.batch_size,
                         duration=budget.duration, cache=directory / "task-cache.npz",
                         **{**dict(task_options or {}), **options})
-    student = task.student()
+    with torch.random.fork_rng():
+        torch.manual_seed(task.seed)  # the gates' initial draw
+        student = task.student(student)
     return _prune_student(task, student, directory, output, tolerance, exact, stop_at_target,
                           budget, progress)
 
@@ -387,3 +401,88 @@ def finetune_stage(
     return _train(protocol, directory, model, None, budget, progress, task_options)
 
 
+
+
+def check_schedule(schedule) -> list[float]:
+    """A progressive schedule: rising targets in (0, 1), or a one-line ValueError."""
+    if isinstance(schedule, (str, bytes)) or not isinstance(schedule, (list, tuple)) or not schedule:
+        raise ValueError(f"schedule={schedule!r}: expected a list of rising targets in (0, 1), "
+                         "e.g. [0.5, 0.8].")
+    for index, target in enumerate(schedule):
+        if isinstance(target, bool) or not isinstance(target, (int, float)) \
+                or not 0.0 < target < 1.0 or (index and not target > schedule[index - 1]):
+            raise ValueError(f"schedule[{index}]={target!r}: expected rising targets in (0, 1), "
+                             "e.g. [0.5, 0.8].")
+    return [float(target) for target in schedule]
+
+
+def progressive_prune_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    teacher: str | os.PathLike | WavLMSegmentation,
+    schedule: list[float],
+    distill: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    progress: bool = True,
+    restart: Restart = False,
+    **options: Any,
+) -> Path:
+    """Progressive pruning: the targets of `schedule`, each reached from the last round's model
+
+    Round i prunes the model of round i - 1 (the teacher for the first) to `schedule[i]`
+    (`prune_stage`, always distilling from the teacher), then, before the next round,
+    distils the pruned model further (`distill_stage`):
+
+        `directory`/round-1/prune, round-1/distill, round-2/prune, ..., round-N/prune
+
+    The last round is not distilled here: its pruned model is the result, as `prune_stage`'s
+    is (a recipe's distill stage follows). Each round's stages are stages of their own,
+    resumable and skipped once done, so an interrupted schedule resumes at its round; the
+    result equals those stages run one after the other by hand.
+
+    distill: options of the rounds' `distill_stage` (`budget`: a Budget or its dict,
+    `task_options`). `budget` and `options`: every round's `prune_stage` (not `sparsity`,
+    which the schedule gives). Writes `directory`/rounds.json: per round its target, the
+    structure, sparsities (params; MACs per chunk) and validation distillation losses
+    (after pruning, and after the round's distillation).
+    """
+    schedule = check_schedule(schedule)
+    if "sparsity" in options or "sparsity" in (options.get("task_options") or {}):
+        raise ValueError("sparsity and schedule: expected one of them (the schedule's last "
+                         "target is the final sparsity).")
+    distill = dict(distill or {})
+    distill_budget = distill.pop("budget", None)
+    if not isinstance(distill_budget, Budget):
+        distill_budget = Budget.from_dict(distill_budget, name="distill.budget")
+    directory = Path(directory)
+    model, rounds = None, []
+    for index, target in enumerate(schedule, start=1):
+        folder = directory / f"round-{index}"
+        pruned = prune_stage(protocol, folder / "prune", teacher, budget=budget, progress=progress,
+                             restart=restart, student=model, sparsity=target, **options)
+        rounds.append(_round_record(index, target, pruned, folder / "prune"))
+        if index == len(schedule):
+            break
+        model = distill_stage(protocol, folder / "distill", teacher, pruned,
+                              budget=distill_budget, progress=progress, restart=restart, **distill)
+        history = folder / "distill" / "checkpoints" / "history.json"
+        scores = [entry["score"] for entry in
+                  (json.loads(history.read_text())["history"] if history.is_file() else [])
+                  if entry.get("score") is not None and math.isfinite(entry["score"])]
+        rounds[-1]["distillation_after_distill"] = min(scores) if scores else None
+        write_json_atomically(directory / "rounds.json", rounds)
+    write_json_atomically(directory / "rounds.json", rounds)
+    return pruned
+
+
+def _round_record(index: int, target: float, pruned: Path, directory: Path) -> dict:
+    """What a progressive round made: its structure, sparsities and validation loss."""
+    model = load_model(pruned, "pruned")
+    num_samples = round(model.specifications.duration * model.hparams.sample_rate)
+    structure = model.structure
+    report = directory / "pruning.json"
+    loss = json.loads(report.read_text()).get("distillation") if report.is_file() else None
+    return {"round": index, "target": target, "structure": structure.to_dict(),
+            "sparsity": structure.sparsity("params"),
+            "sparsity_macs": structure.sparsity("macs", num_samples),
+            "distillation_after_prune": loss}

@@ -536,8 +536,12 @@ class DistillPrune(Distill):
         `prune(student, sparsity=...)` finishes in the same metric. With the "lagrangian"
         controller, the student carries the multipliers (`loss_func`).
         """
-        model = self.teacher if model is None else load_model(model, "student",
-                                                              expected=WavLMSegmentation)
+        if model is not None:
+            # a pruned model to prune further (progressive pruning): the warm-up starts at
+            # its sparsity
+            model = load_model(model, "student", expected=WavLMSegmentation)
+            self._start_at(model)
+        model = self.teacher if model is None else model
         student = copy.deepcopy(model)
         attach_gates(student, units=self.units)
         student.hparams.gates_objective = {"objective": self.objective,
@@ -546,6 +550,22 @@ class DistillPrune(Distill):
         if self.controller == "lagrangian":
             student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
         return student
+
+    def _start_at(self, model: WavLMSegmentation) -> None:
+        """Start the warm-up at `model`'s sparsity (if sparser than the teacher's), or raise
+        if it is sparser than a target already."""
+        frontend = model.frontend
+        samples = self.num_samples if self.objective == "macs" else None
+        for module, target in self.targets.items():
+            initial = (float(expected_sparsity(frontend, frontend.config, self.objective, samples))
+                       if module is None
+                       else module_sparsity(frontend, module, self.objective, samples))
+            if initial > target:
+                name = "sparsity" if module is None else f"sparsity[{module!r}]"
+                raise ValueError(f"{name}={target}: the student is already pruned to "
+                                 f"{initial:.4f} ({self.objective}): expected a target at least "
+                                 "as high.")
+            self.initial_sparsities[module] = max(self.initial_sparsities[module], initial)
 
     def setup_loss_func(self):
         super().setup_loss_func()
