@@ -180,7 +180,8 @@ def test_help_shows_the_default_of_every_option(command):
 
 def test_help_shows_the_library_s_defaults():
     text = " ".join(subparser("prune").format_help().split())
-    assert "target sparsity in (0, 1), relative to the unpruned architecture (default: 0.8)" in text
+    assert ("target sparsity in (0, 1), relative to the unpruned architecture; module-wise: "
+            "MODULE=SPARSITY pairs") in text and "transformer=0.8) (default: 0.8)" in text
     assert "(default: student=0.0002 gates=0.02 lagrangian=0.02)" in text
     assert "(default: conv head ffn)" in text
     text = " ".join(subparser("train").format_help().split())

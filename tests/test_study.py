@@ -19,6 +19,7 @@ from pyannote_wavlm_prune.recipe.stages import (
     progressive_prune_stage,
     prune_stage,
 )
+from pyannote_wavlm_prune.recipe.sweep import pareto_front
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import Distill, DistillPrune
 from pyannote_wavlm_prune.wavlm.cost import module_sparsity, smallest_sparsity
@@ -206,3 +207,58 @@ def test_the_recipe_takes_module_wise_targets_a_schedule_and_a_share_of_the_data
                            ("{train_files: 0}", "train_files=0")):
         with pytest.raises(ValueError, match=message):
             _recipe_calls(tmp_path, monkeypatch, section)
+
+
+def test_a_sweep_resumes_after_an_interruption_without_redoing_finished_cells(tmp_path, monkeypatch,
+                                                                              tiny_teacher):
+    from pyannote_wavlm_prune.recipe import Recipe, sweep
+
+    (tmp_path / "recipe.yml").write_text(
+        f"protocol: P\nexperiment: out\nteacher: {{checkpoint: {tiny_teacher}}}\n"
+        "prune: {warmup_epochs: 1}\n"
+        "sweep: {strategies: [overall, progressive], targets: [0.5, 0.8], der: false}\n")
+    recipe = Recipe.from_yaml(tmp_path / "recipe.yml")
+    monkeypatch.setattr(Recipe, "get_protocol", lambda self: None)
+    ran, interrupt = [], {"after": 2}
+    # made-up measurements: cells further pruned are faster, with a worse DER but one
+    costs = {"overall-params-s50": (2.0, 10.0), "overall-params-s80": (1.0, 30.0),
+             "progressive-params-s50": (2.0, 12.0), "progressive-params-s80": (1.0, 20.0)}
+
+    def run_cell(recipe, cell, settings, protocol, teacher, embedding, directory, *rest):
+        assert cell.prune_options(settings["rounds"]).get("schedule", [cell.target])[-1] == cell.target
+        if len(ran) == interrupt["after"]:
+            raise KeyboardInterrupt
+        ran.append(cell.name)
+        gmacs, der = costs[cell.name]
+        return {"sparsity_params": cell.target, "sparsity_macs": cell.target, "wavlm_params": 10,
+                "wavlm_gmacs_per_second": gmacs, "speedup": 4 / gmacs, "der_pipeline": der,
+                "der_oracle": der}
+
+    def measure(model, teacher, *rest):
+        return {"sparsity_params": 0.0, "sparsity_macs": 0.0, "wavlm_params": 50,
+                "wavlm_gmacs_per_second": 4.0, "speedup": 1.0, "der_pipeline": 9.0,
+                "der_oracle": 9.0}
+
+    monkeypatch.setattr(sweep, "_run_cell", run_cell)
+    monkeypatch.setattr(sweep, "measure", measure)
+    with pytest.raises(KeyboardInterrupt):
+        sweep.run_sweep(recipe, progress=False)
+    assert ran == ["overall-params-s50", "overall-params-s80"]
+    interrupt["after"] = None
+    rows = sweep.run_sweep(recipe, progress=False)
+    # the finished cells were read back, not run again
+    assert ran == ["overall-params-s50", "overall-params-s80", "progressive-params-s50",
+                   "progressive-params-s80"]
+    assert [row["cell"] for row in rows] == ["teacher", *ran]
+    root = tmp_path / "out"
+    assert json.loads((root / "sweep.json").read_text())["rows"] == rows
+    assert (root / "sweep.png").stat().st_size > 0
+    # Pareto front of DER against MACs: the teacher, overall s50, progressive s80
+    table = (root / "sweep.md").read_text()
+    bold = [line.split("|")[1].strip() for line in table.splitlines() if "**" in line]
+    assert bold == ["**teacher**", "**overall-params-s50**", "**progressive-params-s80**"]
+
+
+def test_the_pareto_front_keeps_what_nothing_beats_on_both_counts():
+    points = [(1.0, 5.0), (2.0, 4.0), (2.0, 6.0), (3.0, 4.0), (0.5, 9.0), (1.0, 5.0)]
+    assert pareto_front(points) == [True, True, False, False, True, True]

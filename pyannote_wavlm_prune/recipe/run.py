@@ -33,6 +33,7 @@ from .stages import (
     prune_stage,
     train_stage,
 )
+from .sweep import check_sweep
 from .training import diarization_task
 
 STAGES = ("teacher", "prune", "distill", "finetune")
@@ -43,7 +44,7 @@ PRUNE_STAGE_HINTS = parameter_hints(prune_stage)
 FINETUNE_LEARNING_RATE = parameter_hints(finetune_stage)["learning_rate"]
 # the recipe's own keys and their types (the stages' options are checked by `Recipe.validate`)
 RECIPE_KEYS = {"protocol": str, "experiment": str, "database": str | list[str] | None,
-               **{stage: dict | None for stage in STAGES}}
+               "sweep": dict | None, **{stage: dict | None for stage in STAGES}}
 # what the stages set themselves: the protocol, the teacher, the chunks (the budget's), caches
 STAGE_SET = ("protocol", "teacher", "duration", "batch_size", "cache", "cache_dir", "progress",
              "restart", "validate")
@@ -101,6 +102,8 @@ class Recipe:
     prune: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
+    # a grid of pruning runs from the same teacher (`recipe.sweep`), run by `sweep` only
+    sweep: dict | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Recipe:
@@ -123,6 +126,9 @@ class Recipe:
         distill: {budget: {...}, task: {...}}
         finetune: {budget: {...}, fresh_back_end: true, task: {...},
                    learning_rate: {wavlm: 2e-5}}      # default: the model's own
+        sweep: {strategies: [overall, module-wise, progressive], objectives: [params, macs],
+                targets: [0.5, 0.8, 0.9], train_files: [0.25, 1.0], ...}
+                # run by `pyannote-wavlm-prune sweep` (see recipe.sweep), not by `recipe`
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
@@ -151,6 +157,7 @@ class Recipe:
             prune=content.get("prune") or {},
             distill=content.get("distill") or {},
             finetune=content.get("finetune") or {},
+            sweep=content.get("sweep"),
         )
         recipe.validate(inputs=[("the recipe", path)])
         return recipe
@@ -180,6 +187,8 @@ class Recipe:
                       {"budget": dict, "task": dict, "fresh_back_end": bool,
                        "learning_rate": FINETUNE_LEARNING_RATE})
         check_options("finetune.task", self.finetune.get("task"), _task_hints(diarization_task))
+        if self.sweep is not None:
+            check_sweep(self.sweep)
         _check_learning_rate("finetune.learning_rate", self.finetune.get("learning_rate"),
                              WavLMSegmentation.LEARNING_RATE_DEFAULTS)
         # a given teacher is not trained: 1-teacher/ is not written (it may hold that teacher)
@@ -248,16 +257,7 @@ class Recipe:
         restart = "changed" if restart else False
         protocol = self.get_protocol()
         root = self.experiment
-        results: dict[str, Path] = {}
-
-        if "checkpoint" in self.teacher:
-            results["teacher"] = Path(self.teacher["checkpoint"])
-        else:
-            model_options = dict(self.teacher.get("model") or {})
-            model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
-            results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
-                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
-                                             task_options=self.teacher.get("task"), restart=restart)
+        results: dict[str, Path] = {"teacher": self.teacher_checkpoint(protocol, progress, restart)}
         options = dict(self.prune)
         prune_budget = Budget.from_dict(options.pop("budget", None))
         task_options = options.pop("task", None)
@@ -285,6 +285,18 @@ class Recipe:
                                           restart=restart,
                                           learning_rate=self.finetune.get("learning_rate"))
         return results
+
+
+    def teacher_checkpoint(self, protocol: Protocol, progress: bool = True,
+                           restart: bool | str = False) -> Path:
+        """The teacher: `teacher.checkpoint`, or trained (resumed) in `experiment`/1-teacher."""
+        if "checkpoint" in self.teacher:
+            return Path(self.teacher["checkpoint"])
+        model_options = dict(self.teacher.get("model") or {})
+        model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
+        return train_stage(protocol, self.experiment / "1-teacher", model_options=model_options,
+                           budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
+                           task_options=self.teacher.get("task"), restart=restart)
 
 
 def resolve_wavlm_option(wavlm):
