@@ -11,7 +11,7 @@ from pyannote.audio import Model
 from pyannote.audio.core.task import Subsets
 from wavlm_helpers import layout_config
 
-from pyannote_wavlm_prune import prune, save_checkpoint
+from pyannote_wavlm_prune import attach_gates, prune, save_checkpoint
 from pyannote_wavlm_prune.data.protocols import training_subset
 from pyannote_wavlm_prune.recipe.stages import (
     Budget,
@@ -22,7 +22,13 @@ from pyannote_wavlm_prune.recipe.stages import (
 from pyannote_wavlm_prune.recipe.sweep import pareto_front
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import Distill, DistillPrune
-from pyannote_wavlm_prune.wavlm.cost import module_sparsity, smallest_sparsity
+from pyannote_wavlm_prune.wavlm.budget import masks_at_budget
+from pyannote_wavlm_prune.wavlm.cost import (
+    module_sparsity,
+    shift_gates_to_sparsity,
+    smallest_sparsity,
+)
+from pyannote_wavlm_prune.wavlm.gating import kept_structure
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # a few steps of a tiny model: enough to train gates, prune, average and reload
@@ -262,3 +268,21 @@ def test_a_sweep_resumes_after_an_interruption_without_redoing_finished_cells(tm
 def test_the_pareto_front_keeps_what_nothing_beats_on_both_counts():
     points = [(1.0, 5.0), (2.0, 4.0), (2.0, 6.0), (3.0, 4.0), (0.5, 9.0), (1.0, 5.0)]
     assert pareto_front(points) == [True, True, False, False, True, True]
+
+
+@pytest.mark.parametrize("objective", ["params", "macs"])
+def test_a_budget_blocked_by_coarse_units_takes_one_past_it_and_comes_back_with_finer_ones(objective):
+    # at 90 %, what the tiny transformer keeps is about a head per layer, 6 % of it: no head
+    # fits the 0.5 % window, but one removed and a few FFN units restored do
+    model = attach_gates(tiny_model())
+    frontend = model.frontend
+    samples = 8000 if objective == "macs" else None
+    targets = {"cnn": 0.9, "transformer": 0.9}
+    for module, target in targets.items():
+        shift_gates_to_sparsity(frontend, frontend.config, target, objective, samples, module=module)
+    masks, report = masks_at_budget(frontend, targets, objective, samples)
+    assert report.sparsity_before["transformer"] < 0.895
+    assert report.restored > 0
+    structure = kept_structure(frontend, masks)
+    for module, target in targets.items():
+        assert abs(module_sparsity(structure, module, objective, samples) - target) <= 0.005

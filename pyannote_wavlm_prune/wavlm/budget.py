@@ -96,40 +96,98 @@ def masks_at_budget(
 def _adjust(frontend: nn.Module, masks: dict, units, sparsity: float, measure,
             tolerance: float) -> tuple[float, float, int, int]:
     """Adjust, in place, the masks of `units` at the margin until measure() is within
-    `tolerance` of `sparsity`; return the sparsity before and after, units removed, restored."""
+    `tolerance` of `sparsity`; return the sparsity before and after, units removed, restored
+
+    A pass removes (or restores) units one by one, skipping those that would overshoot. If
+    coarse units block it (the smallest step left is larger than the window: a head of a
+    small model), the smallest overshoot is taken and finer units are changed back.
+    """
     before = current = measure()
-    removed = restored = 0
-    remove = current < sparsity
+    counts = {True: 0, False: 0}  # removed, restored
+    saved = None  # masks and counts before the last forced step
+    for _ in range(3):
+        if abs(current - sparsity) <= tolerance:
+            break
+        remove = current < sparsity
+        current = _pass(frontend, masks, units, sparsity, measure, tolerance, remove, current,
+                        counts)
+        if saved is not None and abs(current - sparsity) >= abs(saved[0] - sparsity):
+            # the forced step and the pass back did not come closer: undo them
+            current, counts = saved[0], saved[2]
+            for unit, group in saved[1].items():
+                for layer, mask in enumerate(group):
+                    masks[unit][layer].copy_(mask)
+            break
+        if abs(current - sparsity) <= tolerance:
+            break
+        saved = (current, {unit: [mask.clone() for mask in masks[unit]] for unit in units
+                           if unit in masks}, dict(counts))
+        # blocked: the candidate (one per gate group, its least wanted or most wanted unit)
+        # that lands nearest past the target, then a pass back
+        best = None
+        for candidate in _candidates(frontend, masks, units, remove, per_group=True):
+            changed = _try(masks, candidate, remove, measure)
+            if changed is not None and (changed > sparsity if remove else changed < sparsity) \
+                    and (best is None or abs(changed - sparsity) < abs(best[0] - sparsity)):
+                best = (changed, candidate)
+        if best is None:
+            break
+        _apply(masks, best[1], remove)
+        current = best[0]
+        counts[remove] += 1
+    return before, current, counts[True], counts[False]
+
+
+def _candidates(frontend: nn.Module, masks: dict, units, remove: bool, per_group: bool = False):
+    """Units that removing (kept ones) or restoring (closed ones) could change, least wanted
+    first for removal, most wanted first for restoring; per_group: the first of each group."""
     candidates = []
     for unit, group in frontend.gates.items():
         if unit not in units:
             continue
         for layer, gate in enumerate(group):
             soft = torch.sigmoid(gate.log_alpha / gate.beta * 0.8)
-            for index in range(gate.num_units):
-                if bool(masks[unit][layer][index] > 0) == remove:
-                    candidates.append((float(gate.log_alpha[index]), unit, layer, index,
-                                       soft[index].clamp(min=torch.finfo(soft.dtype).tiny)))
-    # remove the least wanted units first, restore the most wanted first
+            mine = [(float(gate.log_alpha[index]), unit, layer, index,
+                     soft[index].clamp(min=torch.finfo(soft.dtype).tiny))
+                    for index in range(gate.num_units)
+                    if bool(masks[unit][layer][index] > 0) == remove]
+            mine.sort(key=lambda candidate: candidate[0], reverse=not remove)
+            candidates.extend(mine[:1] if per_group else mine)
     candidates.sort(key=lambda candidate: candidate[0], reverse=not remove)
-    for _, unit, layer, index, soft in candidates:
+    return candidates
+
+
+def _apply(masks: dict, candidate, remove: bool) -> None:
+    _, unit, layer, index, soft = candidate
+    masks[unit][layer][index] = 0.0 if remove else soft
+
+
+def _try(masks: dict, candidate, remove: bool, measure) -> float | None:
+    """The sparsity with `candidate` changed (None if pruning could not make it); undone."""
+    _, unit, layer, index, _ = candidate
+    previous = masks[unit][layer][index].clone()
+    _apply(masks, candidate, remove)
+    try:
+        return measure()
+    except EmptyLayerError:
+        return None
+    finally:
+        masks[unit][layer][index] = previous
+
+
+def _pass(frontend: nn.Module, masks: dict, units, sparsity: float, measure, tolerance: float,
+          remove: bool, current: float, counts: dict) -> float:
+    """Remove (or restore) units one by one, least (most) wanted first, skipping those that
+    would overshoot the window, until within it; return the sparsity reached."""
+    for candidate in _candidates(frontend, masks, units, remove):
         if abs(current - sparsity) <= tolerance:
             break
-        mask = masks[unit][layer]
-        previous = mask[index].clone()
-        mask[index] = 0.0 if remove else soft
-        try:
-            changed = measure()
-        except EmptyLayerError:
-            changed = None
+        changed = _try(masks, candidate, remove, measure)
         overshoots = changed is None or (changed > sparsity + tolerance if remove
                                          else changed < sparsity - tolerance)
         if overshoots or changed == current:
-            mask[index] = previous  # a unit of a removed block changes nothing: leave it be
-            continue
+            continue  # a unit of a removed block changes nothing: leave it be
+        _apply(masks, candidate, remove)
         current = changed
-        if remove:
-            removed += 1
-        else:
-            restored += 1
-    return before, current, removed, restored
+        counts[remove] += 1
+    return current
