@@ -25,6 +25,7 @@ from pyannote_wavlm_prune.tasks import Distill, DistillPrune
 from pyannote_wavlm_prune.wavlm.budget import masks_at_budget
 from pyannote_wavlm_prune.wavlm.cost import (
     module_sparsity,
+    prunable_share,
     shift_gates_to_sparsity,
     smallest_sparsity,
 )
@@ -98,9 +99,14 @@ def test_module_wise_targets_each_land_within_half_a_percent(tiny_protocol, tmp_
     structure = Structure.from_dict(pruned.structure, pruned.frontend.config)
     for module, target in targets.items():
         assert abs(module_sparsity(structure, module, objective, samples) - target) <= 0.005
-    # the combined sparsity is reported, and is the whole front end's
+    # the combined sparsity is reported, and is the whole front end's: each module's weighted
+    # by the share of the front end it holds (a sweep's module-wise cells aim at it so)
     report = pruned.budget_report
     assert report.sparsity == pytest.approx(structure.sparsity(objective, samples), abs=1e-12)
+    config = structure.config
+    assert report.sparsity == pytest.approx(sum(
+        prunable_share(config, [module], objective, samples)
+        * module_sparsity(structure, module, objective, samples) for module in targets), abs=1e-9)
     assert set(report.sparsity_after) == set(targets)
 
 
@@ -286,3 +292,24 @@ def test_a_budget_blocked_by_coarse_units_takes_one_past_it_and_comes_back_with_
     structure = kept_structure(frontend, masks)
     for module, target in targets.items():
         assert abs(module_sparsity(structure, module, objective, samples) - target) <= 0.005
+
+
+def test_the_study_example_is_the_paper_s_comparisons_in_eleven_cells(tmp_path, monkeypatch):
+    from pyannote_wavlm_prune.cli import main
+    from pyannote_wavlm_prune.recipe import Recipe
+    from pyannote_wavlm_prune.recipe.sweep import check_sweep, sweep_cells
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["sweep", "--example", "study.yml"]) == 0
+    recipe = Recipe.from_yaml("study.yml")
+    cells = [cell.name for cell in sweep_cells(check_sweep(recipe.sweep))]
+    assert cells == ["overall-params-s80", "module-wise-params-s80", "progressive-params-s80",
+                     "overall-macs-s80", "overall-params-s80-d0.25", "overall-params-s80-d0.5",
+                     "overall-params-s50", "overall-params-s60", "overall-params-s70",
+                     "overall-params-s90", "overall-params-s95"]
+    for section, message in (({"grids": [{"targets": [1.2]}]}, r"grids\[0\].targets: 1.2"),
+                             ({"strategies": ["greedy"]}, "'greedy'"),
+                             ({"grids": [{"sparsity": [0.5]}]}, "sparsity"),
+                             ({"train_files": [0]}, "train_files=0")):
+        with pytest.raises(ValueError, match=message):
+            check_sweep(section)

@@ -15,8 +15,9 @@ resumes the interrupted one at its stage.
 Strategies, for a target t:
 
 - overall: one target for the whole front end (`DistillPrune(sparsity=t)`);
-- module-wise: t for each module, the CNN and the transformer (`sparsity={cnn: t,
-  transformer: t}`);
+- module-wise: one target for each module, the CNN and the transformer, the same for both
+  and such that the front end's combined sparsity is t (`sparsity={cnn: u, transformer: u}`,
+  u = t / the share of the front end these modules hold, `wavlm.cost.prunable_share`);
 - progressive: the targets t/n, 2t/n, ..., t in n rounds (`progressive_prune_stage`; n =
   `rounds`, default 2), distilled between rounds.
 """
@@ -42,6 +43,7 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "objectives": ["params"],
     "targets": [0.8],
     "train_files": [None],
+    "grids": None,                # several grids (each some of the four lists above)
     "rounds": 2,
     "der": True,
     "embedding": None,            # a speaker-embedding checkpoint; None: trained once
@@ -50,8 +52,9 @@ SWEEP_DEFAULTS: dict[str, Any] = {
     "evaluate_step": 0.25,
     "bench_repeats": 3,
 }
+GRID_KEYS = ("strategies", "objectives", "targets", "train_files")
 SWEEP_HINTS = {"strategies": list, "objectives": list, "targets": list, "train_files": list,
-               "rounds": int, "der": bool, "embedding": str | None, "embedding_epochs": int,
+               "grids": list | None, "rounds": int, "der": bool, "embedding": str | None, "embedding_epochs": int,
                "optimize_iterations": int, "evaluate_step": float, "bench_repeats": int}
 
 
@@ -70,13 +73,18 @@ class Cell:
         name = f"{self.strategy}-{self.objective}-s{100 * self.target:g}"
         return name if self.train_files is None else f"{name}-d{self.train_files:g}"
 
-    def prune_options(self, rounds: int = 2) -> dict[str, Any]:
-        """The prune stage's options of this cell (`sparsity`, or `schedule`, and the rest)."""
+    def prune_options(self, rounds: int = 2, share: float = 1.0) -> dict[str, Any]:
+        """The prune stage's options of this cell (`sparsity`, or `schedule`, and the rest)
+
+        share: of the front end's cost (in the objective) that the CNN and transformer
+        modules hold; module-wise targets are the cell's target over it (at most 0.999).
+        """
         options: dict[str, Any] = {"objective": self.objective}
         if self.strategy == "overall":
             options["sparsity"] = self.target
         elif self.strategy == "module-wise":
-            options["sparsity"] = {"cnn": self.target, "transformer": self.target}
+            each = min(round(self.target / share, 6), 0.999)
+            options["sparsity"] = {"cnn": each, "transformer": each}
         else:
             options["schedule"] = [self.target * (i + 1) / rounds for i in range(rounds)]
         if self.train_files is not None:
@@ -86,25 +94,18 @@ class Cell:
 
 def check_sweep(section: Mapping[str, Any] | None) -> dict[str, Any]:
     """The sweep section with its defaults, checked (one-line ValueErrors naming the value)."""
-    from ..data.protocols import check_train_files
     from ..options import check_options
 
     check_options("sweep", section, SWEEP_HINTS)
     settings = {**SWEEP_DEFAULTS, **dict(section or {})}
-    for name in ("strategies", "objectives", "targets", "train_files"):
-        if not settings[name]:
-            raise ValueError(f"sweep.{name}=[]: expected at least one value.")
-    for strategy in settings["strategies"]:
-        if strategy not in STRATEGIES:
-            raise ValueError(f"sweep.strategies: {strategy!r}: expected some of {list(STRATEGIES)}.")
-    for objective in settings["objectives"]:
-        if objective not in ("params", "macs"):
-            raise ValueError(f"sweep.objectives: {objective!r}: expected params and/or macs.")
-    for target in settings["targets"]:
-        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
-            raise ValueError(f"sweep.targets: {target!r}: expected sparsities in (0, 1).")
-    for share in settings["train_files"]:
-        check_train_files(share)
+    grids = settings["grids"]
+    if grids is not None and not grids:
+        raise ValueError("sweep.grids=[]: expected at least one grid, or no grids key.")
+    for index, grid in enumerate(grids or []):
+        check_options(f"sweep.grids[{index}]", grid, {key: list for key in GRID_KEYS})
+    for where, grid in [("sweep", settings)] + [(f"sweep.grids[{index}]", {**settings, **grid})
+                                                for index, grid in enumerate(grids or [])]:
+        _check_grid(where, grid)
     for name in ("rounds", "embedding_epochs", "bench_repeats"):
         if settings[name] < 1:
             raise ValueError(f"sweep.{name}={settings[name]}: expected a positive integer.")
@@ -114,11 +115,37 @@ def check_sweep(section: Mapping[str, Any] | None) -> dict[str, Any]:
     return settings
 
 
+def _check_grid(where: str, grid: Mapping[str, Any]) -> None:
+    from ..data.protocols import check_train_files
+
+    for name in GRID_KEYS:
+        if not grid[name]:
+            raise ValueError(f"{where}.{name}=[]: expected at least one value.")
+    for strategy in grid["strategies"]:
+        if strategy not in STRATEGIES:
+            raise ValueError(f"{where}.strategies: {strategy!r}: expected some of {list(STRATEGIES)}.")
+    for objective in grid["objectives"]:
+        if objective not in ("params", "macs"):
+            raise ValueError(f"{where}.objectives: {objective!r}: expected params and/or macs.")
+    for target in grid["targets"]:
+        if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+            raise ValueError(f"{where}.targets: {target!r}: expected sparsities in (0, 1).")
+    for share in grid["train_files"]:
+        check_train_files(share)
+
+
 def sweep_cells(settings: Mapping[str, Any]) -> list[Cell]:
-    """The grid, in order: strategies, then objectives, targets and data shares."""
-    return [Cell(strategy, objective, float(target), share)
-            for strategy in settings["strategies"] for objective in settings["objectives"]
-            for target in settings["targets"] for share in settings["train_files"]]
+    """The cells of the grid (strategies, then objectives, targets and data shares), or of each
+    of `grids` in turn (keys not given: the section's), each cell once."""
+    cells: list[Cell] = []
+    for grid in settings.get("grids") or [{}]:
+        grid = {**settings, **grid}
+        for cell in (Cell(strategy, objective, float(target), share)
+                     for strategy in grid["strategies"] for objective in grid["objectives"]
+                     for target in grid["targets"] for share in grid["train_files"]):
+            if cell not in cells:
+                cells.append(cell)
+    return cells
 
 
 def run_sweep(recipe, progress: bool = True, restart: bool = False) -> list[dict]:
@@ -178,7 +205,7 @@ def _run_cell(recipe, cell: Cell, settings, protocol, teacher: Path, embedding, 
     task_options = {key: value for key, value in dict(options.pop("task", None) or {}).items()
                     if key not in ("sparsity", "objective", "train_files")}
     options = {key: value for key, value in options.items() if key not in ("objective", "train_files")}
-    options.update(cell.prune_options(settings["rounds"]))
+    options.update(cell.prune_options(settings["rounds"], _share(teacher, cell.objective, budget)))
     distill_task = dict(recipe.distill.get("task") or {})
     if cell.train_files is not None:
         distill_task["train_files"] = cell.train_files
@@ -200,6 +227,18 @@ def _run_cell(recipe, cell: Cell, settings, protocol, teacher: Path, embedding, 
                            progress=progress, task_options=recipe.finetune.get("task"),
                            restart=restart, learning_rate=recipe.finetune.get("learning_rate"))
     return measure(final, teacher, protocol, embedding, directory, settings, progress)
+
+
+def _share(teacher: Path, objective: str, budget) -> float:
+    """The share of the teacher's front end (cost in `objective`) the CNN and transformer
+    modules hold, for chunks of the prune stage's duration (the teacher's by default)."""
+    from ..models.loading import load_model
+    from ..wavlm.cost import prunable_share
+
+    model = load_model(teacher, "teacher")
+    duration = budget.duration or model.specifications.duration
+    samples = round(duration * model.hparams.sample_rate) if objective == "macs" else None
+    return prunable_share(model.frontend.config, ("cnn", "transformer"), objective, samples)
 
 
 def _embedding(settings, protocol, root: Path, progress: bool) -> Path:

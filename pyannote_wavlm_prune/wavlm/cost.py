@@ -135,6 +135,21 @@ def _sparsity_of(config: PretrainedConfig, sizes: Sizes, metric: str, num_sample
                   / units_cost(config, full, units, metric, frames))
 
 
+def prunable_share(config: PretrainedConfig, modules, metric: str = "params",
+                   num_samples: int | None = None) -> float:
+    """The share of the unpruned front end's cost (params or MACs) that `modules` hold
+
+    With the same sparsity u for each of disjoint `modules`, the front end's sparsity is
+    u x this share (what no module holds is never pruned).
+    """
+    check_metric(metric, num_samples)
+    full = Structure.full(config)
+    frames = conv_frames(config, num_samples) if metric == "macs" else None
+    units = [unit for module in modules for unit in check_module(module)]
+    return float(units_cost(config, full.sizes(), units, metric, frames)
+                 / full.cost(metric, num_samples))
+
+
 def module_sparsity(
     frontend: nn.Module | Structure,
     module: str,
