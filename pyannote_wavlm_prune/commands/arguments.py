@@ -203,11 +203,13 @@ def train_files(text: str) -> float | int:
 def sparsity_target(text: str) -> float | tuple[str, float]:
     """"0.8" -> 0.8 (overall), "MODULE=0.8" -> ("MODULE", 0.8) (module-wise); in (0, 1)"""
     key, separator, value = text.rpartition("=")
+    if not separator:
+        return fraction(text)
     try:
-        return (key, fraction(value)) if separator else fraction(value)
+        return key, fraction(value)
     except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(
-            f"{text!r}: expected a sparsity in (0, 1), or MODULE=SPARSITY pairs, e.g. "
+            f"{text!r}: expected MODULE=SPARSITY with a sparsity in (0, 1), e.g. "
             "cnn=0.5 transformer=0.8") from None
 
 

@@ -31,13 +31,16 @@ PRUNE_STAGE = "pyannote_wavlm_prune.recipe.stages:prune_stage"
 TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "warmup_steps", "units", "controller",
                 "decay", *DISTILL_OPTIONS)
 # options of prune_stage
-STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target")
+STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target", "student")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
     add_stage_output(parser)
     add_input(parser, "--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
+    add_input(parser, "--student", help="the model to prune, distilled from the teacher "
+                                        "(default: the teacher), e.g. the distilled model of an "
+                                        "earlier round, to prune progressively")
     group = parser.add_argument_group("pruning (DistillPrune)")
     group.add_argument("--sparsity", action=SparsityTargets,
                        default=Default(DISTILL_PRUNE, "sparsity"),
