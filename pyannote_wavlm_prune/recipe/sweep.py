@@ -341,7 +341,7 @@ def sweep_table(rows: list[dict]) -> str:
     for row, best in zip(rows, front, strict=True):
         name = f"**{row['cell']}**" if best else row["cell"]
         line = (f"| {name} | {row['sparsity_params']:.3f} | {row['sparsity_macs']:.3f} | "
-                f"{row['wavlm_params'] / 1e6:.3f} M | {row['wavlm_gmacs_per_second']:.3f} | "
+                f"{row['wavlm_params'] / 1e6:.3f} M | {row['wavlm_gmacs_per_second']:.4g} | "
                 f"{row['speedup']:.2f}x |")
         if der:
             line += f" {row['der_oracle']:.1f} | {row['der_pipeline']:.1f} |"
