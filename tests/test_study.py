@@ -30,6 +30,7 @@ from pyannote_wavlm_prune.wavlm.cost import (
     smallest_sparsity,
 )
 from pyannote_wavlm_prune.wavlm.gating import kept_structure
+from pyannote_wavlm_prune.wavlm.presets import base_plus_config
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # a few steps of a tiny model: enough to train gates, prune, average and reload
@@ -42,6 +43,20 @@ def tiny_teacher(tmp_path_factory):
     path = tmp_path_factory.mktemp("teacher") / "teacher.ckpt"
     save_checkpoint(tiny_model(duration=0.5), path)
     return path
+
+
+def test_the_highest_sparsity_keeps_a_channel_per_cnn_layer_and_what_no_unit_kind_prunes():
+    units = ("conv", "head", "ffn")
+    base_plus = Structure.full(base_plus_config())
+    # the positional convolution (4.7 M) and the norms stay: 94.9 % of WavLM Base+ at most
+    assert smallest_sparsity(base_plus, units) == pytest.approx(0.94933, abs=1e-5)
+    assert smallest_sparsity(base_plus, units, "macs", 128_000) == pytest.approx(0.96774, abs=1e-5)
+    smallest = Structure.from_dict({"conv_channels": [1] * 7, "kept_heads": [[]] * 12,
+                                    "ffn_widths": [0] * 12}, base_plus.config)
+    assert smallest_sparsity(base_plus, units) == pytest.approx(smallest.sparsity(), abs=1e-12)
+    # heads only: the CNN and FFN stay whole
+    assert smallest_sparsity(base_plus, ["head"]) == pytest.approx(Structure.from_dict(
+        {**base_plus.to_dict(), "kept_heads": [[]] * 12}, base_plus.config).sparsity(), abs=1e-12)
 
 
 @pytest.mark.parametrize("sparsity", [0.9, 0.95])

@@ -59,15 +59,16 @@ MODULES = {
 }
 
 
-def _sizes(frontend: nn.Module, closed: Iterable[str] = ()) -> Sizes:
-    """Exact sizes of the front end's modules, expectations for its gated unit kinds
+def _sizes(frontend: nn.Module | Structure, closed: Iterable[str] = ()) -> Sizes:
+    """Exact sizes of the front end's modules (or of a `Structure`), expectations for its
+    gated unit kinds
 
     closed: unit kinds whose every gate is taken as closed (the smallest sizes pruning can
     give them: a CNN layer keeps one channel).
     """
-    structure = frontend_structure(frontend)
+    structure = frontend if isinstance(frontend, Structure) else frontend_structure(frontend)
     sizes = structure.sizes()
-    if is_gated(frontend):
+    if not isinstance(frontend, Structure) and is_gated(frontend):
         for unit, gates in frontend.gates.items():
             sizes.update(UNIT_KINDS[unit].expected_sizes(gates, structure))
     for unit in closed:
@@ -171,7 +172,7 @@ def module_sparsity(
 
 
 def smallest_sparsity(
-    frontend: nn.Module,
+    frontend: nn.Module | Structure,
     units: Iterable[str],
     metric: str = "params",
     num_samples: int | None = None,
@@ -182,7 +183,8 @@ def smallest_sparsity(
     Every gated unit removed, except what a layer cannot lose (a CNN layer keeps one
     channel); what no unit kind prunes (positional convolution, layer norms, width E) stays.
     A target above it is out of reach: pruning goes as far as this. `module`: the sparsity
-    of that module (`module_sparsity`) rather than of the whole front end.
+    of that module (`module_sparsity`) rather than of the whole front end. `frontend` may be
+    a `Structure` (e.g. `Structure.full(config)`: from the unpruned architecture).
     """
     sizes = _sizes(frontend, closed=units)
     return float(_sparsity_of(frontend.config, sizes, metric, num_samples, module))
