@@ -71,6 +71,8 @@ def test_pruning_beyond_what_the_architecture_allows_finishes_at_its_smallest_an
     # of reach, and pruning stops at the smallest structure, one channel per CNN layer
     highest = smallest_sparsity(tiny_model().frontend, ("conv", "head", "ffn"))
     assert highest == pytest.approx(0.8523, abs=1e-4)
+    macs = smallest_sparsity(tiny_model().frontend, ("conv", "head", "ffn"), "macs", 32_000)
+    assert macs == pytest.approx(0.9798, abs=1e-4)
     assert structure.conv_channels == (1,) * 7
     assert structure.kept_heads == ((), ()) and structure.ffn_widths == (0, 0)
     assert structure.sparsity() == pytest.approx(highest, abs=1e-12)
