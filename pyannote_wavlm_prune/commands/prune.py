@@ -91,4 +91,12 @@ def run(args) -> int:
     pruned = load_model(result, "pruned")
     num_samples = round(pruned.specifications.duration * pruned.hparams.sample_rate)
     print(pruned.structure.summary(num_samples))
+    report = result.parent / "pruning.json"
+    if report.is_file():
+        import json
+
+        modules = json.loads(report.read_text()).get("sparsity")
+        if isinstance(modules, dict):  # module-wise targets: each module's own
+            print("module sparsities: " + ", ".join(f"{module} {value:.4f}"
+                                                    for module, value in modules.items()))
     return 0
