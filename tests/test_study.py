@@ -283,7 +283,7 @@ def test_a_sweep_resumes_after_an_interruption_without_redoing_finished_cells(tm
     assert json.loads((root / "sweep.json").read_text())["rows"] == rows
     assert (root / "sweep.png").stat().st_size > 0
     # Pareto front of DER against MACs: the teacher, overall s50, progressive s80
-    table = (root / "sweep.md").read_text()
+    table = (root / "sweep.txt").read_text()
     bold = [line.split("|")[1].strip() for line in table.splitlines() if "**" in line]
     assert bold == ["**teacher**", "**overall-params-s50**", "**progressive-params-s80**"]
 

@@ -37,5 +37,5 @@ def run(args) -> int:
                          "sweep: {strategies: [overall, progressive], targets: [0.5, 0.8]}.")
     rows = run_sweep(recipe, progress=not args.no_progress, restart=args.restart)
     print(sweep_table(rows), end="")
-    print(f"table, rows and plot: {recipe.experiment}/sweep.md, sweep.json, sweep.png")
+    print(f"table, rows and plot: {recipe.experiment}/sweep.txt, sweep.json, sweep.png")
     return 0

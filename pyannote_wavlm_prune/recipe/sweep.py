@@ -151,8 +151,8 @@ def sweep_cells(settings: Mapping[str, Any]) -> list[Cell]:
 def run_sweep(recipe, progress: bool = True, restart: bool = False) -> list[dict]:
     """Run (or resume) the sweep of `recipe` (a `Recipe` with a `sweep` section); return its rows
 
-    Writes `experiment`/sweep.json (the rows), sweep.md (the table) and sweep.png (DER
-    against MACs per second and against speed-up, the Pareto front marked).
+    Writes `experiment`/sweep.json (the rows), sweep.txt (the table, in Markdown) and
+    sweep.png (DER against MACs per second and against speed-up, the Pareto front marked).
     """
     from tqdm.auto import tqdm
 
@@ -180,7 +180,7 @@ def run_sweep(recipe, progress: bool = True, restart: bool = False) -> list[dict
              "target": cell.target, "train_files": cell.train_files}))
     write_json_atomically(root / "sweep.json", {"rows": rows,
                                                 "minutes": (time.monotonic() - started) / 60})
-    write_atomically(root / "sweep.md", lambda file: file.write(sweep_table(rows).encode()))
+    write_atomically(root / "sweep.txt", lambda file: file.write(sweep_table(rows).encode()))
     plot_sweep(rows, root / "sweep.png")
     return rows
 
