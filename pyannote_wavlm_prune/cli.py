@@ -43,6 +43,7 @@ COMMANDS = {
     "finetune": ("finetune", "fine-tune a pruned model with a fresh back end (OUTPUT/model.ckpt)"),
     "average": ("average", "average checkpoints (given, or those a run selected) into one"),
     "recipe": ("recipe", "run or resume every stage from a recipe YAML file"),
+    "sweep": ("sweep", "a grid of pruning strategies, objectives and targets from one teacher"),
     "export": ("export", "write a diarization pipeline directory (config.yaml + models)"),
     "import-diarizen": ("import_diarizen", "a DiariZen hub model as a pyannote 4 pipeline directory"),
     "optimize": ("optimize", "tune a pipeline's hyper-parameters on a development set"),

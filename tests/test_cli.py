@@ -2,6 +2,7 @@
 
 import argparse
 import inspect
+import re
 from dataclasses import fields
 
 import pytest
@@ -180,7 +181,8 @@ def test_help_shows_the_default_of_every_option(command):
 
 def test_help_shows_the_library_s_defaults():
     text = " ".join(subparser("prune").format_help().split())
-    assert "target sparsity in (0, 1), relative to the unpruned architecture (default: 0.8)" in text
+    assert ("target sparsity in (0, 1), relative to the unpruned architecture; module-wise: "
+            "MODULE=SPARSITY pairs") in text and "transformer=0.8) (default: 0.8)" in text
     assert "(default: student=0.0002 gates=0.02 lagrangian=0.02)" in text
     assert "(default: conv head ffn)" in text
     text = " ".join(subparser("train").format_help().split())
@@ -279,3 +281,20 @@ def test_average_runs_from_the_command_line_in_both_its_forms(tmp_path, capsys):
         # a mean of two float32 values: exact but for the last bit of the halving's rounding
         torch.testing.assert_close(Model.from_pretrained(output).state_dict()[name], expected)
     assert "<function" not in subparser("average").format_help()
+
+
+def test_prune_command_takes_module_wise_targets_a_share_of_the_files_and_a_student(monkeypatch):
+    kwargs = forwarded(monkeypatch, "prune_stage", [
+        "prune", "--protocol", "P", "--output", "o", "--teacher", "t.ckpt", "--student", "s.ckpt",
+        "--sparsity", "cnn=0.5", "transformer=0.85", "--train-files", "0.25"])
+    assert kwargs["task_options"]["sparsity"] == {"cnn": 0.5, "transformer": 0.85}
+    assert kwargs["task_options"]["train_files"] == 0.25
+    assert kwargs["student"] == "s.ckpt"
+    base = ["prune", "--protocol", "P", "--output", "o", "--teacher", "t.ckpt"]
+    args = build_parser(base).parse_args([*base, "--train-files", "10", "--sparsity", "0.9"])
+    assert args.train_files == 10 and args.sparsity == 0.9 and args.student is None
+    for bad, message in ((["--sparsity", "0.5", "cnn=0.5"], "one sparsity, or MODULE=SPARSITY"),
+                         (["--sparsity", "cnn=2"], "'cnn=2': expected MODULE=SPARSITY"),
+                         (["--train-files", "0"], "'0': expected a fraction in (0, 1]")):
+        with pytest.raises(SystemExit, match=re.escape(message)):
+            build_parser(base + bad).parse_args(base + bad)

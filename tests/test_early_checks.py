@@ -263,7 +263,7 @@ BAD_RECIPES = {
                                "teacher.model.conformer has unknown keys ['num_layer'] (did you "
                                "mean 'num_layers'?)"),
     "sparsity of the wrong type": (("  sparsity: 0.5", "  sparsity: high"),
-                                   "prune.sparsity='high': expected a number."),
+                                   "prune.sparsity='high': expected a number or a mapping."),
     "sparsity out of range": (("  sparsity: 0.5", "  sparsity: 1.5"),
                               "sparsity=1.5: expected a target in (0, 1)"),
     "unknown objective": (("  sparsity: 0.5", "  sparsity: 0.5\n  objective: flops"),

@@ -25,8 +25,10 @@ from pyannote_wavlm_prune.wavlm import (
     Structure,
     WavLMFrontEnd,
     attach_frontend_gates,
+    deterministic_masks,
     expected_params,
     is_gated,
+    kept_structure,
 )
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
 
@@ -237,12 +239,20 @@ def test_pruning_an_ungated_front_end_raises():
         prune_frontend(tiny_frontend(num_layers=2))
 
 
-def test_pruning_every_channel_of_a_cnn_layer_raises():
+def test_a_cnn_layer_whose_gates_all_close_keeps_its_best_channel():
     gated = tiny_frontend(num_layers=2)
     attach_frontend_gates(gated, UNITS)
     close(gated, "conv", 4)
+    with torch.no_grad():
+        gated.gates["conv"][4].log_alpha[9] = -19.0  # the least closed
+    _, structure = prune_frontend(gated)
+    assert structure["conv_channels"] == [32, 32, 32, 32, 1, 32, 32]
+    # masks that close every channel (given by hand) cannot be pruned
+    masks = deterministic_masks(gated)
+    assert masks["conv"][4].nonzero().flatten().tolist() == [9]
+    masks["conv"][4].zero_()
     with pytest.raises(ValueError, match="Every channel of CNN layer 4 is gated off"):
-        prune_frontend(gated)
+        kept_structure(gated, masks)
 
 
 def test_gates_not_attached_leave_their_units_whole():

@@ -183,6 +183,56 @@ class LearningRates(KeyValues):
         super().__init__(option_strings, dest, **kwargs)
 
 
+def train_files(text: str) -> float | int:
+    """"0.25" -> 0.25 (a fraction of the training files), "10" -> 10 (a number of them)"""
+    try:
+        value = int(text)
+        if value >= 1:
+            return value
+    except ValueError:
+        try:
+            value = float(text)
+            if 0.0 < value <= 1.0:
+                return value
+        except ValueError:
+            pass
+    raise argparse.ArgumentTypeError(f"{text!r}: expected a fraction in (0, 1] (e.g. 0.25) or "
+                                     "a positive number of files (e.g. 10)")
+
+
+def sparsity_target(text: str) -> float | tuple[str, float]:
+    """"0.8" -> 0.8 (overall), "MODULE=0.8" -> ("MODULE", 0.8) (module-wise); in (0, 1)"""
+    key, separator, value = text.rpartition("=")
+    if not separator:
+        return fraction(text)
+    try:
+        return key, fraction(value)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected MODULE=SPARSITY with a sparsity in (0, 1), e.g. "
+            "cnn=0.5 transformer=0.8") from None
+
+
+class SparsityTargets(argparse.Action):
+    """--sparsity 0.8 (overall), or MODULE=SPARSITY pairs (module-wise), e.g. cnn=0.5 transformer=0.8"""
+
+    def __init__(self, option_strings, dest, **kwargs):
+        kwargs.setdefault("nargs", "+")
+        kwargs.setdefault("metavar", "SPARSITY")
+        kwargs.setdefault("type", sparsity_target)
+        super().__init__(option_strings, dest, **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        pairs = [value for value in values if isinstance(value, tuple)]
+        if len(values) == 1 and not pairs:
+            setattr(namespace, self.dest, values[0])
+        elif len(pairs) == len(values):
+            setattr(namespace, self.dest, dict(pairs))
+        else:
+            parser.error(f"{option_string}: expected one sparsity, or MODULE=SPARSITY pairs "
+                         "only, e.g. cnn=0.5 transformer=0.8")
+
+
 # ------------------------------------------------------------------------ inputs and outputs
 
 # where a parser keeps its declared paths: {dest: (role, name, writes)}

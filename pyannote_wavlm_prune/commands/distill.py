@@ -13,6 +13,7 @@ from .arguments import (
     non_negative_int,
     positive_int,
     resolve_defaults,
+    train_files,
 )
 from .common import (
     add_budget_arguments,
@@ -29,7 +30,7 @@ TASKS = "pyannote_wavlm_prune.tasks.distill_prune"
 # options of `Distill` this command sets; the stage sets duration (--duration) and batch_size
 # (--batch-size); validation is on, the stage selecting its checkpoints with it
 DISTILL_OPTIONS = ("distilled_layers", "l1_weight", "cosine_weight", "learning_rate", "seed",
-                   "max_speakers_per_chunk", "num_workers")
+                   "max_speakers_per_chunk", "num_workers", "train_files")
 
 
 def add_distillation_arguments(parser: argparse.ArgumentParser, task: str = "Distill") -> None:
@@ -52,6 +53,10 @@ def add_distillation_arguments(parser: argparse.ArgumentParser, task: str = "Dis
                        help="seed of the per-step random state (gate samples, dropout)")
     group.add_argument("--max-speakers-per-chunk", type=positive_int, default=None,
                        help="(default: the teacher's, so that the student keeps its classifier)")
+    group.add_argument("--train-files", type=train_files, default=None,
+                       help="train on part of the training files: a fraction in (0, 1] "
+                            "(e.g. 0.25) or a number of files (e.g. 10), drawn reproducibly "
+                            "with --seed (default: all)")
     group.add_argument("--num-workers", type=non_negative_int, default=Default(f"{TASKS}:Distill", "num_workers"),
                        help="data loading processes (0: in-process)")
 

@@ -6,9 +6,9 @@ import argparse
 
 from .arguments import (
     Default,
+    SparsityTargets,
     add_input,
     add_trust_argument,
-    fraction,
     non_negative_float,
     non_negative_int,
     resolve_defaults,
@@ -31,16 +31,22 @@ PRUNE_STAGE = "pyannote_wavlm_prune.recipe.stages:prune_stage"
 TASK_OPTIONS = ("sparsity", "objective", "warmup_epochs", "warmup_steps", "units", "controller",
                 "decay", *DISTILL_OPTIONS)
 # options of prune_stage
-STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target")
+STAGE_OPTIONS = ("tolerance", "exact", "stop_at_target", "student")
 
 
 def add_arguments(parser):
     add_protocol_arguments(parser)
     add_stage_output(parser)
     add_input(parser, "--teacher", required=True, help="fine-tuned WavLMSegmentation checkpoint")
+    add_input(parser, "--student", help="the model to prune, distilled from the teacher "
+                                        "(default: the teacher), e.g. the distilled model of an "
+                                        "earlier round, to prune progressively")
     group = parser.add_argument_group("pruning (DistillPrune)")
-    group.add_argument("--sparsity", type=fraction, default=Default(DISTILL_PRUNE, "sparsity"),
-                       help="target sparsity in (0, 1), relative to the unpruned architecture")
+    group.add_argument("--sparsity", action=SparsityTargets,
+                       default=Default(DISTILL_PRUNE, "sparsity"),
+                       help="target sparsity in (0, 1), relative to the unpruned architecture; "
+                            "module-wise: MODULE=SPARSITY pairs, modules cnn and transformer, "
+                            "or cnn, heads and ffn (e.g. cnn=0.5 transformer=0.8)")
     group.add_argument("--objective", choices=["params", "macs"],
                        default=Default(DISTILL_PRUNE, "objective"),
                        help="what the sparsity counts: WavLM parameters, or MACs per chunk")
@@ -85,4 +91,12 @@ def run(args) -> int:
     pruned = load_model(result, "pruned")
     num_samples = round(pruned.specifications.duration * pruned.hparams.sample_rate)
     print(pruned.structure.summary(num_samples))
+    report = result.parent / "pruning.json"
+    if report.is_file():
+        import json
+
+        modules = json.loads(report.read_text()).get("sparsity")
+        if isinstance(modules, dict):  # module-wise targets: each module's own
+            print("module sparsities: " + ", ".join(f"{module} {value:.4f}"
+                                                    for module, value in modules.items()))
     return 0

@@ -20,14 +20,14 @@ def add_arguments(parser):
     add_trust_argument(parser)
 
 
-def write_example(path: str) -> Path:
-    """Write the example recipe to `path`; refuse to replace an existing file."""
+def write_example(path: str, example: Path = EXAMPLE) -> Path:
+    """Write an example recipe (`example`) to `path`; refuse to replace an existing file."""
     from ..files import write_atomically
 
     path = Path(path)
     if path.exists():
-        raise SystemExit(f"recipe --example: {path} exists: expected a new file name.")
-    return write_atomically(path, lambda file: file.write(EXAMPLE.read_bytes()))
+        raise SystemExit(f"--example: {path} exists: expected a new file name.")
+    return write_atomically(path, lambda file: file.write(example.read_bytes()))
 
 
 def run(args) -> int:

@@ -122,3 +122,50 @@ def resolve_protocol_name(
             raise ValueError(f"protocol {name!r} is not defined in {where}: expected one of {names}.")
         name = matches[0]
     return files, name
+
+
+def check_train_files(train_files) -> None:
+    """Raise unless `train_files` is None, a fraction in (0, 1] or a positive count."""
+    if train_files is None:
+        return
+    if isinstance(train_files, bool) or not (
+            (isinstance(train_files, int) and train_files >= 1)
+            or (isinstance(train_files, float) and 0.0 < train_files <= 1.0)):
+        raise ValueError(f"train_files={train_files!r}: expected a fraction in (0, 1] (e.g. "
+                         "0.25) or a positive number of files (e.g. 10).")
+
+
+def training_subset(protocol, train_files: float | int, seed: int = 0):
+    """`protocol` whose training set is a reproducible subset of its training files
+
+    train_files: a fraction in (0, 1] of the files (rounded, at least one), or their number
+    (at most all). The files are drawn by `random.Random(seed)` from the sorted (database,
+    uri) keys, so a run draws the same files whatever the order the protocol lists them in.
+    Returns a shallow copy of `protocol` whose `train()` yields those files, in the
+    protocol's order (development and test sets unchanged; the protocol is not modified);
+    its `train_uris` lists them.
+    """
+    import copy
+    import random
+
+    check_train_files(train_files)
+
+    def key(file) -> tuple[str, str]:
+        return str(file.get("database", "")), str(file["uri"])
+
+    keys = sorted(key(file) for file in protocol.train())
+    if not keys:
+        raise ValueError(f"protocol {protocol.name} has no training file to choose from.")
+    count = (min(train_files, len(keys)) if isinstance(train_files, int)
+             else max(1, round(train_files * len(keys))))
+    chosen = set(random.Random(seed).sample(keys, count))
+    subset = copy.copy(protocol)
+
+    def train():
+        for file in protocol.train():
+            if key(file) in chosen:
+                yield file
+
+    subset.train = train
+    subset.train_uris = [uri for _, uri in sorted(chosen)]
+    return subset

@@ -61,10 +61,12 @@ def prune(
     model : WavLMSegmentation
         A gated model (a DistillPrune student), unpruned or already pruned; the result's
         structure is relative to the original architecture either way.
-    sparsity : float, optional
+    sparsity : float or dict, optional
         Finish exactly at this budget: the marginal units are decided from the gates'
         scores until the pruned WavLM's sparsity is within `tolerance` of it (see
-        `wavlm.budget.masks_at_budget`). Defaults to None: the deterministic gates alone.
+        `wavlm.budget.masks_at_budget`); {module: target} for module-wise targets (each
+        module of `wavlm.cost.MODULES` within `tolerance` of its own). Defaults to None: the
+        deterministic gates alone.
     objective : {"params", "macs"}, optional
         What `sparsity` counts. Defaults to the objective the gates were trained for
         (recorded by `DistillPrune.student()`), else "params".

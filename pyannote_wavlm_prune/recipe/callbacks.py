@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Literal
@@ -72,10 +73,12 @@ class StopAtTargetSparsity(lightning.Callback):
         if pl_module.global_step < task.num_warmup_steps():
             return
         if self.measure == "pruned":
-            on_target = task.pruned_sparsity() >= task.sparsity - self.tolerance
+            on_target = task.sparsity_margin() >= -self.tolerance
         else:
             with torch.no_grad():
-                on_target = abs(float(task.expected_sparsity()) - task.sparsity) <= self.tolerance
+                on_target = all(
+                    abs(float(task.expected_sparsity(module=module)) - target) <= self.tolerance
+                    for module, target in task.reachable_targets.items())
         self.steps_on_target = self.steps_on_target + 1 if on_target else 0
         if self.steps_on_target >= self.patience:
             trainer.should_stop = True
@@ -104,7 +107,9 @@ class SparsityTrajectory(lightning.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         point = getattr(pl_module.task, "trajectory_point", None)
         if point is not None and (not self.points or point["step"] > self.points[-1]["step"]):
-            self.points.append(dict(point))
+            # what is not defined (nothing the task logs now) is recorded as null, not NaN
+            self.points.append({name: value if not isinstance(value, float) or math.isfinite(value)
+                                else None for name, value in point.items()})
 
     def on_train_epoch_end(self, trainer, pl_module):
         self.write()
@@ -135,21 +140,30 @@ def plot_trajectory(points: list[dict], path: str | os.PathLike, title: str | No
     import matplotlib.pyplot as plt
 
     steps = [point["step"] for point in points]
+
+    def values(name: str) -> list[float]:
+        return [math.nan if p.get(name) is None else p[name] for p in points]
+
     figure, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5), sharex=True,
                                          gridspec_kw={"height_ratios": [2, 1]})
-    top.plot(steps, [p["target"] for p in points], color="black", linestyle="--", label="target")
+    if "target" in points[0]:
+        top.plot(steps, values("target"), color="black", linestyle="--", label="target")
     for name, style in (("expected_params", "-"), ("expected_macs", ":")):
         if name in points[0]:
-            top.plot(steps, [p[name] for p in points], style, color="#1f77b4",
-                     label=name.replace("_", " "))
-    top.plot(steps, [p["pruned"] for p in points], color="#d62728", label="pruned structure")
+            top.plot(steps, values(name), style, color="#1f77b4", label=name.replace("_", " "))
+    top.plot(steps, values("pruned"), color="#d62728", label="pruned structure")
+    modules = [name[len("target_"):] for name in points[0] if name.startswith("target_")]
+    for module, color in zip(modules, ("#2ca02c", "#9467bd", "#8c564b", "#e377c2")):
+        top.plot(steps, values(f"target_{module}"), color=color, linestyle="--",
+                 label=f"target {module}")
+        top.plot(steps, values(f"pruned_{module}"), color=color, label=f"pruned {module}")
     top.set_ylabel("sparsity")
     top.legend(loc="lower right", fontsize=8)
     if title:
         top.set_title(title)
-    for name in ("lambda1", "lambda2", "shift"):
+    for name in ("lambda1", "lambda2", "shift", *(f"shift_{module}" for module in modules)):
         if name in points[0]:
-            bottom.plot(steps, [p[name] for p in points], label=name)
+            bottom.plot(steps, values(name), label=name.replace("_", " "))
     bottom.set_xlabel("step")
     bottom.set_ylabel("controller")
     bottom.legend(loc="upper right", fontsize=8)

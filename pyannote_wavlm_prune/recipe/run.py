@@ -12,7 +12,7 @@ import yaml
 from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 
-from ..data.protocols import get_protocol
+from ..data.protocols import check_train_files, get_protocol
 from ..files import check_output_location, check_writable
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import (
@@ -24,7 +24,16 @@ from ..options import (
 from ..tasks import Distill, DistillPrune
 from ..wavlm import presets
 from ..wavlm.architectures import ARCHITECTURES
-from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
+from .stages import (
+    Budget,
+    check_schedule,
+    distill_stage,
+    finetune_stage,
+    progressive_prune_stage,
+    prune_stage,
+    train_stage,
+)
+from .sweep import check_sweep
 from .training import diarization_task
 
 STAGES = ("teacher", "prune", "distill", "finetune")
@@ -35,7 +44,7 @@ PRUNE_STAGE_HINTS = parameter_hints(prune_stage)
 FINETUNE_LEARNING_RATE = parameter_hints(finetune_stage)["learning_rate"]
 # the recipe's own keys and their types (the stages' options are checked by `Recipe.validate`)
 RECIPE_KEYS = {"protocol": str, "experiment": str, "database": str | list[str] | None,
-               **{stage: dict | None for stage in STAGES}}
+               "sweep": dict | None, **{stage: dict | None for stage in STAGES}}
 # what the stages set themselves: the protocol, the teacher, the chunks (the budget's), caches
 STAGE_SET = ("protocol", "teacher", "duration", "batch_size", "cache", "cache_dir", "progress",
              "restart", "validate")
@@ -93,6 +102,8 @@ class Recipe:
     prune: dict = field(default_factory=dict)
     distill: dict = field(default_factory=dict)
     finetune: dict = field(default_factory=dict)
+    # a grid of pruning runs from the same teacher (`recipe.sweep`), run by `sweep` only
+    sweep: dict | None = None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> Recipe:
@@ -108,9 +119,16 @@ class Recipe:
           task: {max_speakers_per_chunk: 4}                # see diarization_task
         prune: {sparsity: 0.8, objective: params, warmup_epochs: 5, tolerance: 0.01,
                 exact: true, budget: {...}, task: {...}}   # see prune_stage
+               # module-wise: sparsity: {cnn: 0.5, transformer: 0.85} (see DistillPrune);
+               # progressive: schedule: [0.5, 0.8] instead of sparsity, rounds distilled
+               # with the distill stage's options (see progressive_prune_stage);
+               # data quantity: train_files: 0.25 (a fraction, or a number of files)
         distill: {budget: {...}, task: {...}}
         finetune: {budget: {...}, fresh_back_end: true, task: {...},
                    learning_rate: {wavlm: 2e-5}}      # default: the model's own
+        sweep: {strategies: [overall, module-wise, progressive], objectives: [params, macs],
+                targets: [0.5, 0.8, 0.9], train_files: [0.25, 1.0], ...}
+                # run by `pyannote-wavlm-prune sweep` (see recipe.sweep), not by `recipe`
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
         `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
@@ -139,6 +157,7 @@ class Recipe:
             prune=content.get("prune") or {},
             distill=content.get("distill") or {},
             finetune=content.get("finetune") or {},
+            sweep=content.get("sweep"),
         )
         recipe.validate(inputs=[("the recipe", path)])
         return recipe
@@ -161,12 +180,15 @@ class Recipe:
         check_options("distill", self.distill, {"budget": dict, "task": dict})
         task = self.distill.get("task") or {}
         check_options("distill.task", task, _task_hints(Distill))
+        check_train_files(task.get("train_files"))
         _check_learning_rate("distill.task.learning_rate", task.get("learning_rate"),
                              Distill.LEARNING_RATE_DEFAULTS)
         check_options("finetune", self.finetune,
                       {"budget": dict, "task": dict, "fresh_back_end": bool,
                        "learning_rate": FINETUNE_LEARNING_RATE})
         check_options("finetune.task", self.finetune.get("task"), _task_hints(diarization_task))
+        if self.sweep is not None:
+            check_sweep(self.sweep)
         _check_learning_rate("finetune.learning_rate", self.finetune.get("learning_rate"),
                              WavLMSegmentation.LEARNING_RATE_DEFAULTS)
         # a given teacher is not trained: 1-teacher/ is not written (it may hold that teacher)
@@ -201,11 +223,21 @@ class Recipe:
         stage_hints = _without(PRUNE_STAGE_HINTS, {*STAGE_SET, "directory",
                                                               "task_options", "budget"})
         options = dict(self.prune)
-        check_options("prune", options, {**stage_hints, **task_hints, "budget": dict, "task": dict})
+        check_options("prune", options, {**stage_hints, **task_hints, "budget": dict, "task": dict,
+                                          "schedule": list})
         task = dict(options.pop("task", None) or {})
         check_options("prune.task", task, task_hints)
         task.update({key: value for key, value in options.items() if key in task_hints})
+        if "schedule" in options:
+            if "sparsity" in task:
+                raise ValueError("prune: sparsity and schedule both given: expected one of them "
+                                 "(the schedule's last target is the final sparsity).")
+            try:
+                task["sparsity"] = check_schedule(options["schedule"])[-1]
+            except ValueError as error:
+                raise ValueError(f"prune.{error}") from None
         DistillPrune.check_targets(**task)
+        check_train_files(task.get("train_files"))
         _check_learning_rate("prune.learning_rate", task.get("learning_rate"),
                              DistillPrune.LEARNING_RATE_DEFAULTS)
         if options.get("tolerance", 0.0) < 0:
@@ -225,22 +257,22 @@ class Recipe:
         restart = "changed" if restart else False
         protocol = self.get_protocol()
         root = self.experiment
-        results: dict[str, Path] = {}
-
-        if "checkpoint" in self.teacher:
-            results["teacher"] = Path(self.teacher["checkpoint"])
-        else:
-            model_options = dict(self.teacher.get("model") or {})
-            model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
-            results["teacher"] = train_stage(protocol, root / "1-teacher", model_options=model_options,
-                                             budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
-                                             task_options=self.teacher.get("task"), restart=restart)
+        results: dict[str, Path] = {"teacher": self.teacher_checkpoint(protocol, progress, restart)}
         options = dict(self.prune)
         prune_budget = Budget.from_dict(options.pop("budget", None))
         task_options = options.pop("task", None)
-        results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
-                                        task_options=task_options, budget=prune_budget,
-                                        progress=progress, restart=restart, **options)
+        if "schedule" in options:
+            # progressive: rounds in 2-prune/round-N/, distilled between rounds as below
+            results["pruned"] = progressive_prune_stage(
+                protocol, root / "2-prune", results["teacher"], options.pop("schedule"),
+                distill={"budget": Budget.from_dict(self.distill.get("budget")),
+                         "task_options": self.distill.get("task")},
+                task_options=task_options, budget=prune_budget, progress=progress,
+                restart=restart, **options)
+        else:
+            results["pruned"] = prune_stage(protocol, root / "2-prune", results["teacher"],
+                                            task_options=task_options, budget=prune_budget,
+                                            progress=progress, restart=restart, **options)
         results["distilled"] = distill_stage(
             protocol, root / "3-distill", results["teacher"], results["pruned"],
             task_options=self.distill.get("task"), budget=Budget.from_dict(self.distill.get("budget")),
@@ -253,6 +285,18 @@ class Recipe:
                                           restart=restart,
                                           learning_rate=self.finetune.get("learning_rate"))
         return results
+
+
+    def teacher_checkpoint(self, protocol: Protocol, progress: bool = True,
+                           restart: bool | str = False) -> Path:
+        """The teacher: `teacher.checkpoint`, or trained (resumed) in `experiment`/1-teacher."""
+        if "checkpoint" in self.teacher:
+            return Path(self.teacher["checkpoint"])
+        model_options = dict(self.teacher.get("model") or {})
+        model_options["wavlm"] = resolve_wavlm_option(model_options.get("wavlm"))
+        return train_stage(protocol, self.experiment / "1-teacher", model_options=model_options,
+                           budget=Budget.from_dict(self.teacher.get("budget")), progress=progress,
+                           task_options=self.teacher.get("task"), restart=restart)
 
 
 def resolve_wavlm_option(wavlm):

@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
 import logging
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
 from pyannote.database import Protocol
 
 from ..data.references import check_references
@@ -216,6 +219,7 @@ def prune_stage(
     budget: Budget | None = None,
     progress: bool = True,
     restart: Restart = False,
+    student: str | os.PathLike | WavLMSegmentation | None = None,
     **options: Any,
 ) -> Path:
     """DistillPrune the teacher, average the k best students that reached the target, prune
@@ -237,6 +241,11 @@ def prune_stage(
     `options` and `task_options`: `DistillPrune` options (sparsity, objective, warmup_epochs,
     learning_rate, controller, ...); the task's own defaults apply to those not given.
 
+    `student`: the model whose units are gated and pruned (default: the teacher), e.g. the
+    pruned and distilled model of an earlier round (progressive pruning, see
+    `progressive_prune_stage`); the teacher stays the distillation's target. Gates start from
+    the same random draw (seeded by the task's `seed`) on every run.
+
     Writes `directory`/student.ckpt (the selected gated student), `directory`/pruned.ckpt,
     and the run's sparsity trajectory (`directory`/sparsity.json, sparsity.png). `restart`:
     see `record.begin_stage`.
@@ -247,34 +256,50 @@ def prune_stage(
     record = {"protocol": protocol.name, "teacher": describe_input(teacher), "tolerance": tolerance,
               "exact": exact, "stop_at_target": stop_at_target,
               "task": {**dict(task_options or {}), **options}, "budget": budget.record()}
-    if begin_stage(directory, "prune", record, output, restart, inputs=[teacher]):
+    if student is not None:  # only when given: earlier records stay valid
+        record["student"] = describe_input(student)
+    if begin_stage(directory, "prune", record, output, restart,
+                   inputs=[teacher, *([student] if student is not None else [])]):
         return output
     task = DistillPrune(protocol, teacher=teacher, batch_size=budget.batch_size,
                         duration=budget.duration, cache=directory / "task-cache.npz",
                         **{**dict(task_options or {}), **options})
-    student = task.student()
-    sparsity, objective = task.sparsity, task.objective
-    minimum = sparsity - tolerance
+    with torch.random.fork_rng():
+        torch.manual_seed(task.seed)  # the gates' initial draw
+        student = task.student(student)
+    return _prune_student(task, student, directory, output, tolerance, exact, stop_at_target,
+                          budget, progress)
+
+
+def _prune_student(task: DistillPrune, student: WavLMSegmentation, directory: Path, output: Path,
+                   tolerance: float, exact: bool, stop_at_target: bool, budget: Budget,
+                   progress: bool) -> Path:
+    """Train `student` on `task` in `directory`, average, prune (see `prune_stage`)."""
+    # the targets training heads for: those given, or the highest reachable where lower
+    sparsity, objective = task.reachable_sparsity, task.objective
+    targets = task.reachable_targets
     callbacks = [SparsityTrajectory(directory)]
     if stop_at_target:
         callbacks.append(StopAtTargetSparsity(tolerance, patience=1, measure="pruned"))
     selected = _fit(student, directory, task.val_monitor[0], budget,
-                    minimum=(task.sparsity_monitor, minimum), start_epoch=int(task.warmup_epochs),
+                    minimum=(task.margin_monitor, -tolerance), start_epoch=int(task.warmup_epochs),
                     callbacks=callbacks, progress=progress)
 
     def load(path: Path) -> tuple[WavLMSegmentation, float]:
         # averaging drops the multipliers: reload without them
         gated = load_model(path, "student", strict=False).eval()
-        return gated, pruned_sparsity(gated.frontend, objective, task.num_samples)
+        margin = min(pruned_sparsity(gated.frontend, objective, task.num_samples, module) - target
+                     for module, target in targets.items())
+        return gated, margin
 
-    gated, reached = load(_average_into(selected, directory / "student.ckpt"))
-    if len(selected) > 1 and not reached >= minimum:
-        logger.warning("Averaging %d students gave a sparsity of %.3f (< %.3f): pruning the best one alone.",
-                       len(selected), reached, minimum)
-        gated, reached = load(_average_into(selected[:1], directory / "student.ckpt"))
-    if not reached >= minimum and not exact:
-        logger.warning("DistillPrune reached a sparsity of %.3f only (target %.3f): train longer.",
-                       reached, sparsity)
+    gated, margin = load(_average_into(selected, directory / "student.ckpt"))
+    if len(selected) > 1 and not margin >= -tolerance:
+        logger.warning("Averaging %d students gave a sparsity %.3f short of the target: pruning "
+                       "the best one alone.", len(selected), -margin)
+        gated, margin = load(_average_into(selected[:1], directory / "student.ckpt"))
+    if not margin >= -tolerance and not exact:
+        logger.warning("DistillPrune stopped %.3f short of its target %s: train longer.",
+                       -margin, sparsity)
     pruned = prune(gated)
     if exact:
         deterministic = pruned
@@ -283,15 +308,16 @@ def prune_stage(
         before_loss = task.validation_distillation(deterministic)
         after_loss = task.validation_distillation(pruned) if report.changed else before_loss
         write_json_atomically(directory / "pruning.json", {
-            "target": sparsity, "objective": objective,
+            "target": task.sparsity, "reachable": sparsity, "objective": objective,
             "sparsity_deterministic": report.sparsity_before, "sparsity": report.sparsity_after,
+            "combined_sparsity": report.sparsity,
             "units_removed": report.removed, "units_restored": report.restored,
             "distillation_deterministic": before_loss, "distillation": after_loss,
         })
-        logger.info("Pruned at a %s sparsity of %.4f (the gates': %.4f), %d units changed; "
-                    "validation distillation loss %s (the gates': %s)", objective,
-                    report.sparsity_after, report.sparsity_before, report.changed, after_loss,
-                    before_loss)
+        logger.info("Pruned at a %s sparsity of %s (the gates': %s; whole front end %.4f), %d "
+                    "units changed; validation distillation loss %s (the gates': %s)", objective,
+                    report.sparsity_after, report.sparsity_before, report.sparsity,
+                    report.changed, after_loss, before_loss)
     save_checkpoint(pruned, output)
     return output
 
@@ -378,3 +404,88 @@ def finetune_stage(
     return _train(protocol, directory, model, None, budget, progress, task_options)
 
 
+
+
+def check_schedule(schedule) -> list[float]:
+    """A progressive schedule: rising targets in (0, 1), or a one-line ValueError."""
+    if isinstance(schedule, (str, bytes)) or not isinstance(schedule, (list, tuple)) or not schedule:
+        raise ValueError(f"schedule={schedule!r}: expected a list of rising targets in (0, 1), "
+                         "e.g. [0.5, 0.8].")
+    for index, target in enumerate(schedule):
+        if isinstance(target, bool) or not isinstance(target, (int, float)) \
+                or not 0.0 < target < 1.0 or (index and not target > schedule[index - 1]):
+            raise ValueError(f"schedule[{index}]={target!r}: expected rising targets in (0, 1), "
+                             "e.g. [0.5, 0.8].")
+    return [float(target) for target in schedule]
+
+
+def progressive_prune_stage(
+    protocol: Protocol,
+    directory: str | os.PathLike,
+    teacher: str | os.PathLike | WavLMSegmentation,
+    schedule: list[float],
+    distill: Mapping[str, Any] | None = None,
+    budget: Budget | None = None,
+    progress: bool = True,
+    restart: Restart = False,
+    **options: Any,
+) -> Path:
+    """Progressive pruning: the targets of `schedule`, each reached from the last round's model
+
+    Round i prunes the model of round i - 1 (the teacher for the first) to `schedule[i]`
+    (`prune_stage`, always distilling from the teacher), then, before the next round,
+    distils the pruned model further (`distill_stage`):
+
+        `directory`/round-1/prune, round-1/distill, round-2/prune, ..., round-N/prune
+
+    The last round is not distilled here: its pruned model is the result, as `prune_stage`'s
+    is (a recipe's distill stage follows). Each round's stages are stages of their own,
+    resumable and skipped once done, so an interrupted schedule resumes at its round; the
+    result equals those stages run one after the other by hand.
+
+    distill: options of the rounds' `distill_stage` (`budget`: a Budget or its dict,
+    `task_options`). `budget` and `options`: every round's `prune_stage` (not `sparsity`,
+    which the schedule gives). Writes `directory`/rounds.json: per round its target, the
+    structure, sparsities (params; MACs per chunk) and validation distillation losses
+    (after pruning, and after the round's distillation).
+    """
+    schedule = check_schedule(schedule)
+    if "sparsity" in options or "sparsity" in (options.get("task_options") or {}):
+        raise ValueError("sparsity and schedule: expected one of them (the schedule's last "
+                         "target is the final sparsity).")
+    distill = dict(distill or {})
+    distill_budget = distill.pop("budget", None)
+    if not isinstance(distill_budget, Budget):
+        distill_budget = Budget.from_dict(distill_budget, name="distill.budget")
+    directory = Path(directory)
+    model, rounds = None, []
+    for index, target in enumerate(schedule, start=1):
+        folder = directory / f"round-{index}"
+        pruned = prune_stage(protocol, folder / "prune", teacher, budget=budget, progress=progress,
+                             restart=restart, student=model, sparsity=target, **options)
+        rounds.append(_round_record(index, target, pruned, folder / "prune"))
+        if index == len(schedule):
+            break
+        model = distill_stage(protocol, folder / "distill", teacher, pruned,
+                              budget=distill_budget, progress=progress, restart=restart, **distill)
+        history = folder / "distill" / "checkpoints" / "history.json"
+        scores = [entry["score"] for entry in
+                  (json.loads(history.read_text())["history"] if history.is_file() else [])
+                  if entry.get("score") is not None and math.isfinite(entry["score"])]
+        rounds[-1]["distillation_after_distill"] = min(scores) if scores else None
+        write_json_atomically(directory / "rounds.json", rounds)
+    write_json_atomically(directory / "rounds.json", rounds)
+    return pruned
+
+
+def _round_record(index: int, target: float, pruned: Path, directory: Path) -> dict:
+    """What a progressive round made: its structure, sparsities and validation loss."""
+    model = load_model(pruned, "pruned")
+    num_samples = round(model.specifications.duration * model.hparams.sample_rate)
+    structure = model.structure
+    report = directory / "pruning.json"
+    loss = json.loads(report.read_text()).get("distillation") if report.is_file() else None
+    return {"round": index, "target": target, "structure": structure.to_dict(),
+            "sparsity": structure.sparsity("params"),
+            "sparsity_macs": structure.sparsity("macs", num_samples),
+            "distillation_after_prune": loss}

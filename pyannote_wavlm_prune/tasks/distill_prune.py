@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
 import torch
@@ -15,16 +16,26 @@ from pyannote.audio.tasks import SpeakerDiarization
 from pyannote.database import Protocol
 from torch import nn
 
+from ..data.protocols import check_train_files, training_subset
 from ..models.loading import load_model
 from ..models.pruning import attach_gates
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import merge_options
-from ..wavlm.cost import expected_sparsity, pruned_sparsity, shift_gates_to_sparsity
+from ..wavlm.cost import (
+    MODULES,
+    expected_sparsity,
+    module_sparsity,
+    pruned_sparsity,
+    shift_gates_to_sparsity,
+    smallest_sparsity,
+)
 from ..wavlm.gating import check_units
 from ..wavlm.structure import METRICS
 from ..wavlm.units import DEFAULT_UNITS
 
 CONTROLLERS = ("projection", "lagrangian")
+
+logger = logging.getLogger(__name__)
 
 
 class Lagrangian(nn.Module):
@@ -103,6 +114,10 @@ class Distill(SpeakerDiarization):
     seed : int, optional
         Seed of the per-step random state (gate samples, dropout), so that a resumed run
         draws what an uninterrupted one would have. Defaults to 0.
+    train_files : float or int, optional
+        Train on part of the protocol's training files: a fraction in (0, 1] or a number of
+        files, drawn reproducibly (seeded by `seed`, `data.protocols.training_subset`; the
+        chosen uris are `train_uris`). Defaults to all of them.
     duration : float, optional
         Chunk duration. Defaults to the teacher's.
     max_speakers_per_chunk : int, optional
@@ -123,12 +138,14 @@ class Distill(SpeakerDiarization):
         learning_rate: dict | None = None,
         validate: bool = True,
         seed: int = 0,
+        train_files: float | int | None = None,
         duration: float | None = None,
         max_speakers_per_chunk: int | None = None,
         num_workers: int = 0,
         **kwargs: Any,
     ):
         learning_rate = merge_options("learning_rate", self.LEARNING_RATE_DEFAULTS, learning_rate)
+        check_train_files(train_files)
         teacher = self._load_teacher(teacher)
         num_layers = teacher.frontend.num_layers
         distilled_layers = (
@@ -142,6 +159,10 @@ class Distill(SpeakerDiarization):
             )
 
         specifications = teacher.specifications
+        if train_files is not None:
+            protocol = training_subset(protocol, train_files, seed)
+        self.train_uris = getattr(protocol, "train_uris", None)
+        self.train_files = train_files
         super().__init__(
             protocol,
             duration=specifications.duration if duration is None else duration,
@@ -339,11 +360,17 @@ class DistillPrune(Distill):
         The fine-tuned model to prune (or its checkpoint). It is never modified. It may be
         pruned already (e.g. DiariZen's s80 models): the gates then act on the units it kept,
         and pruning makes it smaller still.
-    sparsity : float, optional
+    sparsity : float or dict, optional
         Target sparsity in (0, 1) (0 is refused: use train for no pruning), always relative
         to the unpruned architecture of the teacher's WavLM config, pruned teacher or not:
         pruning an s80 model to s90 is sparsity=0.9. At least the teacher's own sparsity
-        (`initial_sparsity`). Defaults to 0.8.
+        (`initial_sparsity`). Defaults to 0.8 (overall pruning). Module-wise pruning: a
+        target per module, {module: target} with modules of `wavlm.cost.MODULES` ("cnn" and
+        "transformer", or per unit kind "cnn", "heads" and "ffn"; a module's sparsity counts
+        what its unit kinds carry, `wavlm.cost.module_sparsity`); modules not named are not
+        pruned (their gates stay open), and the front end's combined sparsity follows.
+        A target beyond what pruning can reach (`max_sparsity`: every unit removed but one
+        channel per CNN layer) is warned of, and pruning goes as far as it can.
     objective : {"params", "macs"}, optional
         What the sparsity counts: WavLM parameters, or WavLM MACs for one chunk of `duration`.
         Defaults to "params".
@@ -388,13 +415,36 @@ class DistillPrune(Distill):
     @staticmethod
     def _check_targets(sparsity, objective, warmup_epochs, warmup_steps, units, controller):
         """The checks of `check_targets`; return the units, checked."""
-        # 0 would still prune: the gates start half open and close units on their own
-        if not 0.0 < sparsity < 1.0:
-            raise ValueError(f"sparsity={sparsity}: expected a target in (0, 1); for no pruning, "
-                             "use train (or finetune) instead.")
+        units = check_units(units)
+        targets = dict(sparsity) if isinstance(sparsity, Mapping) else {None: sparsity}
+        if not targets:
+            raise ValueError(f"sparsity={sparsity}: expected a target, or a target per module "
+                             f"among {list(MODULES)}.")
+        for module, target in targets.items():
+            name = "sparsity" if module is None else f"sparsity[{module!r}]"
+            if module is not None and module not in MODULES:
+                raise ValueError(f"{name}: unknown module, expected some of {list(MODULES)}.")
+            # 0 would still prune: the gates start half open and close units on their own
+            if isinstance(target, bool) or not isinstance(target, (int, float)) \
+                    or not 0.0 < target < 1.0:
+                raise ValueError(f"{name}={target!r}: expected a target in (0, 1); for no "
+                                 "pruning, use train (or finetune) instead.")
+            if module is not None and not set(MODULES[module]) & set(units):
+                raise ValueError(f"{name}: none of the module's units {list(MODULES[module])} "
+                                 f"is gated (units={list(units)}).")
+        if None not in targets:
+            named = [module for module in targets for _ in MODULES[module]]
+            kinds = [kind for module in targets for kind in MODULES[module]]
+            shared = sorted({named[i] for i, kind in enumerate(kinds) if kinds.count(kind) > 1})
+            if shared:
+                raise ValueError(f"sparsity: modules {shared} share unit kinds: expected "
+                                 "modules that do not overlap (cnn and transformer, or cnn, "
+                                 "heads and ffn).")
+            if controller != "projection":
+                raise ValueError(f"controller={controller!r}: module-wise targets need "
+                                 "controller='projection'.")
         if objective not in METRICS:
             raise ValueError(f"objective={objective!r}: expected one of {METRICS}.")
-        units = check_units(units)
         if controller not in CONTROLLERS:
             raise ValueError(f"controller={controller!r}: expected one of {CONTROLLERS}.")
         if warmup_steps is not None and warmup_steps < 0:
@@ -407,7 +457,7 @@ class DistillPrune(Distill):
         self,
         protocol: Protocol,
         teacher: WavLMSegmentation | str | os.PathLike,
-        sparsity: float = 0.8,
+        sparsity: float | Mapping[str, float] = 0.8,
         objective: Literal["params", "macs"] = "params",
         warmup_epochs: float = 5.0,
         warmup_steps: int | None = None,
@@ -419,21 +469,49 @@ class DistillPrune(Distill):
         units = self._check_targets(sparsity, objective, warmup_epochs, warmup_steps, units,
                                     controller)
         super().__init__(protocol, teacher, **kwargs)
-        self.sparsity = sparsity
+        self.sparsity = dict(sparsity) if isinstance(sparsity, Mapping) else sparsity
+        # {module: target}, module None for the whole front end (overall pruning)
+        self.targets = dict(sparsity) if isinstance(sparsity, Mapping) else {None: sparsity}
+        if None not in self.targets:
+            # module-wise: only the named modules' units are gated; the others stay whole
+            units = tuple(unit for unit in units
+                          if any(unit in MODULES[module] for module in self.targets))
         self.objective = objective
         self.warmup_epochs = warmup_epochs
         self.warmup_steps = warmup_steps
         self.units = units
         self.controller = controller
         self.decay = decay
-        self.initial_sparsity = float(expected_sparsity(
-            self.teacher.frontend, self.teacher.frontend.config, objective,
-            self.num_samples if objective == "macs" else None))
-        if sparsity < self.initial_sparsity:
-            raise ValueError(
-                f"sparsity={sparsity}: the teacher is already pruned to a {objective} sparsity "
-                f"of {self.initial_sparsity:.4f} (relative to its unpruned architecture, as "
-                "every target is): expected a target at least as high.")
+        frontend = self.teacher.frontend
+        samples = self.num_samples if objective == "macs" else None
+        self.initial_sparsity = float(expected_sparsity(frontend, frontend.config, objective,
+                                                        samples))
+        # per module: the teacher's sparsity, the highest pruning can reach, the target
+        # training heads for (the given one, or that highest if it is out of reach)
+        self.initial_sparsities, self.max_sparsity, reachable = {}, {}, {}
+        for module, target in self.targets.items():
+            name = "sparsity" if module is None else f"sparsity[{module!r}]"
+            what = "" if module is None else f" of the {module} module"
+            initial = (self.initial_sparsity if module is None
+                       else module_sparsity(frontend, module, objective, samples))
+            if target < initial:
+                raise ValueError(
+                    f"{name}={target}: the teacher is already pruned to a {objective} sparsity"
+                    f"{what} of {initial:.4f} (relative to its unpruned architecture, as every "
+                    "target is): expected a target at least as high.")
+            highest = smallest_sparsity(frontend, units, objective, samples, module)
+            if target > highest:
+                logger.warning(
+                    "%s=%s is out of reach: pruning %s can remove at most %.4f of the %s%s "
+                    "(every unit but one channel per CNN layer; what no unit kind prunes "
+                    "stays). Pruning goes as far as that.", name, target, list(units), highest,
+                    objective, what)
+            self.initial_sparsities[module] = initial
+            self.max_sparsity[module] = highest
+            reachable[module] = min(target, highest)
+        # what `prune(student, sparsity=...)` should land on
+        self.reachable_sparsity = reachable[None] if None in reachable else reachable
+        self.reachable_targets = reachable
 
     def lr_scheduler(self, optimizer: torch.optim.Optimizer):
         """Constant during the warm-up, then linear decay to 0 at the last training step."""
@@ -458,8 +536,12 @@ class DistillPrune(Distill):
         `prune(student, sparsity=...)` finishes in the same metric. With the "lagrangian"
         controller, the student carries the multipliers (`loss_func`).
         """
-        model = self.teacher if model is None else load_model(model, "student",
-                                                              expected=WavLMSegmentation)
+        if model is not None:
+            # a pruned model to prune further (progressive pruning): the warm-up starts at
+            # its sparsity
+            model = load_model(model, "student", expected=WavLMSegmentation)
+            self._start_at(model)
+        model = self.teacher if model is None else model
         student = copy.deepcopy(model)
         attach_gates(student, units=self.units)
         student.hparams.gates_objective = {"objective": self.objective,
@@ -468,6 +550,22 @@ class DistillPrune(Distill):
         if self.controller == "lagrangian":
             student.loss_func = Lagrangian()  # after _bind, which freezes all but the front end
         return student
+
+    def _start_at(self, model: WavLMSegmentation) -> None:
+        """Start the warm-up at `model`'s sparsity (if sparser than the teacher's), or raise
+        if it is sparser than a target already."""
+        frontend = model.frontend
+        samples = self.num_samples if self.objective == "macs" else None
+        for module, target in self.targets.items():
+            initial = (float(expected_sparsity(frontend, frontend.config, self.objective, samples))
+                       if module is None
+                       else module_sparsity(frontend, module, self.objective, samples))
+            if initial > target:
+                name = "sparsity" if module is None else f"sparsity[{module!r}]"
+                raise ValueError(f"{name}={target}: the student is already pruned to "
+                                 f"{initial:.4f} ({self.objective}): expected a target at least "
+                                 "as high.")
+            self.initial_sparsities[module] = max(self.initial_sparsities[module], initial)
 
     def setup_loss_func(self):
         super().setup_loss_func()
@@ -515,54 +613,86 @@ class DistillPrune(Distill):
             batches = self.train__len__() // self.batch_size
         return self.warmup_epochs * max(int(batches), 1)
 
-    def target_sparsity(self, step: int) -> float:
+    @property
+    def modules(self) -> list[str | None]:
+        """The modules with a target: [None] (the whole front end), or the named modules."""
+        return list(self.targets)
+
+    def target_sparsity(self, step: int, module: str | None = None) -> float:
         """Target at optimisation step `step`: linear warm-up from the teacher's sparsity
-        (`initial_sparsity`, 0 for an unpruned teacher), then `sparsity`."""
+        (`initial_sparsity`, 0 for an unpruned teacher), then `sparsity` (or the highest
+        reachable, if lower); `module`: that module's (module-wise targets)."""
+        module = self._module(module)
+        end = self.reachable_targets[module]
         warmup = self.num_warmup_steps()
         if warmup <= 0:
-            return self.sparsity
-        start = self.initial_sparsity
-        return start + (self.sparsity - start) * min(1.0, step / warmup)
+            return end
+        start = self.initial_sparsities[module]
+        return start + (end - start) * min(1.0, step / warmup)
 
-    def expected_sparsity(self, metric: str | None = None) -> torch.Tensor:
-        """Expected sparsity of the student (objective's metric by default), differentiable."""
+    def _module(self, module: str | None) -> str | None:
+        if module is None and None not in self.targets:
+            module = self.modules[0]
+        if module not in self.targets:
+            raise ValueError(f"module={module!r}: expected one of the targets' {self.modules}.")
+        return module
+
+    def expected_sparsity(self, metric: str | None = None, module: str | None = None) -> torch.Tensor:
+        """Expected sparsity of the student (objective's metric by default), differentiable;
+        of the whole front end, or of `module`."""
         metric = metric or self.objective
-        return expected_sparsity(
-            self.model.frontend,
-            self.teacher.frontend.config,
-            metric=metric,
-            num_samples=self.num_samples if metric == "macs" else None,
-        )
+        samples = self.num_samples if metric == "macs" else None
+        if module is not None:
+            return module_sparsity(self.model.frontend, module, metric, samples)
+        return expected_sparsity(self.model.frontend, self.teacher.frontend.config, metric=metric,
+                                 num_samples=samples)
 
-    def pruned_sparsity(self, metric: str | None = None) -> float:
-        """Exact sparsity (objective's metric by default) of what `prune` would make now
+    def pruned_sparsity(self, metric: str | None = None, module: str | None = None) -> float:
+        """Exact sparsity (objective's metric by default) of what `prune` would make now, of
+        the whole front end or of `module`
 
         Counts the structure of the eval-mode (deterministic) gates, what pruning keeps,
         where `expected_sparsity` is the training objective's expectation.
         """
-        return pruned_sparsity(self.model.frontend, metric or self.objective, self.num_samples)
+        return pruned_sparsity(self.model.frontend, metric or self.objective, self.num_samples,
+                               module)
+
+    def sparsity_margin(self) -> float:
+        """How far the pruned structure is past its target(s): min over the targets of the
+        pruned sparsity minus the (reachable) target; >= -tolerance is "on target"."""
+        return min(self.pruned_sparsity(module=module) - self.reachable_targets[module]
+                   for module in self.modules)
 
     @property
     def sparsity_monitor(self) -> str:
-        """Logged at validation: `pruned_sparsity()`, for checkpoint selection."""
+        """Logged at validation: `pruned_sparsity()`, the whole front end's."""
         return f"{type(self).__name__}/val/sparsity"
+
+    @property
+    def margin_monitor(self) -> str:
+        """Logged at validation: `sparsity_margin()`, for checkpoint selection."""
+        return f"{type(self).__name__}/val/sparsity_margin"
 
     def validation_step(self, batch, batch_idx: int):
         output = super().validation_step(batch, batch_idx)
         if batch_idx == 0:
-            self._validation_sparsity = self.pruned_sparsity()
-        self.model.log(self.sparsity_monitor, self._validation_sparsity, on_step=False, on_epoch=True,
-                       prog_bar=True, logger=True, batch_size=1, sync_dist=True)
+            self._validation_sparsity = (self.pruned_sparsity(), self.sparsity_margin())
+        for name, value in zip((self.sparsity_monitor, self.margin_monitor),
+                               self._validation_sparsity, strict=True):
+            self.model.log(name, value, on_step=False, on_epoch=True,
+                           prog_bar=name == self.sparsity_monitor, logger=True, batch_size=1,
+                           sync_dist=True)
         return output
 
     def before_step(self) -> None:
         """Projection controller: put the expected sparsity on this step's target."""
-        self._shift = 0.0
+        self._shift = {}
         if self.controller == "projection":
-            self._shift = shift_gates_to_sparsity(
-                self.model.frontend, self.teacher.frontend.config,
-                self.target_sparsity(self.model.global_step), self.objective,
-                self.num_samples if self.objective == "macs" else None)
+            for module in self.modules:
+                self._shift[module] = shift_gates_to_sparsity(
+                    self.model.frontend, self.teacher.frontend.config,
+                    self.target_sparsity(self.model.global_step, module), self.objective,
+                    self.num_samples if self.objective == "macs" else None, module=module)
 
     def penalty(self, batch_size: int) -> torch.Tensor | float:
         """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
@@ -570,21 +700,27 @@ class DistillPrune(Distill):
 
         `self.trajectory_point` keeps this step's values (see `recipe.callbacks.SparsityTrajectory`).
         """
-        sparsity = self.expected_sparsity()
-        target = self.target_sparsity(self.model.global_step)
-        point = {"step": int(self.model.global_step), "target": float(target)}
+        step = self.model.global_step
+        point = {"step": int(step)}
+        if None in self.targets:
+            point["target"] = float(self.target_sparsity(step))
         if self.controller == "lagrangian":
-            penalty = self.model.loss_func(sparsity - target).float()
+            penalty = self.model.loss_func(self.expected_sparsity() - point["target"]).float()
             point["lambda1"] = float(self.model.loss_func.lambda1)
             point["lambda2"] = float(self.model.loss_func.lambda2)
         else:
             penalty = 0.0
-            point["shift"] = float(self._shift)
+            for module, shift in self._shift.items():
+                point["shift" if module is None else f"shift_{module}"] = float(shift)
         with torch.no_grad():
             for metric in METRICS:
-                value = sparsity if metric == self.objective else self.expected_sparsity(metric)
-                point[f"expected_{metric}"] = float(value)
-        point["pruned"] = self.pruned_sparsity()
+                point[f"expected_{metric}"] = float(self.expected_sparsity(metric))
+            point["pruned"] = self.pruned_sparsity()
+            for module in self.modules:
+                if module is not None:
+                    point[f"target_{module}"] = float(self.target_sparsity(step, module))
+                    point[f"expected_{module}"] = float(self.expected_sparsity(module=module))
+                    point[f"pruned_{module}"] = self.pruned_sparsity(module=module)
         for name, value in point.items():
             if name != "step":
                 self._log(name, value, batch_size, prog_bar=name in ("target", "pruned"))

@@ -33,6 +33,9 @@ class HardConcreteGate(nn.Module):
         Stretch interval (l, r) of the concrete distribution. Default to -0.1 and 1.1.
     eps : float, optional
         Uniform noise is drawn in (eps, 1 - eps). Defaults to 1e-6.
+    min_units : int, optional
+        Units the evaluation mask keeps however closed the gates are (those of largest
+        score): 1 for a CNN layer, which cannot lose every channel. Defaults to 0.
     """
 
     def __init__(
@@ -43,6 +46,7 @@ class HardConcreteGate(nn.Module):
         left: float = -0.1,
         right: float = 1.1,
         eps: float = 1e-6,
+        min_units: int = 0,
     ):
         super().__init__()
         if num_units < 0:
@@ -51,7 +55,10 @@ class HardConcreteGate(nn.Module):
             raise ValueError(f"init_drop_rate={init_drop_rate}: expected a probability in (0, 1).")
         if not left < 0.0 < 1.0 < right:
             raise ValueError(f"(left, right)=({left}, {right}): expected left < 0 and right > 1.")
+        if not 0 <= min_units <= num_units:
+            raise ValueError(f"min_units={min_units}: expected a number of units in [0, {num_units}].")
         self.num_units = num_units
+        self.min_units = min_units
         self.beta = beta
         self.left = left
         self.right = right
@@ -73,6 +80,14 @@ class HardConcreteGate(nn.Module):
         """Expected number of open units E||z||_0 (a differentiable scalar tensor)."""
         return self.open_probability().sum()
 
+    def expected_kept(self, probabilities: torch.Tensor | None = None) -> torch.Tensor:
+        """Units the evaluation mask keeps, in expectation: E||z||_0, at least `min_units`
+
+        probabilities: `open_probability()` (in another dtype), if already computed.
+        """
+        probabilities = self.open_probability() if probabilities is None else probabilities
+        return probabilities.sum().clamp(min=self.min_units)
+
     def sample(self) -> torch.Tensor:
         """One stochastic mask, differentiable in log_alpha
 
@@ -84,16 +99,17 @@ class HardConcreteGate(nn.Module):
         return (soft * (self.right - self.left) + self.left).clamp(0.0, 1.0)
 
     def deterministic_mask(self) -> torch.Tensor:
-        """The evaluation mask: top round(E||z||_0) units keep their soft value, others are 0
+        """The evaluation mask: top max(min_units, round(E||z||_0)) units keep their soft value
+        (at least the smallest positive float, so that a kept unit is never 0), others are 0
 
         returns (Tensor): shape (num_units,)
         """
-        num_kept = round(self.expected_l0().item())
+        num_kept = max(self.min_units, round(self.expected_l0().item()))
         soft = torch.sigmoid(self.log_alpha / self.beta * 0.8)
         mask = torch.zeros_like(soft)
         if num_kept > 0:
             kept = torch.topk(soft, k=num_kept).indices
-            mask[kept] = soft[kept]
+            mask[kept] = soft[kept].clamp(min=torch.finfo(soft.dtype).tiny)
         return mask
 
     def forward(self) -> torch.Tensor:

@@ -114,7 +114,8 @@ def attach_frontend_gates(
     device = next(frontend.parameters()).device
     gates = nn.ModuleDict({
         unit: nn.ModuleList(
-            HardConcreteGate(size, init_drop_rate=drop_rates[unit])
+            HardConcreteGate(size, init_drop_rate=drop_rates[unit],
+                             min_units=min(UNIT_KINDS[unit].min_kept, size))
             for size in UNIT_KINDS[unit].group_sizes(structure)
         )
         for unit in units

@@ -73,6 +73,16 @@ def total_macs(config: PretrainedConfig, sizes: Sizes, frames: list[int]) -> Num
                        for kind in UNIT_KINDS.values())
 
 
+def units_cost(config: PretrainedConfig, sizes: Sizes, units, metric: str,
+               frames: list[int] | None = None) -> Number:
+    """The share of the cost ("params" or "macs") that the unit kinds `units` carry (what
+    pruning them can remove; the parts no unit kind prunes are not in it)."""
+    kinds = [UNIT_KINDS[unit] for unit in units]
+    if metric == "params":
+        return sum(_weighted(kind, kind.params(config, sizes), sizes) for kind in kinds)
+    return sum(_weighted(kind, kind.macs(config, sizes, frames), sizes) for kind in kinds)
+
+
 def check_blocks(fields: Fields) -> None:
     """Raise if a removed block keeps units of a kind inside it."""
     for kind in UNIT_KINDS.values():
@@ -112,5 +122,6 @@ __all__ = [
     "check_blocks",
     "total_macs",
     "total_params",
+    "units_cost",
     "within_blocks",
 ]

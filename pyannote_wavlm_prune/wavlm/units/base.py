@@ -80,6 +80,8 @@ class UnitKind:
     # p of the gates' initialisation, log_alpha ~ N(log((1 - p) / p), 0.01^2)
     # (docs/method.md#hard-concrete-gates)
     init_drop_rate: float = 0.01
+    # units of a layer that pruning always keeps (gates' `min_units`): 1 for a CNN layer
+    min_kept: int = 0
     # the block kind whose gate scales this kind's units of a layer ("" if none)
     block: str = ""
     fields: tuple[str, ...] = ()

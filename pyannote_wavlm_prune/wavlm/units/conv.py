@@ -244,6 +244,9 @@ class ConvChannels(UnitKind):
 
     name = "conv"
     init_drop_rate = 0.01
+    # a CNN layer without channel would cut the input off: however high the target, each
+    # layer keeps its best channel (the cost model counts it, `expected_sizes`)
+    min_kept = 1
     fields = ("conv_channels",)
 
     def full(self, config: PretrainedConfig) -> Fields:
@@ -303,7 +306,8 @@ class ConvChannels(UnitKind):
         reduced = structure.conv_channels[-1] < structure.config.conv_dim[-1]
         all_open = torch.prod(probabilities[-1])
         vector = 1.0 - (0.0 if reduced else all_open)
-        return {"conv_channels": [p.sum() for p in probabilities],
+        return {"conv_channels": [gate.expected_kept(p)
+                                  for gate, p in zip(gates, probabilities, strict=True)],
                 "last_conv_reduced": [vector if _projection_has_norm(structure.config) else 0]}
 
     def params(self, config: PretrainedConfig, sizes: Sizes) -> Number:
