@@ -17,9 +17,16 @@ quickstart: .venv/.installed
 # the versions a run proves, printed first (pytest -q hides its header)
 VERSIONS := import sys, torch, torchaudio; print(f"test: python {sys.version.split()[0]}, torch {torch.__version__}, torchaudio {torchaudio.__version__}")
 
+# Two test processes of one thread each (pytest-xdist): on 2 cores the tests' small models keep
+# two single-threaded processes busier than one process of two threads. A test file runs whole
+# in one process (--dist loadfile), in its own order; each file starts from the same random
+# state (tests/conftest.py), so a file gives the same results alone or among the others.
+PYTEST_WORKERS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+PYTEST_PARALLEL := -n 2 --dist loadfile
+
 test: .venv/.installed
 	.venv/bin/python -c '$(VERSIONS)'
-	.venv/bin/python -m pytest -q --durations=15
+	$(PYTEST_WORKERS) .venv/bin/python -m pytest -q $(PYTEST_PARALLEL) --durations=15
 
 # The lowest torch pyproject.toml claims, in an environment that shares .venv's other packages
 # (scripts/shared_venv.py): the tests of the parts that touch torch most (model, pruning
@@ -47,7 +54,7 @@ OLDEST_TORCH_TESTS := tests/test_model.py tests/test_pruning.py tests/test_model
 
 test-oldest-torch: .venv-oldest-torch/.installed
 	.venv-oldest-torch/bin/python -c '$(VERSIONS)'
-	.venv-oldest-torch/bin/python -m pytest -q $(OLDEST_TORCH_TESTS)
+	$(PYTEST_WORKERS) .venv-oldest-torch/bin/python -m pytest -q $(PYTEST_PARALLEL) $(OLDEST_TORCH_TESTS)
 
 lint: .venv/.installed
 	.venv/bin/ruff check .

@@ -478,6 +478,7 @@ BAD_COMMAND_LINES = [
      "--model", "bad.ckpt", "--output", "f"],
     ["average", "bad.ckpt", "bad.ckpt", "--output", "avg.ckpt"],
     ["recipe", "bad.yaml"],
+    ["sweep", "bad.yaml"],
     ["export", "--output", "e", "--segmentation", "bad.ckpt"],
     ["export", "--output", "e", "--segmentation", "bad.ckpt", "--params", "bad.yaml"],
     ["import-diarizen", "emptydir", "--output", "i"],

@@ -104,7 +104,8 @@ def test_quickstart_prunes_to_its_target_and_reports_both_models(quickstart):
     # the student that was pruned had reached the target at validation
     history = json.loads((output / "2-prune" / "checkpoints" / "history.json").read_text())
     selected = [e for e in history["history"] if e["path"] in history["selected"]]
-    assert selected and all(e["DistillPrune/val/sparsity"] >= 0.25 for e in selected)
+    # (within 0.05 of the 0.3 target: the margin, pruned sparsity minus target, >= -0.05)
+    assert selected and all(e["DistillPrune/val/sparsity_margin"] >= -0.05 for e in selected)
     assert json.loads((output / "results.json").read_text()) == results
 
 
