@@ -17,10 +17,11 @@ quickstart: .venv/.installed
 # the versions a run proves, printed first (pytest -q hides its header)
 VERSIONS := import sys, torch, torchaudio; print(f"test: python {sys.version.split()[0]}, torch {torch.__version__}, torchaudio {torchaudio.__version__}")
 
-# Two test processes of one thread each (pytest-xdist): on 2 cores the tests' small models keep
-# two single-threaded processes busier than one process of two threads. A test file runs whole
-# in one process (--dist loadfile), in its own order; each file starts from the same random
-# state (tests/conftest.py), so a file gives the same results alone or among the others.
+# Two test processes of one thread each (pytest-xdist), one per core: 866 tests took 14.3 min
+# on an idle 2-core machine (one process of two threads was not timed on the same tree). A
+# test file runs whole in one process (--dist loadfile), in its own order; each file starts
+# from the same random state (tests/conftest.py), so it gives the same results alone or among
+# the others.
 PYTEST_WORKERS := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 PYTEST_PARALLEL := -n 2 --dist loadfile
 
