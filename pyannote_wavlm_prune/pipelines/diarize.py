@@ -228,21 +228,22 @@ def diarize_files(
     speakers = {name: value for name, value in speakers.items() if value is not None}
     run = DiarizationRun()
     bar = tqdm(total=len(files), desc="Diarizing", unit="file", disable=not progress)
-    queue: deque[AudioInput] = deque()  # the files handed to the pipeline, not yet done
+    # the files handed to the pipeline, not yet done, with their outputs
+    queue: deque[tuple[AudioInput, list[Path]]] = deque()
 
     def pending() -> Iterator[dict]:
         for audio in files:
-            if not overwrite and all(target.is_file()
-                                     for target in audio.outputs(output, with_json)):
+            targets = audio.outputs(output, with_json)
+            if not overwrite and all(target.is_file() for target in targets):
                 run.skipped.append(audio)
                 bar.update()
                 continue
             bar.set_postfix_str(str(audio.name), refresh=False)
-            queue.append(audio)
+            queue.append((audio, targets))
             yield {"audio": str(audio.path), "uri": audio.uri}
 
     for _, result in _each_diarized(pipeline, pending(), speakers):
-        audio = queue.popleft()
+        audio, targets = queue.popleft()
         bar.update()
         try:
             if isinstance(result, Exception):
@@ -255,7 +256,7 @@ def diarize_files(
         except Exception as error:  # noqa: BLE001 - one bad file must not stop the others
             run.failed.append((audio, error))
             continue
-        for target, data in zip(audio.outputs(output, with_json), content):
+        for target, data in zip(targets, content):
             write_atomically(target, lambda file, data=data: file.write(data))
         run.diarized.append(audio)
     bar.close()
