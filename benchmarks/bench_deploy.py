@@ -41,14 +41,13 @@ from bench_pruned_wavlm import _segmentation  # noqa: E402
 from pyannote_wavlm_prune.deploy.inference import optimize_for_inference  # noqa: E402
 from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
     DEFAULT_OPSET,
-    export_onnx,
     inference_session,
-    quantize_int8,
+    quantize_graph_int8,
     read_graph,
-    run_session,
     seal,
 )
-from pyannote_wavlm_prune.deploy.quantize import quantize_int8 as quantize_torch_int8  # noqa: E402
+from pyannote_wavlm_prune.deploy.quantize import quantize_model_int8  # noqa: E402
+from pyannote_wavlm_prune.deploy.segmentation import export_onnx, run_session  # noqa: E402
 from pyannote_wavlm_prune.pipelines.bench import time_forward  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config  # noqa: E402
@@ -64,7 +63,7 @@ def onnx_graph(model, name: str, directory: Path, int8: bool = False) -> tuple[b
         return graph, "cached"
     fp32 = _cached(directory / f"{name}.onnx") if int8 else None
     if fp32 is not None:
-        graph = quantize_int8(fp32)
+        graph = quantize_graph_int8(fp32)
         path.write_bytes(seal(graph))
         return graph, "quantised from cached fp32"
     start = time.perf_counter()
@@ -99,7 +98,7 @@ def cpu_variants(unpruned, pruned, arguments, directory: Path) -> dict[str, Call
         "unpruned, fp32 eager (stock transformers)": unpruned,
         "s80, fp32 eager": pruned,
         "s80, fp32 eager, weight norm folded": optimize_for_inference(copy.deepcopy(pruned)),
-        "s80, torch int8 (dynamic, Linear)": quantize_torch_int8(pruned),
+        "s80, torch int8 (dynamic, Linear)": quantize_model_int8(pruned),
     }
     graphs = [("s80, ONNX Runtime fp32", pruned, "s80", False),
               ("s80, ONNX Runtime int8 (dynamic, MatMul)", pruned, "s80", True)]

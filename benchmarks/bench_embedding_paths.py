@@ -34,7 +34,7 @@ import torch
 from pyannote.audio import Audio
 from pyannote.core import Segment
 
-from pyannote_wavlm_prune.deploy.embedding import EMBEDDING_RUNTIMES
+from pyannote_wavlm_prune.deploy.runtime import EMBEDDING_RUNTIMES
 from pyannote_wavlm_prune.pipelines import (
     evaluate_pipeline,
     export_pipeline,

@@ -32,7 +32,7 @@ from pyannote.audio.models.embedding import WeSpeakerResNet34
 from pyannote_wavlm_prune.deploy.embedding import (
     CALIBRATION_CHUNKS,
     CALIBRATION_DURATION,
-    _Trunk,
+    FrameWiseTrunk,
     export_trunk,
     run_trunk,
     speech_like,
@@ -88,7 +88,7 @@ def main() -> None:
     torch.set_num_threads(arguments.threads)
     torch.manual_seed(0)
     model = WeSpeakerResNet34().eval()
-    trunk = _Trunk(model.resnet).eval()
+    trunk = FrameWiseTrunk(model.resnet).eval()
 
     start = time.perf_counter()
     fp32 = export_trunk(model)

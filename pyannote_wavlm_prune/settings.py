@@ -29,7 +29,7 @@ CLUSTERINGS = ("AgglomerativeClustering", "KMeansClustering", "VBxClustering",
                "OracleClustering")
 # the clusterings of `pipelines.clustering.CLUSTERING_CLASSES` (those with a clean-frame rule)
 EMBEDDING_CLUSTERINGS = ("AgglomerativeClustering", "KMeansClustering", "VBxClustering")
-# the names of `deploy.runtime.RUNTIMES` and `deploy.embedding.EMBEDDING_RUNTIMES` (which
+# the names of `deploy.runtime.RUNTIMES` and `deploy.runtime.EMBEDDING_RUNTIMES` (which
 # import torch; tests/test_hostile_inputs.py holds them equal)
 SEGMENTATION_RUNTIMES = ("torch", "torch-int8", "onnxruntime", "onnxruntime-int8")
 EMBEDDING_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8")

@@ -32,11 +32,11 @@ from pyannote_wavlm_prune.deploy.onnx import (
     OnnxDigestError,
     inference_session,
     read_graph,
-    run_session,
     seal,
     unseal,
 )
-from pyannote_wavlm_prune.deploy.onnx import quantize_int8 as quantize_onnx_int8
+from pyannote_wavlm_prune.deploy.onnx import quantize_graph_int8 as quantize_onnx_int8
+from pyannote_wavlm_prune.deploy.segmentation import run_session
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 

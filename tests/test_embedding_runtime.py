@@ -22,11 +22,12 @@ from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.cli import main
 from pyannote_wavlm_prune.deploy import embedding as runtime
 from pyannote_wavlm_prune.deploy.embedding import (
-    EMBEDDING_RUNTIMES,
-    OnnxTrunkEmbedding,
+    OnnxTrunk,
     embedding_for_runtime,
+    runtime_of,
     speech_like,
 )
+from pyannote_wavlm_prune.deploy.runtime import EMBEDDING_RUNTIMES
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
 from pyannote_wavlm_prune.pipelines.offline import frame_wise_split_problem
@@ -70,7 +71,7 @@ def cached_export(monkeypatch, resnet, fp32):
     def export_trunk(model, *, int8=False, **kwargs):
         same = all(torch.equal(value, resnet.state_dict()[key])
                    for key, value in model.state_dict().items())
-        return fp32.trunk_export if same and not int8 else real(model, int8=int8, **kwargs)
+        return fp32.resnet.export if same and not int8 else real(model, int8=int8, **kwargs)
 
     monkeypatch.setattr(runtime, "export_trunk", export_trunk)
 
@@ -105,7 +106,7 @@ def test_onnx_frames_and_embeddings_equal_torch(resnet, fp32, num_chunks, second
     assert embeddings.shape == (num_chunks, 3, 256)
     assert (embeddings - reference).abs().max().item() <= FP32_TOLERANCE
     assert (called - reference).abs().max().item() <= FP32_TOLERANCE
-    export = fp32.trunk_export
+    export = fp32.resnet.export
     assert not export.int8 and export.relative_diff <= FP32_TOLERANCE
     assert "fp32" in export.summary()
 
@@ -123,15 +124,16 @@ def test_int8_embeddings_are_within_the_bound_and_quantised(resnet, fp32, int8):
     assert distance.max().item() <= INT8_COSINE_DISTANCE
     assert not torch.equal(embeddings, reference)
     # static QDQ: int8 weights and QuantizeLinear/DequantizeLinear pairs around each Conv
-    graph = onnx.load_model_from_string(int8.onnx_trunk)
+    graph = onnx.load_model_from_string(int8.resnet.export.onnx)
     kinds = {node.op_type for node in graph.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= kinds
-    assert len(int8.onnx_trunk) < 0.3 * len(fp32.onnx_trunk)
-    assert int8.trunk_export.int8 and int8.trunk_export.max_cosine_distance <= 0.01
+    assert len(int8.resnet.export.onnx) < 0.3 * len(fp32.resnet.export.onnx)
+    assert int8.resnet.export.int8 and int8.resnet.export.max_cosine_distance <= 0.01
 
 
 def test_pyannote_uses_the_onnx_model_as_the_torch_one(resnet, fp32, tmp_path):
-    assert isinstance(fp32, WeSpeakerResNet34) and isinstance(fp32, OnnxTrunkEmbedding)
+    assert isinstance(fp32, WeSpeakerResNet34) and isinstance(fp32.resnet, OnnxTrunk)
+    assert runtime_of(fp32) == "onnxruntime" and runtime_of(resnet) is None
     assert isinstance(fp32, Model) and type(fp32).__name__ == "WeSpeakerResNet34"
     assert fp32.dimension == 256 and fp32.audio.sample_rate == 16000
     assert fp32.specifications == resnet.specifications
@@ -163,7 +165,7 @@ def test_pyannote_uses_the_onnx_model_as_the_torch_one(resnet, fp32, tmp_path):
     # the same runtime again is the model itself, "torch" the torch model it was made from
     assert embedding_for_runtime(fp32, "onnxruntime") is fp32
     plain = embedding_for_runtime(fp32, "torch")
-    assert type(plain) is WeSpeakerResNet34
+    assert type(plain) is WeSpeakerResNet34 and runtime_of(plain) is None
     assert embedding_for_runtime(resnet, "torch") is resnet
     assert embedding_for_runtime(resnet, None) is resnet
 
@@ -211,7 +213,7 @@ def test_config_round_trip_keeps_the_embedding_runtime(resnet, cached_export, tm
     pipeline = Pipeline.from_pretrained(directory)
     assert pipeline.embedding_runtime == "onnxruntime"
     model = pipeline._embedding.model_
-    assert isinstance(model, OnnxTrunkEmbedding) and model.embedding_runtime == "onnxruntime"
+    assert isinstance(model.resnet, OnnxTrunk) and runtime_of(model) == "onnxruntime"
     waveforms, masks = inputs(resnet, 2, 1.0)
     expected = PretrainedSpeakerEmbedding(resnet)(waveforms, masks=masks[:, 1])
     assert abs(pipeline._embedding(waveforms, masks=masks[:, 1]) - expected).max() \
@@ -230,7 +232,7 @@ def test_config_round_trip_keeps_the_embedding_runtime(resnet, cached_export, tm
         (plain / "config.yaml").read_text())["pipeline"]["params"]
     loaded = Pipeline.from_pretrained(plain)
     assert loaded.embedding_runtime is None
-    assert not isinstance(loaded._embedding.model_, OnnxTrunkEmbedding)
+    assert runtime_of(loaded._embedding.model_) is None
 
 
 def test_export_command_writes_the_embedding_runtime(resnet, tmp_path, capsys):

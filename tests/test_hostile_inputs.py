@@ -174,8 +174,7 @@ def test_one_table_lists_the_settings_of_the_class_export_and_the_command_line()
     assert {name for name in ours if name in SETTINGS} == set(SETTINGS) - pyannote_own
     for name in set(SETTINGS) - pyannote_own:
         assert ours[name].default == SETTINGS[name].default, name
-    from pyannote_wavlm_prune.deploy.embedding import EMBEDDING_RUNTIMES
-    from pyannote_wavlm_prune.deploy.runtime import RUNTIMES
+    from pyannote_wavlm_prune.deploy.runtime import EMBEDDING_RUNTIMES, RUNTIMES
     from pyannote_wavlm_prune.settings import EMBEDDING_RUNTIMES as EMBEDDING_NAMES
     from pyannote_wavlm_prune.settings import SEGMENTATION_RUNTIMES
 

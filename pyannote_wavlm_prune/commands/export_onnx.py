@@ -26,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..deploy.onnx import DEFAULT_OPSET, export_onnx
+    from ..deploy.onnx import DEFAULT_OPSET
+    from ..deploy.segmentation import export_onnx
     from ..models.loading import load_model
 
     # the checkpoint is never the output, even with --overwrite: the command line checked it

@@ -11,12 +11,13 @@ speaker-diarization-community-1) computes an embedding in three steps:
 
 "onnxruntime" and "onnxruntime-int8" run step 2 with ONNX Runtime and keep steps 1 and 3 in
 torch: the filter banks do not export (FFT), and the pooling is cheap and takes the pipeline's
-(chunks, speakers, frames) masks as they are. The model returned keeps pyannote's Model
-interface (same class name, `forward_frames`, `forward_embedding`, `forward(waveforms,
-weights)`, specifications, dimension, `.to(device)`), so `PretrainedSpeakerEmbedding(model)`
-and `save_checkpoint(model)` treat it as the torch model it was made from: its state dict is
-that model's, the graph is not saved (a pipeline exports it again at load: about 7 s for
-ResNet34 on one thread, fp32 or int8).
+(chunks, speakers, frames) masks as they are. The model returned is a copy of the torch
+model (same class) whose `resnet` is an `OnnxTrunk` injected in place of the torch trunk:
+`forward_frames`, `forward_embedding`, `forward(waveforms, weights)`, specifications,
+dimension and `.to(device)` are the model's own, so `PretrainedSpeakerEmbedding(model)` and
+`save_checkpoint(model)` treat it as the torch model it was made from: its state dict is that
+model's, the graph is not saved (a pipeline exports it again at load: about 7 s for ResNet34
+on one thread, fp32 or int8).
 
 The graph's input is `fbank` (batch, frames, features) with dynamic batch and frames, its
 output `frames`. It is checked against torch when exported (`export_trunk`): fp32 on the
@@ -24,8 +25,9 @@ frames (max abs difference relative to their largest value, FP32_TOLERANCE), int
 embeddings (cosine distance, INT8_TOLERANCE), an `OnnxMismatchError` saying by how much
 otherwise.
 
-int8 is static QDQ quantisation (`quantize_trunk_int8`: uint8 activations, int8 weights per
-output channel, ranges calibrated on synthetic speech-like chunks, `speech_like`). On CPU,
+int8 is static QDQ quantisation (`quantize_graph_int8_static` of deploy.onnx: uint8
+activations, int8 weights per output channel, ranges calibrated on synthetic speech-like
+chunks, `speech_like`). On CPU,
 ONNX Runtime fuses QDQ convolutions into QLinearConv (int8 kernels); dynamic quantisation
 (ConvInteger) was 1.5x (uint8 weights) to 8x (int8 weights) slower than fp32 on the trunk,
 and QDQ with int8 activations no faster than fp32; QDQ u8/s8 was 3.4x faster than fp32 (on
@@ -39,26 +41,29 @@ from __future__ import annotations
 import copy
 import logging
 import math
-import tempfile
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from .onnx import DEFAULT_OPSET, OnnxMismatchError, _to_onnx, inference_session, require
+from ..settings import check_setting
+from .onnx import (
+    DEFAULT_OPSET,
+    GraphExport,
+    OnnxMismatchError,
+    Sessions,
+    default_tolerance,
+    inference_session,
+    measure,
+    quantize_graph_int8_static,
+    reference_copy,
+    require,
+    run_graph,
+    to_onnx,
+)
 
-# name -> what it does with the pipeline's speaker embedding model
-EMBEDDING_RUNTIMES = {
-    "torch": "the torch model as it is (fp32)",
-    "onnxruntime": "the frame-wise trunk (a WeSpeaker ResNet) as an ONNX graph run by ONNX "
-                   "Runtime (fp32, CUDA provider when on a GPU); filter banks and pooling "
-                   "in torch",
-    "onnxruntime-int8": "the same, its trunk statically quantised to int8 (QDQ, calibrated on "
-                        "synthetic speech): a CPU runtime",
-}
 INPUT_NAME = "fbank"
 OUTPUT_NAME = "frames"
 # max |frames_onnx - frames_torch| / max |frames_torch| accepted for fp32 graphs: float32
@@ -76,11 +81,8 @@ log = logging.getLogger(__name__)
 
 
 def check_embedding_runtime(runtime: str | None) -> None:
-    if runtime is not None and runtime not in EMBEDDING_RUNTIMES:
-        raise ValueError(
-            f"embedding_runtime={runtime!r}: expected one of {list(EMBEDDING_RUNTIMES)} (or "
-            "None: the model as it is)."
-        )
+    """Raise a ValueError unless `runtime` names an embedding runtime (or is None)."""
+    check_setting("embedding_runtime", runtime)
 
 
 def check_onnx_embedding(model: Any, runtime: str = "onnxruntime") -> None:
@@ -132,7 +134,7 @@ def speech_like(num_chunks: int, num_samples: int, sample_rate: int = 16000,
     return waveforms.to(torch.float32).unsqueeze(1)
 
 
-class _Trunk(nn.Module):
+class FrameWiseTrunk(nn.Module):
     """What is exported: fbank (batch, frames, features) > resnet.forward_frames(fbank)"""
 
     def __init__(self, resnet: nn.Module):
@@ -141,25 +143,6 @@ class _Trunk(nn.Module):
 
     def forward(self, fbank: torch.Tensor) -> torch.Tensor:
         return self.resnet.forward_frames(fbank)
-
-
-def torch_embedding(model: nn.Module) -> nn.Module:
-    """`model` itself, or for a model of an ONNX runtime, a torch copy of the one it was made
-    from (same class and state dict)."""
-    if not isinstance(model, OnnxTrunkEmbedding):
-        return model
-    plain = copy.deepcopy(model)
-    plain.__class__ = model._torch_class
-    for name in ("onnx_trunk", "embedding_runtime", "trunk_export", "_trunk_sessions",
-                 "_trunk_threads"):
-        plain.__dict__.pop(name, None)
-    return plain
-
-
-def reference_copy(model: nn.Module) -> nn.Module:
-    """A copy of `model` on CPU, fp32, eval mode, torch only: what is exported and checked."""
-    reference = copy.deepcopy(torch_embedding(model))
-    return reference.to("cpu", torch.float32).eval()
 
 
 def check_inputs(model, seed: int = 1) -> list[torch.Tensor]:
@@ -173,19 +156,14 @@ def check_inputs(model, seed: int = 1) -> list[torch.Tensor]:
     ]
 
 
-@dataclass
-class TrunkExport:
+@dataclass(kw_only=True)
+class TrunkExport(GraphExport):
     """An exported ONNX trunk and how closely it matches its torch model."""
 
-    onnx: bytes
-    int8: bool
-    opset: int
     max_abs_diff: float  # max |frames_onnx - frames_torch| over the checked inputs
     relative_diff: float  # the same, divided by max |frames_torch|
     max_embedding_diff: float  # max |embedding_onnx - embedding_torch|
     max_cosine_distance: float  # max (1 - cos(embedding_onnx, embedding_torch))
-    tolerance: float
-    checked_shapes: list[tuple[int, ...]] = field(default_factory=list)
     seconds: float = 0.0  # export (and quantisation) time
 
     def summary(self) -> str:
@@ -207,73 +185,29 @@ def run_trunk(session, fbank: torch.Tensor) -> torch.Tensor:
 
     fbank (Tensor): shape (batch, frames, features)
     """
-    array = fbank.detach().to("cpu", torch.float32).contiguous().numpy()
-    (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: array})
-    return torch.from_numpy(output).to(fbank.device)
+    return run_graph(session, fbank, INPUT_NAME, OUTPUT_NAME)
 
 
 def compare(session, model, inputs: list[torch.Tensor]) -> dict[str, float]:
     """Differences between the trunk run by `session` and `model`'s, on frames and embeddings"""
-    trunk = _Trunk(model.resnet)
-    measured = dict.fromkeys(("max_abs_diff", "scale", "max_embedding_diff",
-                              "max_cosine_distance"), 0.0)
-    for waveforms in inputs:
-        with torch.inference_mode():
-            fbank = model.compute_fbank(waveforms)
-            expected = trunk(fbank.clone())
-        actual = run_trunk(session, fbank)
-        if actual.shape != expected.shape:
-            raise OnnxMismatchError(
-                f"ONNX trunk output of shape {tuple(actual.shape)} for filter banks "
-                f"{tuple(fbank.shape)}: expected {tuple(expected.shape)}, the torch trunk's."
-            )
-        with torch.inference_mode():
-            embeddings = model.forward_embedding(expected)
-            onnx_embeddings = model.forward_embedding(actual)
+    trunk = FrameWiseTrunk(model.resnet)
+
+    def differences(actual, expected):
+        embeddings = model.forward_embedding(expected)
+        onnx_embeddings = model.forward_embedding(actual)
         cosine = nn.functional.cosine_similarity(onnx_embeddings, embeddings, dim=-1)
-        for name, value in (("max_abs_diff", (actual - expected).abs().max()),
-                            ("scale", expected.abs().max()),
-                            ("max_embedding_diff", (onnx_embeddings - embeddings).abs().max()),
-                            ("max_cosine_distance", (1 - cosine).max())):
-            measured[name] = max(measured[name], value.item())
+        return {"max_abs_diff": (actual - expected).abs().max(), "scale": expected.abs().max(),
+                "max_embedding_diff": (onnx_embeddings - embeddings).abs().max(),
+                "max_cosine_distance": (1 - cosine).max()}
+
+    # the filter banks are computed once per input, for both runtimes
+    with torch.inference_mode():
+        fbanks = [model.compute_fbank(waveforms) for waveforms in inputs]
+    measured = measure(fbanks, lambda fbank: trunk(fbank.clone()),
+                       lambda fbank: run_trunk(session, fbank), differences, "ONNX trunk output")
     scale = measured.pop("scale")
     measured["relative_diff"] = measured["max_abs_diff"] / scale if scale > 0 else 0.0
     return measured
-
-
-def quantize_trunk_int8(onnx_model: bytes, calibration: list[torch.Tensor]) -> bytes:
-    """The trunk graph statically quantised to int8 (QDQ), ranges calibrated on `calibration`
-
-    Activations uint8, weights int8 per output channel, min-max ranges: ONNX Runtime's CPU
-    defaults for convolutions, which it fuses into QLinearConv (see the module docstring for
-    why not dynamic quantisation). The graph is first pre-processed (shape inference) as
-    onnxruntime.quantization recommends.
-
-    calibration: filter banks, each of shape (batch, frames, features)
-    """
-    require("onnx")
-    quantization = require("onnxruntime.quantization")
-
-    class Reader(quantization.CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{INPUT_NAME: fbank.to("cpu", torch.float32).numpy()}
-                                 for fbank in calibration])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    with tempfile.TemporaryDirectory() as directory:
-        source = Path(directory) / "fp32.onnx"
-        prepared, target = Path(directory) / "prepared.onnx", Path(directory) / "int8.onnx"
-        source.write_bytes(onnx_model)
-        quantization.quant_pre_process(str(source), str(prepared))
-        quantization.quantize_static(
-            prepared, target, Reader(), quant_format=quantization.QuantFormat.QDQ,
-            activation_type=quantization.QuantType.QUInt8,
-            weight_type=quantization.QuantType.QInt8, per_channel=True,
-            calibrate_method=quantization.CalibrationMethod.MinMax,
-        )
-        return target.read_bytes()
 
 
 def export_trunk(
@@ -291,7 +225,7 @@ def export_trunk(
     model : Model
         A WeSpeaker ResNet (see `check_onnx_embedding`). Left untouched.
     int8 : bool, optional
-        Quantise the graph to int8 (static QDQ, `quantize_trunk_int8`).
+        Quantise the graph to int8 (static QDQ, `quantize_graph_int8_static`).
     opset : int, optional
         ONNX opset. Defaults to deploy.onnx's (20).
     tolerance : float, optional
@@ -312,25 +246,23 @@ def export_trunk(
         If onnx, onnxscript or onnxruntime is missing.
     """
     check_onnx_embedding(model, "onnxruntime-int8" if int8 else "onnxruntime")
-    if tolerance is None:
-        tolerance = INT8_TOLERANCE if int8 else FP32_TOLERANCE
-    if not tolerance > 0:
-        raise ValueError(f"tolerance={tolerance}: expected a positive number.")
+    tolerance = default_tolerance(tolerance, int8, FP32_TOLERANCE, INT8_TOLERANCE)
     require("onnxruntime")  # before the export
     start = time.perf_counter()
-    reference = reference_copy(model)
+    reference = reference_copy(torch_embedding(model))
     sample_rate = reference.audio.sample_rate
     with torch.inference_mode():
         example = reference.compute_fbank(speech_like(2, 2 * sample_rate, sample_rate, seed=2))
-    graph = _to_onnx(_Trunk(reference.resnet).eval(), example, opset, input_name=INPUT_NAME,
-                     output_name=OUTPUT_NAME, dynamic_axes=(0, 1), strict=False)
+    # not strict: 4x faster to trace, and nothing in a ResNet needs strict tracing
+    graph = to_onnx(FrameWiseTrunk(reference.resnet).eval(), example, input_name=INPUT_NAME,
+                    output_name=OUTPUT_NAME, dynamic_axes=(0, 1), opset=opset, strict=False)
     if int8:
         if calibration is None:
             calibration = speech_like(CALIBRATION_CHUNKS,
                                       round(CALIBRATION_DURATION * sample_rate), sample_rate)
         with torch.inference_mode():
-            fbanks = [reference.compute_fbank(calibration.to("cpu", torch.float32))]
-        graph = quantize_trunk_int8(graph, fbanks)
+            fbank = reference.compute_fbank(calibration.to("cpu", torch.float32))
+        graph = quantize_graph_int8_static(graph, [{INPUT_NAME: fbank.numpy()}])
     seconds = time.perf_counter() - start
     inputs = check_inputs(reference)
     measured = compare(inference_session(graph), reference, inputs)
@@ -348,59 +280,98 @@ def export_trunk(
                        **measured)
 
 
-class OnnxTrunkEmbedding:
-    """Mixin of the models `embedding_for_runtime` returns: the trunk runs with ONNX Runtime
+class OnnxTrunk(nn.Module):
+    """A speaker embedding's trunk whose `forward_frames` runs an ONNX graph
 
-    Instances are of a subclass of the torch model's class (same name and module, so their
-    checkpoints are the torch model's), holding `onnx_trunk` (the graph's bytes),
-    `embedding_runtime` and `trunk_export` (how it was checked).
+    `embedding_for_runtime` injects one in place of a copy's `resnet`: the embedding model
+    keeps its class, filter banks and forward, and its trunk's frames come from ONNX Runtime.
+    The torch trunk stays inside (`torch_trunk`): pooling and embedding layers
+    (`forward_embedding`) run in torch, too short inputs too (fewer than 2 fbank frames, so
+    that they fail or pass as in torch: how pyannote probes the shortest input), its other
+    attributes (frame counts, receptive field, `embed_dim`) are read through, and its state
+    dict is this module's under the same keys, so that the model's checkpoint is the torch
+    model's.
+
+    Parameters
+    ----------
+    trunk : nn.Module
+        The torch trunk the graph was exported from (`resnet` of a WeSpeaker ResNet).
+    export : TrunkExport
+        The graph and how it was checked.
+    runtime : str
+        "onnxruntime" or "onnxruntime-int8".
+    num_threads : int, optional
+        ONNX Runtime intra-op threads. Defaults to torch's number at the first call.
     """
 
-    _torch_class: type
+    def __init__(self, trunk: nn.Module, export: TrunkExport, runtime: str,
+                 num_threads: int | None = None):
+        super().__init__()
+        self.torch_trunk = trunk
+        self.export = export
+        self.runtime = runtime
+        self.num_threads = num_threads
+        self.sessions = Sessions()
+        self.register_state_dict_post_hook(_torch_trunk_keys)
+        self.register_load_state_dict_pre_hook(_onnx_trunk_keys)
 
-    def trunk_session(self, device: torch.device | str = "cpu"):
+    def __getattr__(self, name: str):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "torch_trunk":
+                raise
+            return getattr(self.torch_trunk, name)
+
+    def session(self, device: torch.device | str = "cpu"):
         """The ONNX Runtime session that runs on `device` (created on first use)."""
-        device = torch.device(device)
-        if device.type not in self._trunk_sessions:
-            self._trunk_sessions[device.type] = inference_session(
-                self.onnx_trunk, device=device, num_threads=self._trunk_threads)
-        return self._trunk_sessions[device.type]
+        return self.sessions.get(self.export.onnx, device, self.num_threads)
 
-    def forward_frames(self, waveforms: torch.Tensor) -> torch.Tensor:
-        """Frame-wise features of waveforms (batch, channel, samples): fbank in torch, trunk
-        in ONNX Runtime (torch for fewer than 2 fbank frames, so that too short inputs fail
-        or pass as in torch: how pyannote probes the shortest input)."""
-        fbank = self.compute_fbank(waveforms)
+    def forward_frames(self, fbank: torch.Tensor) -> torch.Tensor:
+        """Frame-wise features of filter banks (batch, frames, features), by ONNX Runtime."""
         if fbank.shape[0] == 0 or fbank.shape[1] < 2:
-            return self.resnet.forward_frames(fbank)
-        return run_trunk(self.trunk_session(fbank.device), fbank)
+            return self.torch_trunk.forward_frames(fbank)
+        return run_trunk(self.session(fbank.device), fbank)
 
-    def forward(self, waveforms: torch.Tensor, weights: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        """Speaker embeddings (batch, dimension), or (batch, speakers, dimension) for weights
-        of shape (batch, speakers, frames), as the torch model's forward."""
-        return self.forward_embedding(self.forward_frames(waveforms), weights=weights)
+    def forward_embedding(self, frames: torch.Tensor, weights: torch.Tensor | None = None):
+        """The torch trunk's pooling and embedding layers."""
+        return self.torch_trunk.forward_embedding(frames, weights=weights)
 
-    def __reduce_ex__(self, protocol):
-        # the class is made at run time: pickle and copy rebuild it from the torch class
-        state = {**self.__dict__, "_trunk_sessions": {}}  # sessions cannot be copied
-        return _restore, (self._torch_class,), state
+    def forward(self, fbank: torch.Tensor, weights: torch.Tensor | None = None):
+        """What the torch trunk's forward returns, its frames computed by ONNX Runtime."""
+        return self.forward_embedding(self.forward_frames(fbank), weights=weights)
 
 
-_CLASSES: dict[type, type] = {}
+TORCH_TRUNK = "torch_trunk."
 
 
-def _onnx_class(cls: type) -> type:
-    if cls not in _CLASSES:
-        _CLASSES[cls] = type(cls.__name__, (OnnxTrunkEmbedding, cls),
-                             {"__module__": cls.__module__, "__qualname__": cls.__qualname__,
-                              "_torch_class": cls})
-    return _CLASSES[cls]
+def _torch_trunk_keys(module, state_dict, prefix, local_metadata) -> None:
+    # PREFIX.torch_trunk.KEY > PREFIX.KEY, in place and in order (the torch trunk's keys)
+    for key in [key for key in state_dict if key.startswith(prefix + TORCH_TRUNK)]:
+        state_dict[prefix + key[len(prefix + TORCH_TRUNK):]] = state_dict.pop(key)
 
 
-def _restore(cls: type):
-    onnx_class = _onnx_class(cls)
-    return onnx_class.__new__(onnx_class)
+def _onnx_trunk_keys(module, state_dict, prefix, *args) -> None:
+    # PREFIX.KEY > PREFIX.torch_trunk.KEY: a torch trunk's state dict loads into an OnnxTrunk
+    for key in [key for key in state_dict if key.startswith(prefix)
+                and not key.startswith(prefix + TORCH_TRUNK)]:
+        state_dict[prefix + TORCH_TRUNK + key[len(prefix):]] = state_dict.pop(key)
+
+
+def runtime_of(model: nn.Module) -> str | None:
+    """The ONNX runtime `model` runs its trunk with ("onnxruntime(-int8)"), None for torch."""
+    trunk = getattr(model, "resnet", None)
+    return trunk.runtime if isinstance(trunk, OnnxTrunk) else None
+
+
+def torch_embedding(model: nn.Module) -> nn.Module:
+    """`model` itself, or for a model of an ONNX runtime, a copy with its torch trunk back
+    (the torch model it was made from: same class and state dict)."""
+    if runtime_of(model) is None:
+        return model
+    plain = copy.deepcopy(model)
+    plain.resnet = plain.resnet.torch_trunk
+    return plain
 
 
 def embedding_for_runtime(
@@ -418,7 +389,7 @@ def embedding_for_runtime(
     model : Model
         Speaker embedding model, as loaded from its checkpoint.
     runtime : str or None
-        One of EMBEDDING_RUNTIMES; None returns `model` as it is.
+        One of deploy.runtime.EMBEDDING_RUNTIMES; None returns `model` as it is.
     num_threads : int, optional
         ONNX Runtime intra-op threads. Defaults to torch's number of threads at first call.
     tolerance, calibration : optional
@@ -429,8 +400,8 @@ def embedding_for_runtime(
     model : Model
         None or "torch": `model` itself (for a model of an ONNX runtime and "torch", the
         torch model it was made from). "onnxruntime(-int8)": `model` itself when it already
-        runs with that runtime, else a copy whose trunk runs an ONNX graph exported (and
-        checked) now, in eval mode, on `model`'s device.
+        runs with that runtime, else a copy of the same class whose trunk is an `OnnxTrunk`
+        running a graph exported (and checked) now, in eval mode, on `model`'s device.
 
     Raises
     ------
@@ -445,7 +416,7 @@ def embedding_for_runtime(
         return model
     if runtime == "torch":
         return torch_embedding(model)
-    if isinstance(model, OnnxTrunkEmbedding) and model.embedding_runtime == runtime:
+    if runtime_of(model) == runtime:
         return model
     source = torch_embedding(model)
     check_onnx_embedding(source, runtime)
@@ -453,15 +424,10 @@ def embedding_for_runtime(
                           calibration=calibration)
     log.info("embedding_runtime=%r: %s", runtime, export.summary())
     wrapped = copy.deepcopy(source)
-    wrapped.__class__ = _onnx_class(type(source))
-    wrapped.onnx_trunk = export.onnx
-    wrapped.embedding_runtime = runtime
-    wrapped.trunk_export = export
-    wrapped._trunk_sessions = {}
-    wrapped._trunk_threads = num_threads
+    wrapped.resnet = OnnxTrunk(wrapped.resnet, export, runtime, num_threads)
     return wrapped.eval()
 
 
-__all__ = ["EMBEDDING_RUNTIMES", "OnnxTrunkEmbedding", "TrunkExport", "check_embedding_runtime",
-           "check_onnx_embedding", "embedding_for_runtime", "export_trunk", "speech_like",
-           "torch_embedding"]
+__all__ = ["FrameWiseTrunk", "OnnxTrunk", "TrunkExport", "check_embedding_runtime",
+           "check_onnx_embedding", "embedding_for_runtime", "export_trunk", "runtime_of",
+           "speech_like", "torch_embedding"]

@@ -62,7 +62,9 @@ def fold_weight_norm(module: nn.Module) -> None:
     weight = nn.Parameter(module.weight.detach().clone(),
                           requires_grad=module.parametrizations.weight.original0.requires_grad)
     # not parametrize.remove_parametrizations: the parametrized class is shared by deep
-    # copies (torch 2.11), and removing the property from it would break every copy
+    # copies (torch 2.11), and removing the property from it would break every copy. The
+    # class is set back as remove_parametrizations does: torch's parametrizations are a
+    # subclass it injects, and this undoes exactly that, leaving the module a plain Conv1d.
     del module._modules["parametrizations"]
     module.__class__ = module.__class__.__bases__[0]
     module.weight = weight

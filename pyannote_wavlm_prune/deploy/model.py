@@ -23,20 +23,28 @@ from pyannote.audio.core.model import Model
 from pyannote.audio.core.task import Task
 
 from .onnx import (
-    FP32_TOLERANCE,
-    INT8_TOLERANCE,
-    OnnxExport,
     OnnxMismatchError,
-    check_inputs,
-    compare,
-    export_onnx,
+    Sessions,
+    default_tolerance,
     inference_session,
-    min_samples,
     read_graph,
+    reference_copy,
     require,
-    run_session,
     seal,
     unseal,
+)
+from .segmentation import (
+    FP32_TOLERANCE,
+    INPUT_NAME,
+    INT8_TOLERANCE,
+    OUTPUT_NAME,
+    OnnxExport,
+    check_inputs,
+    check_segmentation,
+    compare,
+    export_onnx,
+    min_samples,
+    run_session,
 )
 
 CHECKPOINT_KEY = "onnx"
@@ -94,7 +102,7 @@ class OnnxSegmentation(Model):
         self.hparams.conv_kernel = [int(k) for k in conv_kernel]
         self.hparams.conv_stride = [int(s) for s in conv_stride]
         self.onnx_model: bytes | None = None
-        self._sessions: dict[str, Any] = {}
+        self._sessions = Sessions()
 
     # --- building -------------------------------------------------------------------------
 
@@ -139,14 +147,11 @@ class OnnxSegmentation(Model):
         OnnxMismatchError
             If the graph's inputs, outputs or numbers do not match `model`'s, naming the file.
         """
-        from .onnx import _check_segmentation, reference_copy
-
-        _check_segmentation(model)
+        check_segmentation(model)
         name = "ONNX graph" if isinstance(onnx_file, bytes) else f"ONNX file {onnx_file}"
         graph = (unseal(onnx_file, name, warn=False) if isinstance(onnx_file, bytes)
                  else read_graph(onnx_file))
-        if tolerance is None:
-            tolerance = INT8_TOLERANCE if int8 else FP32_TOLERANCE
+        tolerance = default_tolerance(tolerance, int8, FP32_TOLERANCE, INT8_TOLERANCE)
         try:
             session = inference_session(graph)
         except ImportError:
@@ -196,11 +201,7 @@ class OnnxSegmentation(Model):
         super().on_load_checkpoint(checkpoint)
         # before any ONNX Runtime session sees it
         self.onnx_model = unseal(stored["model"], "the ONNX graph of this checkpoint")
-        self._sessions = {}
-
-    def __getstate__(self):
-        # ONNX Runtime sessions cannot be pickled or copied: they are re-created on demand
-        return {**self.__dict__, "_sessions": {}}
+        self._sessions = Sessions()
 
     # --- pyannote Model interface ---------------------------------------------------------
 
@@ -225,15 +226,10 @@ class OnnxSegmentation(Model):
 
     def session(self, device: torch.device | str = "cpu"):
         """The ONNX Runtime session that runs on `device` (created on first use)."""
-        device = torch.device(device)
         if self.onnx_model is None:
             raise ValueError("This OnnxSegmentation holds no ONNX graph: build it with "
                              "from_model() or from_onnx(), or load its checkpoint.")
-        if device.type not in self._sessions:
-            self._sessions[device.type] = inference_session(
-                self.onnx_model, device=device, num_threads=self.hparams.num_threads
-            )
-        return self._sessions[device.type]
+        return self._sessions.get(self.onnx_model, device, self.hparams.num_threads)
 
     def forward(self, waveforms: torch.Tensor) -> torch.Tensor:
         """Frame-wise (powerset) log-probabilities, computed by ONNX Runtime
@@ -254,8 +250,6 @@ class OnnxSegmentation(Model):
 
 
 def _check_signature(session, name: str) -> None:
-    from .onnx import INPUT_NAME, OUTPUT_NAME
-
     inputs = [i.name for i in session.get_inputs()]
     outputs = [o.name for o in session.get_outputs()]
     if inputs != [INPUT_NAME] or OUTPUT_NAME not in outputs:

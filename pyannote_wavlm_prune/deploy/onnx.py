@@ -1,26 +1,36 @@
-"""Export of a WavLMSegmentation to ONNX, checked against the torch model on export.
+"""The ONNX kit both deployed models are built on: export, digest, session, check against
+torch, int8.
 
-The ONNX graph takes `waveform` of shape (batch, 1, samples), 16 kHz float32, with dynamic
-batch and length (at least two frames: 720 samples, 45 ms), and returns `log_probabilities`
-of shape (batch, frames, classes), what the torch model's forward returns.
+A model's runtime module (`segmentation`, `embedding`) says what of its model is exported,
+its input and output names, the inputs it is checked on and what "close enough" means; this
+module does the rest, the same way for both:
 
-How it is exported (torch 2.11, each choice forced by a trap):
+- `to_onnx`: the graph of a torch module, dynamic along some input axes;
+- `seal` / `unseal` / `read_graph`: every graph written carries the sha256 of its bytes,
+  checked before ONNX Runtime sees it;
+- `inference_session`, `Sessions`, `run_graph`: ONNX Runtime sessions, one per device type,
+  created on first use, never copied or pickled;
+- `reference_copy`, `measure`, `GraphExport`: the torch copy a graph is checked against, the
+  largest differences between the two over a few inputs, and the record of an export;
+- `quantize_graph_int8` (dynamic: MatMul/Gemm weights int8, activations quantised on the
+  fly) and `quantize_graph_int8_static` (QDQ, ranges calibrated on given inputs).
+
+How graphs are exported (torch 2.11, each choice forced by a trap):
 
 - torch's dynamo exporter (`torch.export` then ONNX translation). The legacy TorchScript
   exporter bakes the number of frames into the Conformer's `nn.MultiheadAttention` reshapes,
   so its graph fails on any other input length;
-- `torch.export.export(strict=True)` directly: the non-strict mode that `torch.onnx.export`
-  tries first fails on the Conformer's data-dependent `lengths.max().item()`, and the retry
-  doubles the export time;
+- `torch.export.export` called directly, strict where the model needs it (see `to_onnx`):
+  the non-strict mode that `torch.onnx.export` tries first fails on the Conformer's
+  data-dependent `lengths.max().item()`, and the retry doubles the export time;
 - scaled_dot_product_attention traced with its math backend: traced with the CPU flash
   kernel, the graph records a `view` that is only valid for that kernel's output layout,
   and the ONNX decomposition (which uses the math layout) then fails on it;
-- the positional convolution's weight norm is folded first (`optimize_for_inference`);
 - opset 20, where GELU is one `Gelu` node: at opset 18 torch writes it as five element-wise
   nodes (Div, Erf, Add, Mul, Mul) in an order ONNX Runtime's GELU fusion does not match, and
-  the CNN's GELUs run on the longest tensors of the model.
+  WavLM's CNN runs its GELUs on the longest tensors of the model.
 
-How it runs (`inference_session`, measured with benchmarks/bench_deploy.py): on CPU, ONNX
+How graphs run (`inference_session`, measured with benchmarks/bench_deploy.py): on CPU, ONNX
 Runtime's SkipLayerNormalization fusion is turned off. Its CPU kernel took 1.10 ms where
 the Add and LayerNormalization it replaces took 0.30 ms ((1, 399, 768) tensors, 2 threads,
 onnxruntime 1.32, benchmarks/bench_ort_kernels.py), and ONNX Runtime makes 29 such fusions
@@ -34,27 +44,23 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import importlib
 import os
 import tempfile
 import warnings
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import torch
+from torch import nn
 
 from ..files import write_atomically
-from ..models.wavlm_segmentation import WavLMSegmentation
 from .inference import optimize_for_inference
 
-INPUT_NAME = "waveform"
-OUTPUT_NAME = "log_probabilities"
 DEFAULT_OPSET = 20
-# max |log p_onnx - log p_torch| accepted for fp32 graphs: what separates a correct graph
-# (1e-6 to 1e-5 measured, float rounding) from a wrong one
-FP32_TOLERANCE = 1e-4
-# max |p_int8 - p_torch| (probabilities) accepted for int8 graphs, see docs/deployment.md
-INT8_TOLERANCE = 0.1
 INSTALL_HINT = "pip install 'pyannote-wavlm-prune[onnx]' (onnx, onnxscript, onnxruntime)"
 
 
@@ -131,8 +137,6 @@ def read_graph(path: str | os.PathLike) -> bytes:
 
 def require(name: str) -> ModuleType:
     """Import the optional dependency `name` (onnx, onnxscript, onnxruntime), or fail clearly."""
-    import importlib
-
     try:
         return importlib.import_module(name)
     except ImportError as error:
@@ -142,91 +146,25 @@ def require(name: str) -> ModuleType:
         ) from error
 
 
-@dataclass
-class OnnxExport:
-    """An exported ONNX graph and how closely it matches its torch model."""
-
-    onnx: bytes
-    int8: bool
-    opset: int
-    max_abs_diff: float  # max |log p_onnx - log p_torch| over the checked inputs
-    max_probability_diff: float  # max |p_onnx - p_torch|
-    tolerance: float
-    checked_shapes: list[tuple[int, int, int]]
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the graph, carrying its digest (`seal`), to `path` (temporary file beside
-        it, then renamed into place)."""
-        return write_atomically(path, lambda file: file.write(seal(self.onnx)))
-
-    @property
-    def sha256(self) -> str:
-        """The digest a saved graph carries and is checked against when loaded."""
-        return hashlib.sha256(self.onnx).hexdigest()
-
-    def summary(self) -> str:
-        kind = "int8 (dynamic quantisation)" if self.int8 else "fp32"
-        checked = "measured on probabilities" if self.int8 else "measured on log-probabilities"
-        return (
-            f"ONNX {kind}, opset {self.opset}, {len(self.onnx) / 1e6:.1f} MB; against torch "
-            f"on inputs {self.checked_shapes}: max abs diff {self.max_abs_diff:.3g} "
-            f"(log-probabilities), {self.max_probability_diff:.3g} (probabilities); "
-            f"tolerance {self.tolerance:g} {checked}; sha256 {self.sha256}"
-        )
+# --- export --------------------------------------------------------------------------------
 
 
-def _check_segmentation(model) -> None:
-    if not isinstance(model, WavLMSegmentation):
-        raise TypeError(
-            f"model is a {type(model).__name__}: expected a WavLMSegmentation (pruned or not)."
-        )
-    try:
-        model.specifications  # noqa: B018
-    except Exception as error:
-        raise ValueError(
-            "model has no specifications: expected a model built for a task (a checkpoint, or "
-            "model.specifications = ...; model.build())."
-        ) from error
+def to_onnx(module: nn.Module, example: torch.Tensor, *, input_name: str, output_name: str,
+            dynamic_axes: tuple[int, ...], opset: int = DEFAULT_OPSET,
+            strict: bool = True) -> bytes:
+    """The ONNX graph of `module(example)`, its input's `dynamic_axes` dynamic
 
-
-def reference_copy(model):
-    """A copy of `model` on CPU, fp32, eval mode, weight norm folded: what is exported."""
-    return optimize_for_inference(copy.deepcopy(model).to("cpu", torch.float32))
-
-
-def check_inputs(model, batch_size: int = 2, seed: int = 0) -> list[torch.Tensor]:
-    """Waveforms an export is checked on: two batch sizes, two lengths
-
-    returns: [(batch_size, 1, chunk samples), (1, 1, about 0.6 chunk + 137 samples)], the
-        chunk being the model's training duration
-    """
-    num_samples = round(model.specifications.duration * model.hparams.sample_rate)
-    other = max(model.receptive_field_size(1), round(0.6 * num_samples) + 137)
-    generator = torch.Generator().manual_seed(seed)
-    return [
-        0.1 * torch.randn(batch_size, 1, num_samples, generator=generator),
-        0.1 * torch.randn(1, 1, other, generator=generator),
-    ]
-
-
-def min_samples(model) -> int:
-    """Shortest input of an exported graph: two frames (720 samples for WavLM)
-
-    torch.export specialises a one-frame input (a size-1 dimension broadcasts), so the
-    graph is exported for inputs of two frames or more.
-    """
-    return model.receptive_field_size(2)
-
-
-def _to_onnx(model, example: torch.Tensor, opset: int, *, input_name: str = INPUT_NAME,
-             output_name: str = OUTPUT_NAME, dynamic_axes: tuple[int, ...] = (0, 2),
-             strict: bool = True) -> bytes:
-    """The ONNX graph of `model(example)`, its input's `dynamic_axes` dynamic
-
-    Defaults are WavLM's: a (batch, 1, samples) waveform traced strictly (module
-    docstring). deploy.embedding exports a speaker embedding's ResNet trunk, whose
-    (batch, frames, features) input has dynamic axes (0, 1), non-strict (4x faster to
-    trace, and nothing in a ResNet needs strict tracing).
+    Parameters
+    ----------
+    module : nn.Module
+        What is exported, in eval mode (a `reference_copy`).
+    example : Tensor
+        An input it is traced on; its sizes along `dynamic_axes` are not baked in.
+    input_name, output_name : str
+        Names of the graph's one input and the output it is run for.
+    strict : bool, optional
+        Trace with `torch.export`'s strict mode (TorchDynamo): WavLM needs it (module
+        docstring); a ResNet does not, and traces 4x faster without.
     """
     require("onnx")
     require("onnxscript")  # the dynamo exporter's translation library
@@ -235,7 +173,7 @@ def _to_onnx(model, example: torch.Tensor, opset: int, *, input_name: str = INPU
 
     dynamic_shapes = ({axis: Dim.AUTO for axis in dynamic_axes},)
     with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes,
+        program = torch.export.export(module, (example,), dynamic_shapes=dynamic_shapes,
                                       strict=strict)
         onnx_program = torch.onnx.export(
             program, (example,), input_names=[input_name], output_names=[output_name],
@@ -247,7 +185,26 @@ def _to_onnx(model, example: torch.Tensor, opset: int, *, input_name: str = INPU
         return path.read_bytes()
 
 
-def quantize_int8(onnx_model: bytes) -> bytes:
+def reference_copy(model: nn.Module) -> nn.Module:
+    """A copy of `model` on CPU, fp32, eval mode, weight norm folded: what is exported and
+    what its graph is checked against (`model` is left untouched)."""
+    return optimize_for_inference(copy.deepcopy(model).to("cpu", torch.float32))
+
+
+def default_tolerance(tolerance: float | None, int8: bool, fp32_default: float,
+                      int8_default: float) -> float:
+    """`tolerance`, or the default of the graph's precision; a ValueError unless positive."""
+    if tolerance is None:
+        tolerance = int8_default if int8 else fp32_default
+    if not tolerance > 0:
+        raise ValueError(f"tolerance={tolerance}: expected a positive number.")
+    return tolerance
+
+
+# --- int8 ----------------------------------------------------------------------------------
+
+
+def quantize_graph_int8(graph: bytes) -> bytes:
     """The graph with its MatMul/Gemm weights quantised to int8 (ONNX Runtime's dynamic
     quantisation: activations are quantised on the fly, per tensor)
 
@@ -261,7 +218,7 @@ def quantize_int8(onnx_model: bytes) -> bytes:
     quantization = require("onnxruntime.quantization")
     with tempfile.TemporaryDirectory() as directory:
         source, target = Path(directory) / "fp32.onnx", Path(directory) / "int8.onnx"
-        source.write_bytes(onnx_model)
+        source.write_bytes(graph)
         quantization.quantize_dynamic(
             source, target, op_types_to_quantize=["MatMul", "Gemm"],
             weight_type=quantization.QuantType.QInt8,
@@ -270,13 +227,54 @@ def quantize_int8(onnx_model: bytes) -> bytes:
         return target.read_bytes()
 
 
-def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch.device = "cpu",
+# the name it had when ONNX graphs were the only thing quantised to int8 in bytes
+quantize_int8 = quantize_graph_int8
+
+
+def quantize_graph_int8_static(graph: bytes, calibration: Iterable[dict[str, Any]]) -> bytes:
+    """The graph statically quantised to int8 (QDQ), ranges calibrated on `calibration`
+
+    Activations uint8, weights int8 per output channel, min-max ranges: ONNX Runtime's CPU
+    defaults for convolutions, which it fuses into QLinearConv (deploy.embedding says why
+    not dynamic quantisation for a ResNet). The graph is first pre-processed (shape
+    inference) as onnxruntime.quantization recommends.
+
+    calibration: the graph's inputs, each {input name: numpy array}
+    """
+    require("onnx")
+    quantization = require("onnxruntime.quantization")
+
+    class Reader(quantization.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter(list(calibration))
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory() as directory:
+        source = Path(directory) / "fp32.onnx"
+        prepared, target = Path(directory) / "prepared.onnx", Path(directory) / "int8.onnx"
+        source.write_bytes(graph)
+        quantization.quant_pre_process(str(source), str(prepared))
+        quantization.quantize_static(
+            prepared, target, Reader(), quant_format=quantization.QuantFormat.QDQ,
+            activation_type=quantization.QuantType.QUInt8,
+            weight_type=quantization.QuantType.QInt8, per_channel=True,
+            calibrate_method=quantization.CalibrationMethod.MinMax,
+        )
+        return target.read_bytes()
+
+
+# --- sessions ------------------------------------------------------------------------------
+
+
+def inference_session(graph: bytes | str | os.PathLike, device: str | torch.device = "cpu",
                       num_threads: int | None = None):
-    """An onnxruntime.InferenceSession for `onnx_model` (bytes or a file)
+    """An onnxruntime.InferenceSession for `graph` (bytes or a file)
 
     Parameters
     ----------
-    onnx_model : bytes or path
+    graph : bytes or path
         The graph, or an .onnx file (its digest checked first, see `read_graph`).
     device : str or torch.device, optional
         "cuda" uses ONNX Runtime's CUDA execution provider when it is available (the
@@ -286,8 +284,8 @@ def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch
         compared on the same cores.
     """
     onnxruntime = require("onnxruntime")
-    if not isinstance(onnx_model, bytes):
-        onnx_model = read_graph(onnx_model)
+    if not isinstance(graph, bytes):
+        graph = read_graph(graph)
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = num_threads or torch.get_num_threads()
     options.inter_op_num_threads = 1
@@ -298,102 +296,86 @@ def inference_session(onnx_model: bytes | str | os.PathLike, device: str | torch
             providers.insert(0, "CUDAExecutionProvider")
     # the fused CPU kernel is slower than what it replaces (module docstring)
     disabled = ["SkipLayerNormFusion"] if providers == ["CPUExecutionProvider"] else []
-    return onnxruntime.InferenceSession(onnx_model, sess_options=options, providers=providers,
+    return onnxruntime.InferenceSession(graph, sess_options=options, providers=providers,
                                         disabled_optimizers=disabled)
 
 
-def run_session(session, waveforms: torch.Tensor) -> torch.Tensor:
-    """Log-probabilities computed by an ONNX Runtime session
+class Sessions:
+    """ONNX Runtime sessions of one graph, one per device type, created on first use
 
-    waveforms (Tensor): shape (batch, 1, samples)
-    returns (Tensor): shape (batch, frames, classes), on waveforms' device
+    Sessions cannot be copied or pickled: a copy or an unpickled `Sessions` starts empty, so
+    that the models holding one copy and pickle as plain objects.
     """
-    array = waveforms.detach().to("cpu", torch.float32).numpy()
-    (output,) = session.run([OUTPUT_NAME], {INPUT_NAME: array})
-    return torch.from_numpy(output).to(waveforms.device)
+
+    def __init__(self):
+        self._by_device: dict[str, Any] = {}
+
+    def get(self, graph: bytes, device: torch.device | str = "cpu",
+            num_threads: int | None = None):
+        """The session that runs `graph` on `device` (see `inference_session`)."""
+        device = torch.device(device)
+        if device.type not in self._by_device:
+            self._by_device[device.type] = inference_session(graph, device=device,
+                                                             num_threads=num_threads)
+        return self._by_device[device.type]
+
+    def __getstate__(self):
+        return {"_by_device": {}}
 
 
-def compare(session, model, inputs: list[torch.Tensor]) -> tuple[float, float]:
-    """Max abs differences (log-probabilities, probabilities) between a session and a model."""
-    log_diff, probability_diff = 0.0, 0.0
-    for waveforms in inputs:
+def run_graph(session, inputs: torch.Tensor, input_name: str, output_name: str) -> torch.Tensor:
+    """`output_name` computed by an ONNX Runtime session from `inputs`, on inputs' device."""
+    array = inputs.detach().to("cpu", torch.float32).contiguous().numpy()
+    (output,) = session.run([output_name], {input_name: array})
+    return torch.from_numpy(output).to(inputs.device)
+
+
+# --- checks against torch ------------------------------------------------------------------
+
+
+def measure(inputs: Iterable[torch.Tensor], torch_output: Callable[[torch.Tensor], torch.Tensor],
+            graph_output: Callable[[torch.Tensor], torch.Tensor],
+            differences: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+            what: str) -> dict[str, float]:
+    """The largest of each of `differences(graph's, torch's)` over `inputs`
+
+    torch_output, graph_output: what torch and the graph compute from one input
+    what: the graph's output, as error messages name it ("ONNX output")
+    raises OnnxMismatchError if an output's shape is not torch's
+    """
+    measured: dict[str, float] = {}
+    for x in inputs:
         with torch.inference_mode():
-            expected = model(waveforms)
-        actual = run_session(session, waveforms)
+            expected = torch_output(x)
+        actual = graph_output(x)
         if actual.shape != expected.shape:
             raise OnnxMismatchError(
-                f"ONNX output of shape {tuple(actual.shape)} for input "
-                f"{tuple(waveforms.shape)}: expected {tuple(expected.shape)}, the torch "
-                "model's."
+                f"{what} of shape {tuple(actual.shape)} for input {tuple(x.shape)}: expected "
+                f"{tuple(expected.shape)}, the torch model's."
             )
-        log_diff = max(log_diff, (actual - expected).abs().max().item())
-        probability_diff = max(probability_diff,
-                               (actual.exp() - expected.exp()).abs().max().item())
-    return log_diff, probability_diff
+        with torch.inference_mode():
+            found = differences(actual, expected)
+        for name, value in found.items():
+            measured[name] = max(measured.get(name, 0.0), value.item())
+    return measured
 
 
-def export_onnx(
-    model,
-    path: str | os.PathLike | None = None,
-    *,
-    int8: bool = False,
-    opset: int = DEFAULT_OPSET,
-    tolerance: float | None = None,
-) -> OnnxExport:
-    """Export a WavLMSegmentation to ONNX (optionally int8), checked against the model
+@dataclass(kw_only=True)
+class GraphExport:
+    """An exported ONNX graph, checked against its torch model: what both exports record."""
 
-    Parameters
-    ----------
-    model : WavLMSegmentation
-        Pruned or not, built for a task. Left untouched (a copy is exported).
-    path : path, optional
-        Where to write the .onnx file (atomically). Defaults to writing nothing.
-    int8 : bool, optional
-        Quantise MatMul/Gemm weights to int8 (ONNX Runtime dynamic quantisation).
-    opset : int, optional
-        ONNX opset. Defaults to 20 (see the module docstring).
-    tolerance : float, optional
-        Largest accepted difference with the torch model, on log-probabilities for fp32
-        (default 1e-4) and on probabilities for int8 (default 0.1).
+    onnx: bytes
+    int8: bool
+    opset: int
+    tolerance: float
+    checked_shapes: list[tuple[int, ...]]
 
-    Returns
-    -------
-    export : OnnxExport
-        The graph's bytes and its measured difference with the torch model on a batch of
-        2 chunks of the training duration and a batch of 1 shorter input.
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the graph, carrying its digest (`seal`), to `path` (temporary file beside
+        it, then renamed into place)."""
+        return write_atomically(path, lambda file: file.write(seal(self.onnx)))
 
-    Raises
-    ------
-    OnnxMismatchError
-        If the graph's output differs from the model's beyond `tolerance`.
-    ImportError
-        If onnx, onnxscript or onnxruntime is missing.
-    """
-    _check_segmentation(model)
-    if tolerance is None:
-        tolerance = INT8_TOLERANCE if int8 else FP32_TOLERANCE
-    if not tolerance > 0:
-        raise ValueError(f"tolerance={tolerance}: expected a positive number.")
-    require("onnxruntime")  # before the (long) export
-    reference = reference_copy(model)
-    inputs = check_inputs(reference)
-    graph = _to_onnx(reference, inputs[0], opset)
-    if int8:
-        graph = quantize_int8(graph)
-    session = inference_session(graph)
-    log_diff, probability_diff = compare(session, reference, inputs)
-    measured = probability_diff if int8 else log_diff
-    if not measured <= tolerance:
-        raise OnnxMismatchError(
-            f"The ONNX graph differs from the torch model by {measured:.3g} (max abs, "
-            f"{'probabilities' if int8 else 'log-probabilities'}): expected at most "
-            f"tolerance={tolerance:g}."
-        )
-    export = OnnxExport(
-        onnx=graph, int8=int8, opset=opset, max_abs_diff=log_diff,
-        max_probability_diff=probability_diff, tolerance=tolerance,
-        checked_shapes=[tuple(x.shape) for x in inputs],
-    )
-    if path is not None:
-        export.save(path)
-    return export
+    @property
+    def sha256(self) -> str:
+        """The digest a saved graph carries and is checked against when loaded."""
+        return hashlib.sha256(self.onnx).hexdigest()

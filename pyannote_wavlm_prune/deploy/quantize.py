@@ -1,6 +1,6 @@
 """int8 dynamic quantisation of a segmentation model for torch inference.
 
-`quantize_int8(model)` returns a copy whose Linear layers hold int8 weights and quantise their
+`quantize_model_int8(model)` returns a copy whose Linear layers hold int8 weights and quantise their
 input on the fly (torch.ao.quantization.quantize_dynamic): WavLM's projections and FFNs, the
 back end's projection, Conformer FFNs and classifier. Convolutions stay fp32. Our pruned
 attention modules read their projections through their modules, so they keep working, as do
@@ -14,7 +14,7 @@ torch's dynamic int8 kernels exist on CPU only: the copy stays on CPU when moved
 moved to a GPU, say; a warning says so) and takes inputs on any device, returning its output
 on the input's device.
 
-For ONNX Runtime's int8 graphs see `onnx.quantize_int8`.
+For ONNX Runtime's int8 graphs see `onnx.quantize_graph_int8`.
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def with_pruned_attention(model: nn.Module) -> nn.Module:
     return rebuilt.to(next(model.parameters()).device).train(model.training)
 
 
-def quantize_int8(model: nn.Module) -> nn.Module:
+def quantize_model_int8(model: nn.Module) -> nn.Module:
     """An int8 copy of `model` for CPU inference (Linear layers, dynamic quantisation)
 
     Parameters
@@ -102,6 +102,15 @@ def quantize_int8(model: nn.Module) -> nn.Module:
     quantized = torch.ao.quantization.quantize_dynamic(
         reference, {nn.Linear}, dtype=torch.qint8, inplace=True
     )
+    # A subclass made now, not a wrapper: what changes is the model's own `_apply` (every
+    # .to(), .cuda(), .half() goes through it; torch has no hook for moves), and the copy
+    # must stay the pyannote Model it was (pyannote's Inference reads its specifications,
+    # receptive field, example output...), which a wrapper would have to forward one by one.
+    # The copy is never saved (not a checkpoint) and deep-copies as is.
     cls = type(quantized)
     quantized.__class__ = type(cls.__name__, (_StaysOnCPU, cls), {"__module__": cls.__module__})
     return quantized
+
+
+# the name users imported before graphs had int8 quantisation of their own
+quantize_int8 = quantize_model_int8
