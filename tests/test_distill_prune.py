@@ -12,10 +12,12 @@ from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints
 from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import DistillPrune
+from pyannote_wavlm_prune.tasks.distill_prune import Lagrangian
 from pyannote_wavlm_prune.wavlm.cost import (
     expected_macs,
     expected_params,
 )
+from pyannote_wavlm_prune.wavlm.gates import HardConcreteGate
 from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # fast enough to reach a target in a couple hundred steps of a tiny model
@@ -137,6 +139,57 @@ def test_multipliers_are_trained_by_ascent(tiny_protocol, tmp_path):
     trainer(max_steps=5, default_root_dir=tmp_path, progress=False).fit(student)
     # expected sparsity is below the target: ascent on lambda1 (s - t) makes lambda1 negative
     assert student.loss_func.lambda1.item() < 0.0
+
+
+def test_the_lagrangian_controller_brings_a_differentiable_sparsity_to_its_target():
+    """The controller alone: 64 hard-concrete gates, a loss that pays for each closed unit
+    (unit i costs importance[i]), the Lagrangian of the expected sparsity's gap to 0.5 and
+    the optimizer groups the task uses (gates descend, multipliers ascend)."""
+    torch.manual_seed(0)
+    gates = HardConcreteGate(64)
+    lagrangian = Lagrangian()
+    importance = torch.linspace(0.1, 1.0, 64)
+    optimizer = torch.optim.AdamW([
+        {"params": gates.parameters(), "lr": FAST["gates"], "weight_decay": 0.0},
+        lagrangian.parameter_group(FAST["lagrangian"]),
+    ])
+    sparsities = []
+    for _ in range(400):  # a few ms each
+        sparsity = 1 - gates.expected_l0() / 64
+        closed = 1 - gates.open_probability()
+        loss = (importance * closed).mean() + lagrangian(sparsity - 0.5)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sparsities.append(sparsity.item())
+    # it swings past the target first (measured 0.93 at step 80), then settles: over the last
+    # 100 steps within 0.005 of 0.5, a third of one unit (1/64; measured 0.499 to 0.500)
+    assert max(sparsities) > 0.6
+    assert all(abs(value - 0.5) <= 0.005 for value in sparsities[-100:]), sparsities[-100:]
+    # lambda1 settles on the price of the constraint: the importance of the units at the
+    # boundary (units 31 and 32 of 64: 0.543 and 0.557; measured -0.542)
+    price = -lagrangian.lambda1.item()
+    assert importance[31].item() - 0.01 <= price <= importance[32].item() + 0.01, price
+
+
+def test_penalty_returns_what_the_step_logs_and_changes_nothing(tiny_protocol, tmp_path):
+    task = distill_prune(tiny_protocol, tmp_path, sparsity=0.5, warmup_steps=0,
+                         controller="lagrangian")
+    student = task.student()
+    task.model = student  # what the student's setup does when Lightning starts
+    with torch.no_grad():
+        student.loss_func.lambda1.fill_(0.25)
+        student.loss_func.lambda2.fill_(2.0)
+    penalty, point = task.penalty()
+    gap = task.expected_sparsity().item() - 0.5
+    assert penalty.item() == pytest.approx(0.25 * gap + 2.0 * gap**2, rel=1e-5)
+    assert point["step"] == 0 and point["target"] == 0.5
+    assert (point["lambda1"], point["lambda2"]) == (0.25, 2.0)
+    assert point["expected_params"] == pytest.approx(gap + 0.5, abs=1e-6)
+    # nothing logged nor recorded: that is the training step's (outside a trainer, logging
+    # would have failed)
+    assert getattr(task, "trajectory_point", None) is None
+    assert task.penalty()[1] == point
 
 
 def test_target_rises_linearly_during_warm_up_then_stays(tiny_protocol, tmp_path):
@@ -262,6 +315,7 @@ from helpers import TINY_PRUNED_STRUCTURE, tiny_model
 from pyannote_wavlm_prune.data.simulate import get_protocol
 from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
 from pyannote_wavlm_prune.tasks import DistillPrune
+from pyannote_wavlm_prune.tasks.distill_prune import Lagrangian
 
 lightning.seed_everything(0)
 task = DistillPrune(get_protocol({corpus!r}), teacher=tiny_model(), sparsity=0.5, warmup_steps=2,

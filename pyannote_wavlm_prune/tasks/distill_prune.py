@@ -55,6 +55,15 @@ class Lagrangian(nn.Module):
         """gap (Tensor): scalar, expected sparsity minus target sparsity"""
         return self.lambda1 * gap + self.lambda2 * gap**2
 
+    def parameter_group(self, learning_rate: float) -> dict:
+        """The optimizer's group of the multipliers: ascent (`maximize`), no weight decay
+
+        With it, the controller drives the expected sparsity to its target while the rest
+        descends (tests/test_distill_prune.py shows it on gates alone).
+        """
+        return {"params": list(self.parameters()), "lr": learning_rate, "weight_decay": 0.0,
+                "maximize": True, "name": "lagrangian"}
+
 
 def default_distilled_layers(num_layers: int) -> list[int]:
     """Hidden states distilled by default: the input of layer 1 and every third of the stack.
@@ -277,9 +286,17 @@ class Distill(SpeakerDiarization):
         # uninterrupted run would have (and every DDP rank draws the same gates)
         torch.manual_seed(self.seed * 1_000_003 + self.model.global_step)
 
-    def penalty(self, batch_size: int) -> torch.Tensor | float:
-        """What the training objective adds to the distillation loss (nothing here)."""
-        return 0.0
+    # what `penalty` reports that the progress bar shows too
+    PROGRESS_BAR: tuple[str, ...] = ()
+
+    def penalty(self) -> tuple[torch.Tensor | float, dict[str, float]]:
+        """What the training objective adds to the distillation loss (nothing here), and
+        this step's values of the objective to log and record (none here)
+
+        No side effect: `training_step` logs the values and keeps them as
+        `self.trajectory_point` (see `recipe.callbacks.SparsityTrajectory`).
+        """
+        return 0.0, {}
 
     def before_step(self) -> None:
         """What the training objective changes before each step's forward (nothing here)."""
@@ -290,11 +307,16 @@ class Distill(SpeakerDiarization):
         waveforms = batch["X"][:, 0]
         distill, l1, cosine = self._distill(waveforms)
         batch_size = waveforms.shape[0]
-        loss = distill + self.penalty(batch_size)
+        penalty, point = self.penalty()
+        loss = distill + penalty
         self._log("train/distillation", distill, batch_size, prog_bar=True)
         self._log("train/l1", l1, batch_size)
         self._log("train/cosine", cosine, batch_size)
         self._log("train/loss", loss, batch_size)
+        for name, value in point.items():
+            if name != "step":
+                self._log(name, value, batch_size, prog_bar=name in self.PROGRESS_BAR)
+        self.trajectory_point = point or None
         return {"loss": loss}
 
     def validation_step(self, batch, batch_idx: int):
@@ -590,13 +612,7 @@ class DistillPrune(Distill):
             {"params": gates, "lr": rates["gates"], "weight_decay": 0.0, "name": "gates"},
         ]
         if self.controller == "lagrangian":
-            groups.append({
-                "params": list(model.loss_func.parameters()),
-                "lr": rates["lagrangian"],
-                "weight_decay": 0.0,
-                "maximize": True,
-                "name": "lagrangian",
-            })
+            groups.append(model.loss_func.parameter_group(rates["lagrangian"]))
         return groups
 
     @property
@@ -694,11 +710,15 @@ class DistillPrune(Distill):
                     self.target_sparsity(self.model.global_step, module), self.objective,
                     self.num_samples if self.objective == "macs" else None, module=module)
 
-    def penalty(self, batch_size: int) -> torch.Tensor | float:
-        """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
-        controller; 0 with "projection"), logged with the sparsities and the controller's state
+    PROGRESS_BAR = ("target", "pruned")
 
-        `self.trajectory_point` keeps this step's values (see `recipe.callbacks.SparsityTrajectory`).
+    def penalty(self) -> tuple[torch.Tensor | float, dict[str, float]]:
+        """The Lagrangian of the expected sparsity's gap to the target ("lagrangian"
+        controller; 0 with "projection"), and this step's sparsities and controller state
+
+        returns: (penalty, {"step", "target", "lambda1", "lambda2" or "shift", "expected_params",
+            "expected_macs", "pruned", and each module's "target_M", "expected_M",
+            "pruned_M"}), what `training_step` logs and records
         """
         step = self.model.global_step
         point = {"step": int(step)}
@@ -721,8 +741,4 @@ class DistillPrune(Distill):
                     point[f"target_{module}"] = float(self.target_sparsity(step, module))
                     point[f"expected_{module}"] = float(self.expected_sparsity(module=module))
                     point[f"pruned_{module}"] = self.pruned_sparsity(module=module)
-        for name, value in point.items():
-            if name != "step":
-                self._log(name, value, batch_size, prog_bar=name in ("target", "pruned"))
-        self.trajectory_point = point
-        return penalty
+        return penalty, point
