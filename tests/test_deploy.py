@@ -245,6 +245,42 @@ def test_torch_int8_runtime_quantises_at_load_and_saves_the_fp32_checkpoint(
         "segmentation_runtime"] == "torch-int8"
 
 
+def test_one_registry_serves_both_models(pruned, embedding):
+    from pyannote_wavlm_prune.deploy.runtime import (
+        EMBEDDING_RUNTIMES,
+        REGISTRY,
+        RUNTIMES,
+        model_for_runtime,
+    )
+
+    assert {kind: entry.runtimes for kind, entry in REGISTRY.items()} == {
+        "segmentation": RUNTIMES, "embedding": EMBEDDING_RUNTIMES}
+    assert model_for_runtime("segmentation", pruned, None) is pruned
+    assert model_for_runtime("embedding", embedding, "torch") is embedding
+    quantized = model_for_runtime("segmentation", pruned, "torch-int8")
+    assert any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in quantized.modules())
+    with pytest.raises(ValueError, match=r"model='vad': expected one of \['segmentation', "
+                                         r"'embedding'\]"):
+        model_for_runtime("vad", pruned, "torch")
+    with pytest.raises(ValueError, match="embedding_runtime='torch-int8': expected one of"):
+        model_for_runtime("embedding", embedding, "torch-int8")
+
+
+def test_the_names_users_imported_before_the_onnx_kit_still_import():
+    from pyannote_wavlm_prune import deploy
+    from pyannote_wavlm_prune.deploy import embedding, onnx, quantize, runtime, segmentation
+
+    # quantize_int8 was the name of both: a Module's copy (deploy, deploy.quantize) and a
+    # graph's bytes (deploy.onnx)
+    assert deploy.quantize_int8 is quantize.quantize_int8 is quantize.quantize_model_int8
+    assert onnx.quantize_int8 is onnx.quantize_graph_int8 is deploy.quantize_graph_int8
+    assert embedding.EMBEDDING_RUNTIMES is runtime.EMBEDDING_RUNTIMES
+    with pytest.warns(DeprecationWarning, match="import it from "
+                                                "pyannote_wavlm_prune.deploy.segmentation"):
+        from pyannote_wavlm_prune.deploy.onnx import export_onnx as moved
+    assert moved is segmentation.export_onnx is deploy.export_onnx
+
+
 # --- folded weight norm ---------------------------------------------------------------------
 
 

@@ -37,7 +37,7 @@ _EXPORTS = {
     "quantize_graph_int8": "pyannote_wavlm_prune.deploy.onnx",
     "RUNTIMES": "pyannote_wavlm_prune.deploy.runtime",
     "segmentation_for_runtime": "pyannote_wavlm_prune.deploy.runtime",
-    "EMBEDDING_RUNTIMES": "pyannote_wavlm_prune.deploy.runtime",
+    "EMBEDDING_RUNTIMES": "pyannote_wavlm_prune.deploy.embedding",
     "embedding_for_runtime": "pyannote_wavlm_prune.deploy.embedding",
     "model_for_runtime": "pyannote_wavlm_prune.deploy.runtime",
 }

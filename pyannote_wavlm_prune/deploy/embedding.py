@@ -64,6 +64,16 @@ from .onnx import (
     to_onnx,
 )
 
+# name -> what it does with the pipeline's speaker embedding model
+EMBEDDING_RUNTIMES = {
+    "torch": "the torch model as it is (fp32)",
+    "onnxruntime": "the frame-wise trunk (a WeSpeaker ResNet) as an ONNX graph run by ONNX "
+                   "Runtime (fp32, CUDA provider when on a GPU); filter banks and pooling "
+                   "in torch",
+    "onnxruntime-int8": "the same, its trunk statically quantised to int8 (QDQ, calibrated on "
+                        "synthetic speech): a CPU runtime",
+}
+
 INPUT_NAME = "fbank"
 OUTPUT_NAME = "frames"
 # max |frames_onnx - frames_torch| / max |frames_torch| accepted for fp32 graphs: float32
@@ -428,6 +438,6 @@ def embedding_for_runtime(
     return wrapped.eval()
 
 
-__all__ = ["FrameWiseTrunk", "OnnxTrunk", "TrunkExport", "check_embedding_runtime",
+__all__ = ["EMBEDDING_RUNTIMES", "FrameWiseTrunk", "OnnxTrunk", "TrunkExport", "check_embedding_runtime",
            "check_onnx_embedding", "embedding_for_runtime", "export_trunk", "runtime_of",
            "speech_like", "torch_embedding"]

@@ -379,3 +379,21 @@ class GraphExport:
     def sha256(self) -> str:
         """The digest a saved graph carries and is checked against when loaded."""
         return hashlib.sha256(self.onnx).hexdigest()
+
+
+# Names this module had when it exported the segmentation alone, now deploy.segmentation's:
+# still importable from here for code written then. Looked up by name on first use, not
+# imported: deploy.segmentation is built on this module.
+MOVED_TO_SEGMENTATION = ("export_onnx", "OnnxExport", "check_inputs", "min_samples",
+                         "run_session", "compare", "FP32_TOLERANCE", "INT8_TOLERANCE",
+                         "INPUT_NAME", "OUTPUT_NAME")
+
+
+def __getattr__(name: str):
+    if name in MOVED_TO_SEGMENTATION:
+        warnings.warn(f"pyannote_wavlm_prune.deploy.onnx.{name} is deprecated: import it from "
+                      "pyannote_wavlm_prune.deploy.segmentation.", DeprecationWarning,
+                      stacklevel=2)
+        return getattr(importlib.import_module("pyannote_wavlm_prune.deploy.segmentation"),
+                       name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -18,7 +18,7 @@ from pyannote.audio import Model
 from torch import nn
 
 from ..settings import check_setting
-from .embedding import check_embedding_runtime, embedding_for_runtime
+from .embedding import EMBEDDING_RUNTIMES, check_embedding_runtime, embedding_for_runtime
 
 # name -> what it does with the pipeline's segmentation model
 RUNTIMES = {
@@ -27,15 +27,6 @@ RUNTIMES = {
     "onnxruntime": "an ONNX graph run by ONNX Runtime (CUDA provider when on a GPU)",
     "onnxruntime-int8": "an int8 ONNX graph (MatMul/Gemm dynamically quantised) run by "
                         "ONNX Runtime",
-}
-# name -> what it does with the pipeline's speaker embedding model
-EMBEDDING_RUNTIMES = {
-    "torch": "the torch model as it is (fp32)",
-    "onnxruntime": "the frame-wise trunk (a WeSpeaker ResNet) as an ONNX graph run by ONNX "
-                   "Runtime (fp32, CUDA provider when on a GPU); filter banks and pooling "
-                   "in torch",
-    "onnxruntime-int8": "the same, its trunk statically quantised to int8 (QDQ, calibrated on "
-                        "synthetic speech): a CPU runtime",
 }
 
 log = logging.getLogger(__name__)
