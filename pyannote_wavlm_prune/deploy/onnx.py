@@ -227,7 +227,7 @@ def quantize_graph_int8(graph: bytes) -> bytes:
         return target.read_bytes()
 
 
-# the name it had when ONNX graphs were the only thing quantised to int8 in bytes
+# its former name, which deploy.quantize gave a function of Modules too: kept for code using it
 quantize_int8 = quantize_graph_int8
 
 

@@ -112,5 +112,5 @@ def quantize_model_int8(model: nn.Module) -> nn.Module:
     return quantized
 
 
-# the name users imported before graphs had int8 quantisation of their own
+# its former name (deploy.onnx gave it to a function of graphs too): kept for code using it
 quantize_int8 = quantize_model_int8
