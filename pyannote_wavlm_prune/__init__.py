@@ -4,6 +4,8 @@ Public names are imported lazily, so that `pyannote-wavlm-prune simulate --help`
 for importing torch, transformers and pyannote.audio.
 """
 
+import sys
+from collections.abc import Callable
 from importlib import import_module
 
 __version__ = "0.1.0"
@@ -26,13 +28,23 @@ _EXPORTS = {
 __all__ = [*_EXPORTS, "__version__"]
 
 
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
+def lazy_exports(package: str, exports: dict[str, str]
+                 ) -> tuple[Callable[[str], object], Callable[[], list[str]]]:
+    """`__getattr__` and `__dir__` of a package whose public names are imported on first use
+
+    exports: {public name: the module that defines it}
+    """
+    def __getattr__(name: str):
+        if name not in exports:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        value = getattr(import_module(exports[name]), name)
+        setattr(sys.modules[package], name, value)  # the next access is a plain attribute
         return value
-    raise AttributeError(f"module 'pyannote_wavlm_prune' has no attribute {name!r}")
+
+    def __dir__() -> list[str]:
+        return sorted(getattr(sys.modules[package], "__all__", exports))
+
+    return __getattr__, __dir__
 
 
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

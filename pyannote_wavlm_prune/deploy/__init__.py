@@ -23,7 +23,7 @@ onnx, onnxscript and onnxruntime are optional (`pip install pyannote-wavlm-prune
 imported only by the functions that need them; importing this package does not need them.
 """
 
-from importlib import import_module
+from .. import lazy_exports
 
 # public name -> module that defines it (imported on first use)
 _EXPORTS = {
@@ -43,15 +43,4 @@ _EXPORTS = {
 }
 
 __all__ = list(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        value = getattr(import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'pyannote_wavlm_prune.deploy' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
