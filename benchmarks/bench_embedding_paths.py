@@ -43,7 +43,7 @@ from pyannote_wavlm_prune.pipelines import (
     optimize_pipeline,
 )
 from pyannote_wavlm_prune.pipelines.embedding import train_embedding
-from pyannote_wavlm_prune.pipelines.offline import pyannote_counterpart
+from pyannote_wavlm_prune.pipelines.speaker_diarization import pyannote_counterpart
 from pyannote_wavlm_prune.recipe.quickstart import real_recording
 
 

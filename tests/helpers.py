@@ -66,7 +66,7 @@ def pyannote_s_own(pipeline):
     """pyannote's own SpeakerDiarization with the models, PLDA, clustering, windows, batches
     and instantiated parameters of `pipeline` (one of ours): given the same file, the same
     arithmetic, so exactly the same output."""
-    from pyannote_wavlm_prune.pipelines.offline import pyannote_counterpart
+    from pyannote_wavlm_prune.pipelines.speaker_diarization import pyannote_counterpart
 
     return pyannote_counterpart(pipeline)
 

@@ -16,7 +16,10 @@ from torchcodec.encoders import AudioEncoder
 from pyannote_wavlm_prune import cli, save_checkpoint
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.offline import NonFiniteAudioError, NonFiniteScoresError
+from pyannote_wavlm_prune.pipelines.speaker_diarization import (
+    NonFiniteAudioError,
+    NonFiniteScoresError,
+)
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},

@@ -32,7 +32,7 @@ from scipy.ndimage import median_filter
 from pyannote_wavlm_prune import import_diarizen
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, save_pipeline
 from pyannote_wavlm_prune.pipelines.clustering import VBxClustering, renumber_clusters
-from pyannote_wavlm_prune.pipelines.offline import PIPELINE_OPTIONS
+from pyannote_wavlm_prune.pipelines.speaker_diarization import PIPELINE_OPTIONS
 
 # what import-diarizen writes for DiariZen's config.toml (apply_median_filtering = true, VBx)
 DIARIZEN_OPTIONS = {"median_filter": 11, "min_clean_ratio": 0.1, "clean_ratio_fallback": True,

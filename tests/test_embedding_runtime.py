@@ -29,7 +29,7 @@ from pyannote_wavlm_prune.deploy.embedding import (
 )
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.offline import frame_wise_split_problem
+from pyannote_wavlm_prune.pipelines.speaker_diarization import frame_wise_split_problem
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},

@@ -166,7 +166,7 @@ def test_one_table_lists_the_settings_of_the_class_export_and_the_command_line()
     table's names, with its defaults; save passes each; the command line reads its types."""
     import inspect
 
-    from pyannote_wavlm_prune.pipelines.offline import SpeakerDiarization
+    from pyannote_wavlm_prune.pipelines.speaker_diarization import SpeakerDiarization
     from pyannote_wavlm_prune.settings import DIARIZATION_OPTIONS, SETTINGS
 
     pyannote_own = {"segmentation_step", "embedding_exclude_overlap", "der_variant"}

@@ -21,9 +21,9 @@ The offline recipe, with nothing from the Hugging Face hub::
 from .bench import BenchResult, bench_segmentation
 from .evaluate import EvaluationReport, evaluate_pipeline, get_files
 from .export import export_pipeline, load_pipeline, save_pipeline
-from .offline import AudioDecodingError, SpeakerDiarization
 from .optimize import OptimizationResult, optimize_pipeline
 from .plda import StoredPLDA, estimate_plda, speaker_embeddings
+from .speaker_diarization import AudioDecodingError, SpeakerDiarization
 
 __all__ = [
     "AudioDecodingError",

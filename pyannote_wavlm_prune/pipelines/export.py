@@ -51,8 +51,8 @@ from ..models.loading import (
 )
 from ..settings import DIARIZATION_OPTIONS, check_config, check_hyper_parameters, check_settings
 from .embedding import untrained_embedding
-from .offline import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
+from .speaker_diarization import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 
 # the class config.yaml names: a public interface, never move it without a shim
 PIPELINE_CLASS = "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
@@ -210,7 +210,7 @@ def export_pipeline(
         is downloaded or copied (the pipeline then loads it from the hub or its cache); the
         hyper-parameters are checked with a stand-in embedding.
     diarization_options : dict, optional
-        Options of `SpeakerDiarization` beyond pyannote's (`offline.PIPELINE_OPTIONS`:
+        Options of `SpeakerDiarization` beyond pyannote's (`speaker_diarization.PIPELINE_OPTIONS`:
         median_filter, min_clean_ratio, ..., e.g. DiariZen's), saved in config.yaml.
         Defaults to None: pyannote 4's behaviour.
     chunkwise_embeddings : bool, optional

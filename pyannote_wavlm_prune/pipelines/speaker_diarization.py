@@ -1,0 +1,859 @@
+"""pyannote's SpeakerDiarization pipeline, usable offline with every clustering.
+
+The class defined here is what `config.yaml` of an exported pipeline names
+(`pyannote_wavlm_prune.pipelines.SpeakerDiarization`): its module path is a public interface.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import warnings
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pyannote.audio import Audio
+from pyannote.audio.core.io import AudioFile, get_audio_metadata
+from pyannote.audio.core.plda import PLDA
+from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
+from pyannote.audio.pipelines.clustering import Clustering
+from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
+from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
+from pyannote.audio.utils.hf_hub import AssetFileName
+from pyannote.core import Annotation, Segment, SlidingWindowFeature
+from scipy.ndimage import median_filter as scipy_median_filter
+
+from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
+from ..deploy.runtime import check_runtime, segmentation_for_runtime
+from ..models.loading import load_model
+from ..settings import (
+    DIARIZATION_OPTIONS,
+    PARTS,
+    SETTINGS,
+    check_hyper_parameters,
+    check_settings,
+    check_speaker_counts,
+)
+from .audio import DownmixedAudio, read_channels
+from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
+
+CLUSTERINGS = tuple(Clustering.__members__)
+
+log = logging.getLogger(__name__)
+
+# Chunks per forward pass, those of pyannote's own hub pipelines (speaker-diarization-3.1,
+# speaker-diarization-community-1); pyannote's class defaults to 1, one chunk at a time.
+SEGMENTATION_BATCH_SIZE = 32
+EMBEDDING_BATCH_SIZE = 32
+
+# Hyper-parameters a pipeline starts from when none are given. Agglomerative values are those
+# of pyannote/speaker-diarization-3.1, VBx values those of pyannote 4.0.7's own defaults.
+DEFAULT_PARAMETERS = {
+    "AgglomerativeClustering": {
+        "method": "centroid",
+        "min_cluster_size": 12,
+        "threshold": 0.7045654963945799,
+    },
+    "KMeansClustering": {},
+    "VBxClustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
+    "OracleClustering": {},
+}
+
+# the options of this class beyond pyannote's, each at pyannote 4.0.7's behaviour (the
+# defaults, from the one table of settings); `import-diarizen` writes DiariZen's values into
+# config.yaml (see docs/diarizen.md)
+PIPELINE_OPTIONS = {name: SETTINGS[name].default for name in DIARIZATION_OPTIONS}
+
+
+class NoPLDA(PLDA):
+    """Stands in for the PLDA that pyannote 4.0.7 loads even when the clustering needs none.
+
+    pyannote's default PLDA lives in a gated hub repository; clusterings other than VBx never
+    call it, so this placeholder only raises if something does.
+    """
+
+    def __init__(self):  # no files to read
+        self.lda_dimension = 0
+
+    def __call__(self, embeddings: np.ndarray):
+        raise RuntimeError("This pipeline has no PLDA: VBxClustering needs plda=... (a PLDA).")
+
+
+class NoEmbedding:
+    """Stands in for the speaker embedding of an OracleClustering pipeline built without one.
+
+    pyannote reads `_embedding.dimension` even when it has no embedding to compute (to shape
+    an empty output); OracleClustering needs no embedding, so this one has dimension 0.
+    """
+
+    dimension = 0
+
+
+class AudioDecodingError(ValueError):
+    """An audio file that exists but cannot be read."""
+
+
+class NonFiniteAudioError(ValueError):
+    """Audio holding NaN or infinite samples."""
+
+
+class NonFiniteScoresError(ValueError):
+    """A segmentation model whose scores hold NaN or infinities (on finite audio: its weights)."""
+
+
+def seeks_exactly(codec: str | None) -> bool:
+    """Whether torchcodec reads any excerpt of a stream of `codec` to the sample (PCM, FLAC)
+
+    Seeking into compressed streams (MP3, Vorbis, AAC, Opus, ...) starts at a frame boundary:
+    pyannote's `Audio.crop` then gets a few samples more or fewer than it asked for and
+    raises ("... 30895 samples instead of the expected 32000").
+    """
+    return codec is not None and (codec.startswith("pcm_") or codec == "flac")
+
+
+class DecodedFile(MutableMapping):
+    """`file` with its audio decoded once, in memory: "waveform" and "sample_rate" (and no
+    "channel", already selected) are its own; every other key is read from and written to
+    `file`, so that what pyannote caches in it (an optimized pipeline's segmentation) stays."""
+
+    OWN = ("waveform", "sample_rate")
+
+    def __init__(self, file: Mapping, waveform: torch.Tensor, sample_rate: int):
+        self.file = file
+        self.decoded = {"waveform": waveform, "sample_rate": sample_rate}
+
+    def __getitem__(self, key):
+        if key in self.OWN:
+            return self.decoded[key]
+        if key == "channel":
+            raise KeyError(key)
+        return self.file[key]
+
+    def __setitem__(self, key, value):
+        if key in self.OWN:
+            self.decoded[key] = value
+        else:
+            self.file[key] = value
+
+    def __delitem__(self, key):
+        if key in self.OWN or key == "channel":
+            raise KeyError(f"{key} of a decoded file cannot be removed")
+        del self.file[key]
+
+    def __iter__(self):
+        yield from self.OWN
+        yield from (key for key in self.file if key not in (*self.OWN, "channel"))
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _refuse_non_finite_scores(module, inputs, scores: torch.Tensor) -> None:
+    """Forward hook: a segmentation model's NaN scores would become "nobody speaks"."""
+    if not torch.isfinite(scores).all():
+        raise NonFiniteScoresError("non-finite segmentation scores")
+
+
+class SpeakerDiarization(PyannoteSpeakerDiarization):
+    """pyannote.audio's SpeakerDiarization pipeline, runnable offline with any clustering
+
+    Parameters are those of `pyannote.audio.pipelines.SpeakerDiarization`, except:
+
+    embedding : Model, str or dict, optional
+        Speaker embedding model. Required by every clustering but OracleClustering, which
+        uses it (when given) only to return one embedding per speaker.
+    plda : PLDA, str or dict, optional
+        Needed by VBxClustering only (see `pyannote_wavlm_prune.pipelines.estimate_plda`).
+    clustering : str, optional
+        One of AgglomerativeClustering (default), KMeansClustering, VBxClustering,
+        OracleClustering. OracleClustering groups speakers with the reference annotation
+        (file["annotation"]): what segmentation papers report.
+    segmentation_runtime : str, optional
+        How the segmentation model runs: "torch" (weight norm folded), "torch-int8",
+        "onnxruntime" or "onnxruntime-int8" (see `pyannote_wavlm_prune.deploy.RUNTIMES`).
+        Defaults to None: as its checkpoint is (a torch model, or an ONNX graph for a
+        checkpoint of `OnnxSegmentation`). Written in config.yaml by `export_pipeline`.
+    segmentation_batch_size, embedding_batch_size : int, optional
+        Waveforms per forward pass: chunks, or (chunk, speaker) pairs on pyannote's embedding
+        path. Default to 32, as pyannote's hub pipelines (pyannote's class defaults to 1).
+    chunkwise_embeddings : bool, optional
+        Embed all the speakers of a chunk from one pass of the embedding model's frame-wise
+        part, and skip (chunk, speaker) pairs without an active frame (see `get_embeddings`).
+        Defaults to None: whenever the embedding model supports it (`forward_frames` and
+        `forward_embedding` with (batch, speakers, frames) weights, as pyannote's WeSpeaker
+        models and this project's XVectorMFCC); False takes pyannote's path, one pass of the
+        whole model per (chunk, speaker) pair. `embedding_path` says which path is taken.
+
+    Options that make it compute what DiariZen's pipeline computes (its names in brackets;
+    the defaults are pyannote 4.0.7's behaviour, `PIPELINE_OPTIONS`):
+
+    median_filter : int, optional
+        Kernel, in frames, of a median filter over each chunk's segmentation (the hard one of
+        a powerset model) before speakers are counted, embedded, clustered and reassembled
+        (DiariZen `apply_median_filtering`: 11, reflected at the chunk's edges). Defaults to
+        1: none.
+    min_clean_ratio : float, optional
+        Share of a chunk's frames a local speaker must hold alone for its embedding to be
+        clustered (DiariZen `min_frames_ratio`: 0.1). Defaults to 0.2.
+    clean_ratio_fallback : bool, optional
+        When fewer than two embeddings pass `min_clean_ratio`, cluster those of every active
+        speaker (DiariZen: always). Defaults to False.
+    inactive_speakers_last : bool, optional
+        VBx only: score speakers without an active frame below every active one in the
+        one-speaker-per-cluster assignment (DiariZen: no, `const_location=None`). Defaults
+        to True.
+    recluster_to_bounds : bool, optional
+        VBx only: re-cluster with k-means when VBx's number of speakers falls outside
+        num/min/max speakers (DiariZen's VBx ignores them). Defaults to True.
+    unassigned_as_speaker : bool, optional
+        VBx only: renumber the clusters so that the active local speakers the assignment left
+        without a cluster become one more output speaker (DiariZen's VBx does, with
+        `np.unique`: a defect kept for DiariZen's pipelines only). Defaults to False.
+    min_speakers, max_speakers : int, optional
+        Bounds used when a call gives none (DiariZen [clustering.args] `min_speakers`,
+        `max_speakers`: 1 and 20); `max_speakers` also caps the instantaneous speaker count,
+        as pyannote's does with the call's. Default to None: unbounded.
+    channel : int, optional
+        Diarize this channel of a multi-channel file (DiariZen: 0, the first). Defaults to
+        None: the channels' mean, pyannote's downmix.
+    crop_to_audio : bool, optional
+        Cut what the output says after the file's end, where the last chunk was padded with
+        zeros (DiariZen does not). Defaults to True.
+
+    Differences in behaviour, each fixing a trap of pyannote 4.0.7:
+
+    - nothing is fetched from the hub: no default embedding, PLDA or segmentation;
+    - OracleClustering works (pyannote's crashes on the missing `_audio`);
+    - `default_parameters()` suits the chosen clustering (pyannote's are VBx's only);
+    - files carrying "pipeline_kwargs" (e.g. {"num_speakers": 2}) can be optimized: pyannote
+      passes them twice otherwise (TypeError);
+    - while optimized (`pipeline.training`), `apply` returns the bare `Annotation` that
+      pyannote.pipeline's Optimizer scores, whatever `legacy` says;
+    - a missing checkpoint, an unreadable audio file or one shorter than a frame raise an
+      error naming it, before any work starts;
+    - compressed audio (MP3, OGG, AAC, ...), which pyannote cannot crop to the sample, is
+      decoded once into memory (`seeks_exactly`): every format FFmpeg reads works;
+    - audio with NaN or infinite samples, and a segmentation model whose scores are not
+      finite (NaN weights), raise an error naming the file, where pyannote returns an empty
+      diarization;
+    - no turn ends after the file does (pyannote's padded last chunk leaves turns there);
+    - embeddings take one frame-wise pass per chunk, none for silent speakers
+      (`chunkwise_embeddings`), with the same diarization as pyannote's path.
+    """
+
+    def __init__(
+        self,
+        segmentation: Any,
+        embedding: Any = None,
+        plda: Any = None,
+        clustering: str = "AgglomerativeClustering",
+        segmentation_runtime: str | None = None,
+        embedding_runtime: str | None = None,
+        segmentation_batch_size: int = SEGMENTATION_BATCH_SIZE,
+        embedding_batch_size: int = EMBEDDING_BATCH_SIZE,
+        chunkwise_embeddings: bool | None = None,
+        median_filter: int = 1,
+        min_clean_ratio: float = PYANNOTE_MIN_CLEAN_RATIO,
+        clean_ratio_fallback: bool = False,
+        inactive_speakers_last: bool = True,
+        recluster_to_bounds: bool = True,
+        unassigned_as_speaker: bool = False,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+        channel: int | None = None,
+        crop_to_audio: bool = True,
+        **kwargs,
+    ):
+        # every setting checked against the one table (`settings.SETTINGS`), unknown ones too
+        given = check_settings({
+            "clustering": clustering, "segmentation_runtime": segmentation_runtime,
+            "embedding_runtime": embedding_runtime,
+            "segmentation_batch_size": segmentation_batch_size,
+            "embedding_batch_size": embedding_batch_size,
+            "chunkwise_embeddings": chunkwise_embeddings, "median_filter": median_filter,
+            "min_clean_ratio": min_clean_ratio, "clean_ratio_fallback": clean_ratio_fallback,
+            "inactive_speakers_last": inactive_speakers_last,
+            "recluster_to_bounds": recluster_to_bounds,
+            "unassigned_as_speaker": unassigned_as_speaker, "min_speakers": min_speakers,
+            "max_speakers": max_speakers, "channel": channel, "crop_to_audio": crop_to_audio,
+            **kwargs}, "SpeakerDiarization", parts=tuple(name for name in PARTS if name not in (
+                "segmentation", "embedding", "plda")))
+        options = {name: given[name] for name in DIARIZATION_OPTIONS}
+        options["min_clean_ratio"] = float(options["min_clean_ratio"])
+        check_runtime(segmentation_runtime)
+        check_embedding_runtime(embedding_runtime)
+        _check_checkpoint_exists("segmentation", segmentation)
+        if embedding is None:
+            if clustering != "OracleClustering":
+                raise ValueError(
+                    f"clustering={clustering!r} needs embedding=... (a speaker embedding Model "
+                    "or checkpoint); only OracleClustering runs without one."
+                )
+        else:
+            _check_checkpoint_exists("embedding", embedding)
+        if plda is None:
+            if clustering == "VBxClustering":
+                raise ValueError(
+                    "clustering='VBxClustering' needs plda=... (a PLDA or its directory, "
+                    "see pyannote_wavlm_prune.pipelines.estimate_plda)."
+                )
+            plda = NoPLDA()
+        else:
+            _check_plda_exists(plda)
+
+        # the model as its checkpoint holds it (what save_pipeline writes), and the one run
+        source = _get_model(segmentation, "segmentation", kwargs)
+        segmentation = segmentation_for_runtime(source, segmentation_runtime)
+        if embedding is not None and (embedding_runtime is not None
+                                      or _is_pyannote_embedding(embedding)):
+            # loaded here, safely, rather than by pyannote's embedding wrapper
+            embedding = _get_model(embedding, "embedding", kwargs)
+            if embedding_runtime is not None:
+                embedding = embedding_for_runtime(embedding, embedding_runtime)
+
+        super().__init__(
+            segmentation=segmentation,
+            embedding=embedding,
+            plda=plda,
+            clustering=clustering,
+            segmentation_batch_size=segmentation_batch_size,
+            embedding_batch_size=embedding_batch_size,
+            **kwargs,
+        )
+        self.segmentation_runtime = segmentation_runtime
+        self.embedding_runtime = embedding_runtime
+        self.segmentation_source = source
+
+        if clustering == "OracleClustering":
+            # pyannote skips the embedding set-up for OracleClustering but still calls
+            # get_embeddings, which reads self._audio: set up what is needed here
+            if embedding is None:
+                self._embedding = NoEmbedding()
+            else:
+                self._embedding = PretrainedSpeakerEmbedding(
+                    embedding, token=kwargs.get("token"), cache_dir=kwargs.get("cache_dir")
+                )
+                self._audio = DownmixedAudio(sample_rate=self._embedding.sample_rate)
+
+        self.chunkwise_embeddings = chunkwise_embeddings
+        self._frame_wise_model = self._choose_embedding_path(chunkwise_embeddings)
+
+        if clustering in CLUSTERING_CLASSES:
+            # pyannote's clustering, with the options of `clustering.py`
+            klass = CLUSTERING_CLASSES[clustering]
+            metric = self.clustering.metric
+            self.clustering = (klass(self._plda, metric=metric) if clustering == "VBxClustering"
+                               else klass(metric=metric))
+        for name, value in options.items():
+            setattr(self, name, value)
+            if hasattr(type(self.clustering), name):  # a rule of the clustering itself
+                setattr(self.clustering, name, value)
+
+    @property
+    def diarization_options(self) -> dict[str, Any]:
+        """The options of `PIPELINE_OPTIONS` that differ from pyannote's behaviour."""
+        return {name: getattr(self, name) for name, default in PIPELINE_OPTIONS.items()
+                if getattr(self, name) != default}
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """Every setting of `settings.SETTINGS`, as this pipeline holds it (what
+        `save_pipeline` writes)."""
+        held = {name: getattr(self, name, setting.default) for name, setting in SETTINGS.items()}
+        held["clustering"] = self.klustering
+        return held
+
+    def instantiate(self, params: dict) -> SpeakerDiarization:
+        """Set the hyper-parameters `params`, refused in one line when one means nothing
+        (a NaN or negative threshold, a negative min_cluster_size or min_duration_off)."""
+        check_hyper_parameters(params, "SpeakerDiarization.instantiate")
+        return super().instantiate(params)
+
+    @property
+    def embedding_path(self) -> str | None:
+        """"per-chunk" (one frame-wise pass per chunk with an active speaker), "per-pair"
+        (pyannote's: one pass per (chunk, speaker) pair), or None without an embedding."""
+        if isinstance(getattr(self, "_embedding", None), (NoEmbedding, type(None))):
+            return None
+        chunkwise = self._frame_wise_model is not None and self.chunkwise_embeddings is not False
+        return "per-chunk" if chunkwise else "per-pair"
+
+    def _choose_embedding_path(self, chunkwise: bool | None):
+        """The embedding model whose frame-wise part serves all speakers of a chunk, or None.
+
+        Said once, here: which path the pipeline's embeddings take, and why.
+        """
+        embedding = getattr(self, "_embedding", None)
+        if embedding is None or isinstance(embedding, NoEmbedding) or chunkwise is False:
+            return None
+        model = getattr(embedding, "model_", None)
+        if model is None:  # e.g. SpeechBrain's or NeMo's embeddings, not a pyannote Model
+            reason = f"{type(embedding).__name__} wraps no pyannote Model"
+        else:
+            reason = frame_wise_split_problem(model)
+        if reason is None:
+            log.info("Speaker embeddings: one pass of %s's frame-wise part per chunk with an "
+                     "active speaker, pooled per speaker.", type(model).__name__)
+            return model
+        if chunkwise:
+            raise ValueError(f"chunkwise_embeddings=True, but {reason}: expected an embedding "
+                             "model with forward_frames and forward_embedding (e.g. pyannote's "
+                             "WeSpeaker models), or chunkwise_embeddings=None.")
+        warnings.warn(f"Speaker embeddings take pyannote's path, one pass of the whole model per "
+                      f"(chunk, speaker) pair, active or not: {reason}.", stacklevel=3)
+        return None
+
+    def get_segmentations(self, file: AudioFile, hook=None) -> SlidingWindowFeature:
+        """(chunks, frames, speakers) segmentation of each chunk, median-filtered over
+        `median_filter` frames when asked (pyannote's, and its cache when optimized, stay
+        unfiltered); non-finite scores are refused (NonFiniteScoresError), which pyannote's
+        powerset conversion would turn into silence."""
+        handle = self._segmentation.model.register_forward_hook(_refuse_non_finite_scores)
+        try:
+            segmentations = super().get_segmentations(file, hook=hook)
+        finally:
+            handle.remove()
+        if self.median_filter == 1:
+            return segmentations
+        filtered = scipy_median_filter(segmentations.data, size=(1, self.median_filter, 1),
+                                       mode="reflect")
+        return SlidingWindowFeature(filtered, segmentations.sliding_window)
+
+    def default_parameters(self) -> dict:
+        return {
+            "segmentation": {"min_duration_off": 0.0},
+            "clustering": dict(DEFAULT_PARAMETERS[self.klustering]),
+        }
+
+    def get_embeddings(
+        self,
+        file: AudioFile,
+        binary_segmentations: SlidingWindowFeature,
+        exclude_overlap: bool = False,
+        hook=None,
+    ) -> np.ndarray | None:
+        """Embeddings of each (chunk, speaker) pair, or None without an embedding model
+
+        Parameters and output are those of pyannote's `get_embeddings`: binary_segmentations
+        (chunks, frames, speakers), embeddings (chunks, speakers, dimension). On the per-chunk
+        path (`embedding_path`), the frame-wise part of the embedding model runs once per chunk
+        that has an active speaker, in batches of `embedding_batch_size` chunks, and its output
+        is pooled with the masks of all the chunk's speakers at once; a chunk without an active
+        speaker is never read nor embedded. Speakers without an active frame get what
+        pyannote's path gives them (statistics of an all-zero mask are zeros, so the
+        embedding of zero statistics), so that clustering sees the same input. The masks
+        (NaN as zero; with `exclude_overlap`, the clean frames unless they are too few) are
+        pyannote's, and so are the embedding cache of an optimized pipeline and the hook calls.
+        """
+        if isinstance(self._embedding, NoEmbedding):
+            return None
+        if self._frame_wise_model is None or self.chunkwise_embeddings is False:
+            return super().get_embeddings(
+                file, binary_segmentations, exclude_overlap=exclude_overlap, hook=hook
+            )
+        # an optimized pipeline reuses its first trial's embeddings, as pyannote's does
+        if self.training:
+            cache = file.get("training_cache/embeddings", dict())
+            if "embeddings" in cache and (
+                self._segmentation.model.specifications.powerset
+                or cache["segmentation.threshold"] == self.segmentation.threshold
+            ):
+                return cache["embeddings"]
+
+        masks = self._embedding_masks(binary_segmentations, exclude_overlap)
+        embeddings = self._chunkwise_embeddings(file, binary_segmentations.sliding_window, masks,
+                                                hook=hook)
+        if self.training:
+            cache = {"embeddings": embeddings}
+            if not self._segmentation.model.specifications.powerset:
+                cache["segmentation.threshold"] = self.segmentation.threshold
+            file["training_cache/embeddings"] = cache
+        return embeddings
+
+    def _embedding_masks(self, binary_segmentations: SlidingWindowFeature,
+                         exclude_overlap: bool) -> np.ndarray:
+        """(chunks, speakers, frames) float32 masks pyannote's path would pool each pair with."""
+        data = binary_segmentations.data
+        num_frames = data.shape[1]
+        masks = np.nan_to_num(data, nan=0.0).astype(np.float32)
+        if exclude_overlap:
+            # pyannote's rule: the frames where fewer than two speakers are active, unless
+            # they are too few for the embedding model, then the whole mask
+            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
+            min_num_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
+            clean_frames = 1.0 * (np.sum(data, axis=2, keepdims=True) < 2)
+            clean = np.nan_to_num(data * clean_frames, nan=0.0).astype(np.float32)
+            enough = np.sum(clean, axis=1, keepdims=True) > min_num_frames
+            masks = np.where(enough, clean, masks)
+        return masks.transpose(0, 2, 1)
+
+    def _chunkwise_embeddings(self, file: AudioFile, chunks, masks: np.ndarray,
+                              hook=None) -> np.ndarray:
+        """(chunks, speakers, dimension) embeddings, one frame-wise pass per active chunk
+
+        masks : (chunks, speakers, frames) np.ndarray; chunks : the chunks' SlidingWindow.
+        """
+        model = self._frame_wise_model
+        device = self._embedding.device
+        num_chunks, num_speakers, num_frames = masks.shape
+        active = np.flatnonzero(np.any(masks > 0, axis=(1, 2)))
+        batches = [active[i:i + self.embedding_batch_size]
+                   for i in range(0, len(active), self.embedding_batch_size)]
+        if hook is not None:
+            hook("embeddings", None, total=len(batches), completed=0)
+        embeddings = np.empty((num_chunks, num_speakers, self._embedding.dimension), np.float32)
+        frames = None
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # as pyannote's embedding wrapper does
+            for completed, batch in enumerate(batches, 1):
+                # one batch of waveforms at a time: memory does not grow with the file
+                waveforms = torch.vstack([self._audio.crop(file, chunks[c], mode="pad")[0][None]
+                                          for c in batch])
+                frames = model.forward_frames(waveforms.to(device))
+                weights = torch.from_numpy(masks[batch]).to(device)
+                embedded = model.forward_embedding(frames, weights=weights).cpu().numpy()
+                embeddings[batch] = embedded
+                if hook is not None:
+                    hook("embeddings", embedded, total=len(batches), completed=completed)
+            silent = np.setdiff1d(np.arange(num_chunks), active)
+            if len(silent):
+                if frames is None:  # no active speaker in the whole file: any finite frames
+                    length = int(round(chunks.duration * self._embedding.sample_rate))
+                    frames = model.forward_frames(torch.zeros(1, 1, length, device=device))
+                nothing = torch.zeros(1, 1, num_frames, device=device)
+                embeddings[silent] = model.forward_embedding(frames[:1], weights=nothing).cpu().numpy()
+        return embeddings
+
+    def __call__(self, file: AudioFile | list[AudioFile], preload: bool = False, **kwargs):
+        """Diarize `file` (see pyannote.audio's Pipeline.__call__); for a list of files, an
+        iterator of (file, output) pairs (`apply_batch`)."""
+        if isinstance(file, Mapping) and "pipeline_kwargs" in file:
+            # pyannote.pipeline's Optimizer passes file["pipeline_kwargs"] as keyword
+            # arguments and pyannote.audio's __call__ adds them again: a TypeError
+            # ("multiple values for keyword argument") unless duplicates are dropped here
+            kwargs = _without_file_kwargs(file, kwargs)
+        return super().__call__(file, preload=preload, **kwargs)
+
+    def apply_batch(self, files: Iterable[AudioFile], errors: str = "raise",
+                    **kwargs) -> Iterator[tuple[AudioFile, Any]]:
+        """(file, output) for each of `files`, in their order: pyannote's batch convention
+        (since pyannote.audio 4.0.7, `pipeline([file, ...])` calls it)
+
+        Each output is what `apply` gives for that file alone, with the file's own
+        "pipeline_kwargs" and `kwargs` (num_speakers, ...): `pipeline([a, b])` yields what
+        `pipeline(a)` and `pipeline(b)` return. Files are diarized one after another, each read
+        when its turn comes: sharing model batches between files would change the scores in
+        their last bits (a batch's composition changes float32 kernels' sums) and saves
+        nothing on a CPU (benchmarks/bench_batch.py).
+
+        errors : "raise" (default) or "yield"
+            What a file whose diarization fails gives: its exception raised (pyannote's
+            behaviour: the files after it are not diarized) or yielded in place of its output,
+            so that the others go on (`diarize`).
+        """
+        if errors not in ("raise", "yield"):
+            raise ValueError(f"errors={errors!r}: expected 'raise' or 'yield'.")
+        for file in files:
+            own = file.get("pipeline_kwargs", {}) if isinstance(file, Mapping) else {}
+            try:
+                output = self.apply(file, **own, **_without_file_kwargs(file, kwargs))
+            except Exception as error:  # noqa: BLE001 - the caller asked for it
+                if errors == "raise":
+                    raise
+                output = error
+            yield file, output
+
+    def apply(self, file: AudioFile, num_speakers: int | None = None,
+              min_speakers: int | None = None, max_speakers: int | None = None,
+              **kwargs) -> DiarizeOutput | Annotation:
+        """Speaker diarization of `file` (see pyannote's SpeakerDiarization.apply)
+
+        Bounds the call does not give are the pipeline's `min_speakers` / `max_speakers`.
+        Counts that mean nothing (NaN, 0, -1, 1.5, "2", min > max) are refused.
+        """
+        check_speaker_counts(num_speakers, min_speakers, max_speakers)
+        file, duration = self._readable(file)
+        if num_speakers is None:
+            min_speakers = self.min_speakers if min_speakers is None else min_speakers
+            max_speakers = self.max_speakers if max_speakers is None else max_speakers
+        try:
+            output = super().apply(self._with_channel(file), num_speakers=num_speakers,
+                                   min_speakers=min_speakers, max_speakers=max_speakers,
+                                   **kwargs)
+        except NonFiniteScoresError:
+            # the samples of a file read chunk by chunk are unchecked: they, or the weights
+            if "waveform" not in file:
+                self._decode(file)
+            raise NonFiniteScoresError(
+                f"The segmentation model gives NaN or infinite scores on {_where(file)}, whose "
+                f"samples are finite: {_non_finite_weights(self._segmentation.model)}"
+            ) from None
+        if self.crop_to_audio:
+            output = _within(output, duration)
+        if self.training and isinstance(output, DiarizeOutput):
+            # pyannote.pipeline's Optimizer feeds the output to a metric, which needs an
+            # Annotation (trap: DiarizeOutput has no `crop`)
+            return output.speaker_diarization
+        return output
+
+    def _with_channel(self, file: AudioFile) -> AudioFile:
+        """`file`, or its `channel` alone as an in-memory waveform when one is chosen."""
+        if self.channel is None:
+            return file
+        waveform, sample_rate = read_channels(file)
+        if self.channel >= waveform.shape[0]:
+            raise ValueError(f"channel={self.channel}: {file.get('uri', '?')!r} has "
+                             f"{waveform.shape[0]} channel(s), expected more than {self.channel}.")
+        selected = {key: value for key, value in file.items() if key != "audio"}
+        selected.update(waveform=waveform[self.channel:self.channel + 1], sample_rate=sample_rate)
+        return selected
+
+    def _readable(self, file: AudioFile) -> tuple[Mapping, float]:
+        """`file` as the pipeline reads it, and its duration: checked, and decoded once into
+        memory unless its codec seeks exactly (`seeks_exactly`)."""
+        file, duration, codec = self._check_audio(file)
+        if "waveform" in file:
+            self._check_finite(file, file["waveform"])
+        elif not seeks_exactly(codec):
+            file = self._decode(file)
+            # what the decoder gives, which a compressed file's header may only estimate
+            duration = file["waveform"].shape[-1] / file["sample_rate"]
+        return file, duration
+
+    def _decode(self, file: Mapping) -> DecodedFile:
+        """`file` with its whole audio in memory, as pyannote's `preload` reads it; checked."""
+        try:
+            waveform, sample_rate = Audio()(file)
+        except Exception as error:  # torchcodec raises RuntimeError or ValueError
+            raise AudioDecodingError(f"Cannot decode audio file {_where(file)}: {error}. Expected "
+                                     "audio that FFmpeg can read (wav, flac, mp3, ...).") from error
+        self._check_finite(file, waveform)
+        return DecodedFile(file, waveform, sample_rate)
+
+    @staticmethod
+    def _check_finite(file: Mapping, waveform: torch.Tensor) -> None:
+        finite = torch.isfinite(waveform)
+        if not finite.all():
+            raise NonFiniteAudioError(
+                f"Audio {_where(file)} holds {int((~finite).sum())} NaN or infinite samples "
+                f"(of {finite.numel()}): expected finite samples."
+            )
+
+    def _check_audio(self, file: AudioFile) -> tuple[Mapping, float, str | None]:
+        """`file` validated (a Mapping), its duration and codec (None in memory); a clear
+        error for audio that cannot be read or is shorter than one frame."""
+        codec = None
+        try:
+            file = Audio.validate_file(file)
+            if "waveform" in file:
+                duration = Audio().get_duration(file)
+            else:
+                metadata = get_audio_metadata(file)
+                duration, codec = metadata.duration_seconds_from_header, metadata.codec
+        except Exception as error:  # torchcodec raises RuntimeError or ValueError
+            raise AudioDecodingError(
+                f"Cannot decode audio file {_where(file)}: {error}. Expected audio "
+                "that FFmpeg can read (wav, flac, mp3, ...)."
+            ) from error
+        frame = self._segmentation.model.receptive_field.duration
+        # an empty file has no duration at all (None), not a zero one
+        if duration is None or not duration > 0:
+            raise ValueError(
+                f"Audio {_where(file)} is empty or of unknown duration ({duration}): "
+                f"expected at least {frame:.4f} s (one frame of the segmentation model)."
+            )
+        if duration < frame:
+            raise ValueError(
+                f"Audio {file.get('uri', '?')!r} lasts {duration:.4f} s: the segmentation model "
+                f"needs at least {frame:.4f} s (one frame); audio: {_where(file)}."
+            )
+        return file, duration, codec
+
+
+def _without_file_kwargs(file: AudioFile, kwargs: dict) -> dict:
+    """`kwargs` less those that `file`'s "pipeline_kwargs" give too (with the same value: a
+    contradiction is an error naming both)."""
+    given = file.get("pipeline_kwargs", {}) if isinstance(file, Mapping) else {}
+    for name, value in given.items():
+        if name in kwargs and kwargs[name] != value:
+            raise ValueError(f"{name}={kwargs[name]!r} contradicts file['pipeline_kwargs'] "
+                             f"({name}={value!r}) for {file.get('uri')!r}: expected one value.")
+    return {name: value for name, value in kwargs.items() if name not in given}
+
+
+def _where(file: AudioFile) -> str:
+    """How errors name `file`: its path ("in-memory waveform", "stream") and its uri."""
+    if not isinstance(file, Mapping):
+        return str(file) if isinstance(file, (str, os.PathLike)) else "stream"
+    audio = file.get("audio")
+    if isinstance(audio, (str, os.PathLike)):
+        where = str(audio)
+    else:
+        where = "stream" if audio is not None else "in-memory waveform"
+    return f"{where} (uri {file.get('uri', '?')!r})"
+
+
+def _non_finite_weights(model) -> str:
+    """What a segmentation model's weights say about its non-finite scores."""
+    parameters = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
+    bad = sum(int((~torch.isfinite(p)).sum()) for p in parameters)
+    if bad:
+        total = sum(p.numel() for p in parameters)
+        return (f"{bad} of its {total} weights are NaN or infinite. Expected a model with "
+                "finite weights (retrain, or use an earlier checkpoint).")
+    return "expected a model with finite scores (its weights are finite)."
+
+
+def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutput | Annotation:
+    """`output` without what lies after the file's end
+
+    pyannote pads the last chunk with zeros and does not crop its output to the file: a turn
+    can end after the audio does (a 0.05 s file got a turn to 1.99 s).
+    """
+    extent = Segment(0.0, duration)
+    if isinstance(output, Annotation):
+        return output.crop(extent, mode="intersection")
+    labels = output.speaker_diarization.labels()
+    diarization = output.speaker_diarization.crop(extent, mode="intersection")
+    embeddings = output.speaker_embeddings
+    if embeddings is not None and diarization.labels() != labels:
+        # a speaker heard only after the end: its row goes with it (rows follow labels())
+        embeddings = embeddings[[labels.index(label) for label in diarization.labels()]]
+    return DiarizeOutput(
+        speaker_diarization=diarization,
+        exclusive_speaker_diarization=output.exclusive_speaker_diarization.crop(
+            extent, mode="intersection"),
+        speaker_embeddings=embeddings,
+    )
+
+
+def frame_wise_split_problem(model) -> str | None:
+    """Why `model` cannot embed all the speakers of a chunk from one frame-wise pass, or None
+
+    The split is what pyannote's WeSpeaker models offer: `forward_frames(waveforms)` and
+    `forward_embedding(frames, weights)` with (batch, speakers, frames) weights. It is checked
+    by running it once on a short random input against the model's own forward with each
+    speaker's weights, not by class name.
+    """
+    name = type(model).__name__
+    if not (callable(getattr(model, "forward_frames", None))
+            and callable(getattr(model, "forward_embedding", None))):
+        return f"{name} has no forward_frames / forward_embedding"
+    generator = torch.Generator().manual_seed(0)
+    device = next(model.parameters()).device
+    sample_rate = model.audio.sample_rate if hasattr(model, "audio") else 16000
+    waveforms = torch.randn(1, 1, 2 * sample_rate, generator=generator).to(device)
+    weights = (torch.rand(1, 2, 100, generator=generator) > 0.5).float().to(device)
+    try:
+        with torch.inference_mode(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            joint = model.forward_embedding(model.forward_frames(waveforms), weights=weights)
+            each = torch.stack([model(waveforms, weights=weights[:, k]) for k in range(2)], dim=1)
+    except Exception as error:  # any failure means: not this split
+        return f"{name}'s forward_embedding fails on (batch, speakers, frames) weights ({error})"
+    if joint.shape != each.shape:
+        return f"{name}'s forward_embedding gives shape {tuple(joint.shape)}, not {tuple(each.shape)}"
+    # a few float32 ulps of the embeddings' scale (another GEMM shape); a model whose split
+    # computes something else differs by the scale itself
+    scale = each.abs().max().item()
+    if not (joint - each).abs().max().item() <= 1e-4 * max(scale, 1.0):
+        return f"{name}'s forward_frames / forward_embedding do not compute its forward"
+    return None
+
+
+def _get_model(model: Any, role: str, options: Mapping[str, Any]):
+    """What pyannote's `get_model(model, token, cache_dir)` returns, in eval mode, its
+    checkpoint loaded without running code (`models.loading.load_model`)."""
+    if isinstance(model, Mapping):
+        # pyannote loads a dict (what "$model/segmentation" expands to) strictly
+        given = {"token": options.get("token"), "cache_dir": options.get("cache_dir"),
+                 "strict": True, **model}
+        return load_model(given, role).eval()
+    if isinstance(model, (str, os.PathLike)):
+        given = {"checkpoint": model, "token": options.get("token"),
+                 "cache_dir": options.get("cache_dir")}
+        return load_model(given, role, strict=False).eval()
+    return load_model(model, role).eval()
+
+
+def _is_pyannote_embedding(embedding: Any) -> bool:
+    """Whether pyannote's `PretrainedSpeakerEmbedding(embedding)` would load a pyannote Model
+    checkpoint (rather than a SpeechBrain, NeMo or ONNX WeSpeaker model): its own test."""
+    if isinstance(embedding, str):
+        return "pyannote" in embedding or not any(
+            name in embedding for name in ("speechbrain", "nvidia", "wespeaker"))
+    return isinstance(embedding, (Mapping, os.PathLike))
+
+
+def _checkpoint_file(model: Any) -> Path | None:
+    """The local checkpoint file that `model` (a get_model argument) points at, if local."""
+    if isinstance(model, Mapping):
+        checkpoint = model.get("checkpoint")
+        if checkpoint is None or not os.path.isdir(checkpoint):
+            return None  # hub identifier: not ours to check
+        subfolder = model.get("subfolder") or ""
+        return Path(checkpoint) / subfolder / AssetFileName.Model.value
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if path.is_dir():
+            return path / AssetFileName.Model.value
+        if path.is_absolute() or path.suffix in (".bin", ".ckpt", ".pt") or path.exists():
+            return path
+    return None
+
+
+def _check_checkpoint_exists(role: str, model: Any):
+    path = _checkpoint_file(model)
+    if path is not None and not path.is_file():
+        raise FileNotFoundError(
+            f"{role} checkpoint {path} does not exist (from {role}={_describe(model)}): "
+            f"expected a pyannote checkpoint file ({AssetFileName.Model.value})."
+        )
+
+
+def _check_plda_exists(plda: Any):
+    if isinstance(plda, PLDA):
+        return
+    directory = None
+    if isinstance(plda, Mapping) and plda.get("checkpoint") is not None:
+        if os.path.isdir(plda["checkpoint"]):
+            directory = Path(plda["checkpoint"]) / (plda.get("subfolder") or "")
+    elif isinstance(plda, (str, os.PathLike)) and (Path(plda).is_absolute() or Path(plda).exists()):
+        directory = Path(plda)
+    if directory is None:
+        return
+    missing = [n for n in ("xvec_transform.npz", "plda.npz") if not (directory / n).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"PLDA directory {directory} lacks {', '.join(missing)} (from plda={_describe(plda)}): "
+            "expected xvec_transform.npz and plda.npz (see estimate_plda)."
+        )
+
+
+def _describe(model: Any) -> str:
+    if isinstance(model, Mapping) and "checkpoint" in model:
+        return f"{model['checkpoint']}, subfolder {model.get('subfolder')!r}"
+    return repr(str(model))
+
+
+def pyannote_counterpart(pipeline: SpeakerDiarization) -> PyannoteSpeakerDiarization:
+    """pyannote 4's own SpeakerDiarization with `pipeline`'s models and settings
+
+    The same segmentation and embedding models (as `pipeline` runs them), PLDA, clustering,
+    segmentation step, `embedding_exclude_overlap`, batch sizes and instantiated parameters:
+    given the same file, pyannote's class does the same arithmetic on pyannote's embedding path
+    (one pass per (chunk, speaker) pair), which is what ours is checked against.
+    """
+    counterpart = PyannoteSpeakerDiarization(
+        segmentation=pipeline._segmentation.model, embedding=pipeline.embedding,
+        plda=pipeline._plda, clustering=pipeline.klustering,
+        segmentation_step=pipeline.segmentation_step,
+        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
+        segmentation_batch_size=pipeline.segmentation_batch_size,
+        embedding_batch_size=pipeline.embedding_batch_size,
+    )
+    return counterpart.instantiate(pipeline.parameters(instantiated=True))
