@@ -10,14 +10,13 @@ import logging
 import math
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from pyannote.audio import Audio
-from pyannote.audio.core.io import AudioFile, get_audio_metadata
+from pyannote.audio.core.io import AudioFile
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
 from pyannote.audio.pipelines.clustering import Clustering
@@ -38,7 +37,7 @@ from ..settings import (
     check_settings,
     check_speaker_counts,
 )
-from .audio import DownmixedAudio, read_channels
+from .audio import DownmixedAudio, decode, describe_file, readable, select_channel
 from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
 
 CLUSTERINGS = tuple(Clustering.__members__)
@@ -93,63 +92,8 @@ class NoEmbedding:
     dimension = 0
 
 
-class AudioDecodingError(ValueError):
-    """An audio file that exists but cannot be read."""
-
-
-class NonFiniteAudioError(ValueError):
-    """Audio holding NaN or infinite samples."""
-
-
 class NonFiniteScoresError(ValueError):
     """A segmentation model whose scores hold NaN or infinities (on finite audio: its weights)."""
-
-
-def seeks_exactly(codec: str | None) -> bool:
-    """Whether torchcodec reads any excerpt of a stream of `codec` to the sample (PCM, FLAC)
-
-    Seeking into compressed streams (MP3, Vorbis, AAC, Opus, ...) starts at a frame boundary:
-    pyannote's `Audio.crop` then gets a few samples more or fewer than it asked for and
-    raises ("... 30895 samples instead of the expected 32000").
-    """
-    return codec is not None and (codec.startswith("pcm_") or codec == "flac")
-
-
-class DecodedFile(MutableMapping):
-    """`file` with its audio decoded once, in memory: "waveform" and "sample_rate" (and no
-    "channel", already selected) are its own; every other key is read from and written to
-    `file`, so that what pyannote caches in it (an optimized pipeline's segmentation) stays."""
-
-    OWN = ("waveform", "sample_rate")
-
-    def __init__(self, file: Mapping, waveform: torch.Tensor, sample_rate: int):
-        self.file = file
-        self.decoded = {"waveform": waveform, "sample_rate": sample_rate}
-
-    def __getitem__(self, key):
-        if key in self.OWN:
-            return self.decoded[key]
-        if key == "channel":
-            raise KeyError(key)
-        return self.file[key]
-
-    def __setitem__(self, key, value):
-        if key in self.OWN:
-            self.decoded[key] = value
-        else:
-            self.file[key] = value
-
-    def __delitem__(self, key):
-        if key in self.OWN or key == "channel":
-            raise KeyError(f"{key} of a decoded file cannot be removed")
-        del self.file[key]
-
-    def __iter__(self):
-        yield from self.OWN
-        yield from (key for key in self.file if key not in (*self.OWN, "channel"))
-
-    def __len__(self) -> int:
-        return sum(1 for _ in self)
 
 
 def _refuse_non_finite_scores(module, inputs, scores: torch.Tensor) -> None:
@@ -236,7 +180,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
     - a missing checkpoint, an unreadable audio file or one shorter than a frame raise an
       error naming it, before any work starts;
     - compressed audio (MP3, OGG, AAC, ...), which pyannote cannot crop to the sample, is
-      decoded once into memory (`seeks_exactly`): every format FFmpeg reads works;
+      decoded once into memory (`audio.seeks_exactly`): every format FFmpeg reads works;
     - audio with NaN or infinite samples, and a segmentation model whose scores are not
       finite (NaN weights), raise an error naming the file, where pyannote returns an empty
       diarization;
@@ -576,20 +520,20 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         Counts that mean nothing (NaN, 0, -1, 1.5, "2", min > max) are refused.
         """
         check_speaker_counts(num_speakers, min_speakers, max_speakers)
-        file, duration = self._readable(file)
+        file, duration = readable(file, self._segmentation.model.receptive_field.duration)
         if num_speakers is None:
             min_speakers = self.min_speakers if min_speakers is None else min_speakers
             max_speakers = self.max_speakers if max_speakers is None else max_speakers
         try:
-            output = super().apply(self._with_channel(file), num_speakers=num_speakers,
+            output = super().apply(select_channel(file, self.channel), num_speakers=num_speakers,
                                    min_speakers=min_speakers, max_speakers=max_speakers,
                                    **kwargs)
         except NonFiniteScoresError:
             # the samples of a file read chunk by chunk are unchecked: they, or the weights
             if "waveform" not in file:
-                self._decode(file)
+                decode(file)
             raise NonFiniteScoresError(
-                f"The segmentation model gives NaN or infinite scores on {_where(file)}, whose "
+                f"The segmentation model gives NaN or infinite scores on {describe_file(file)}, whose "
                 f"samples are finite: {_non_finite_weights(self._segmentation.model)}"
             ) from None
         if self.crop_to_audio:
@@ -600,80 +544,6 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             return output.speaker_diarization
         return output
 
-    def _with_channel(self, file: AudioFile) -> AudioFile:
-        """`file`, or its `channel` alone as an in-memory waveform when one is chosen."""
-        if self.channel is None:
-            return file
-        waveform, sample_rate = read_channels(file)
-        if self.channel >= waveform.shape[0]:
-            raise ValueError(f"channel={self.channel}: {file.get('uri', '?')!r} has "
-                             f"{waveform.shape[0]} channel(s), expected more than {self.channel}.")
-        selected = {key: value for key, value in file.items() if key != "audio"}
-        selected.update(waveform=waveform[self.channel:self.channel + 1], sample_rate=sample_rate)
-        return selected
-
-    def _readable(self, file: AudioFile) -> tuple[Mapping, float]:
-        """`file` as the pipeline reads it, and its duration: checked, and decoded once into
-        memory unless its codec seeks exactly (`seeks_exactly`)."""
-        file, duration, codec = self._check_audio(file)
-        if "waveform" in file:
-            self._check_finite(file, file["waveform"])
-        elif not seeks_exactly(codec):
-            file = self._decode(file)
-            # what the decoder gives, which a compressed file's header may only estimate
-            duration = file["waveform"].shape[-1] / file["sample_rate"]
-        return file, duration
-
-    def _decode(self, file: Mapping) -> DecodedFile:
-        """`file` with its whole audio in memory, as pyannote's `preload` reads it; checked."""
-        try:
-            waveform, sample_rate = Audio()(file)
-        except Exception as error:  # torchcodec raises RuntimeError or ValueError
-            raise AudioDecodingError(f"Cannot decode audio file {_where(file)}: {error}. Expected "
-                                     "audio that FFmpeg can read (wav, flac, mp3, ...).") from error
-        self._check_finite(file, waveform)
-        return DecodedFile(file, waveform, sample_rate)
-
-    @staticmethod
-    def _check_finite(file: Mapping, waveform: torch.Tensor) -> None:
-        finite = torch.isfinite(waveform)
-        if not finite.all():
-            raise NonFiniteAudioError(
-                f"Audio {_where(file)} holds {int((~finite).sum())} NaN or infinite samples "
-                f"(of {finite.numel()}): expected finite samples."
-            )
-
-    def _check_audio(self, file: AudioFile) -> tuple[Mapping, float, str | None]:
-        """`file` validated (a Mapping), its duration and codec (None in memory); a clear
-        error for audio that cannot be read or is shorter than one frame."""
-        codec = None
-        try:
-            file = Audio.validate_file(file)
-            if "waveform" in file:
-                duration = Audio().get_duration(file)
-            else:
-                metadata = get_audio_metadata(file)
-                duration, codec = metadata.duration_seconds_from_header, metadata.codec
-        except Exception as error:  # torchcodec raises RuntimeError or ValueError
-            raise AudioDecodingError(
-                f"Cannot decode audio file {_where(file)}: {error}. Expected audio "
-                "that FFmpeg can read (wav, flac, mp3, ...)."
-            ) from error
-        frame = self._segmentation.model.receptive_field.duration
-        # an empty file has no duration at all (None), not a zero one
-        if duration is None or not duration > 0:
-            raise ValueError(
-                f"Audio {_where(file)} is empty or of unknown duration ({duration}): "
-                f"expected at least {frame:.4f} s (one frame of the segmentation model)."
-            )
-        if duration < frame:
-            raise ValueError(
-                f"Audio {file.get('uri', '?')!r} lasts {duration:.4f} s: the segmentation model "
-                f"needs at least {frame:.4f} s (one frame); audio: {_where(file)}."
-            )
-        return file, duration, codec
-
-
 def _without_file_kwargs(file: AudioFile, kwargs: dict) -> dict:
     """`kwargs` less those that `file`'s "pipeline_kwargs" give too (with the same value: a
     contradiction is an error naming both)."""
@@ -683,18 +553,6 @@ def _without_file_kwargs(file: AudioFile, kwargs: dict) -> dict:
             raise ValueError(f"{name}={kwargs[name]!r} contradicts file['pipeline_kwargs'] "
                              f"({name}={value!r}) for {file.get('uri')!r}: expected one value.")
     return {name: value for name, value in kwargs.items() if name not in given}
-
-
-def _where(file: AudioFile) -> str:
-    """How errors name `file`: its path ("in-memory waveform", "stream") and its uri."""
-    if not isinstance(file, Mapping):
-        return str(file) if isinstance(file, (str, os.PathLike)) else "stream"
-    audio = file.get("audio")
-    if isinstance(audio, (str, os.PathLike)):
-        where = str(audio)
-    else:
-        where = "stream" if audio is not None else "in-memory waveform"
-    return f"{where} (uri {file.get('uri', '?')!r})"
 
 
 def _non_finite_weights(model) -> str:
