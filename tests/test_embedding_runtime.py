@@ -28,8 +28,8 @@ from pyannote_wavlm_prune.deploy.embedding import (
     speech_like,
 )
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
+from pyannote_wavlm_prune.pipelines.chunkwise_embeddings import frame_wise_split_problem
 from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.speaker_diarization import frame_wise_split_problem
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},

@@ -7,9 +7,7 @@ The class defined here is what `config.yaml` of an exported pipeline names
 from __future__ import annotations
 
 import logging
-import math
 import os
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from ..settings import (
     check_speaker_counts,
 )
 from .audio import DownmixedAudio, decode, describe_file, readable, select_channel
+from .chunkwise_embeddings import ChunkwiseEmbeddings, chunkwise_model
 from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
 
 CLUSTERINGS = tuple(Clustering.__members__)
@@ -284,7 +283,12 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 self._audio = DownmixedAudio(sample_rate=self._embedding.sample_rate)
 
         self.chunkwise_embeddings = chunkwise_embeddings
-        self._frame_wise_model = self._choose_embedding_path(chunkwise_embeddings)
+        # which path the embeddings take, said once (`chunkwise_embeddings.chunkwise_model`)
+        self._chunkwise = None
+        if not isinstance(getattr(self, "_embedding", None), (NoEmbedding, type(None))):
+            model = chunkwise_model(self._embedding, chunkwise_embeddings)
+            if model is not None:
+                self._chunkwise = ChunkwiseEmbeddings(model, self._embedding, self._audio)
 
         if clustering in CLUSTERING_CLASSES:
             # pyannote's clustering, with the options of `clustering.py`
@@ -323,33 +327,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         (pyannote's: one pass per (chunk, speaker) pair), or None without an embedding."""
         if isinstance(getattr(self, "_embedding", None), (NoEmbedding, type(None))):
             return None
-        chunkwise = self._frame_wise_model is not None and self.chunkwise_embeddings is not False
+        chunkwise = self._chunkwise is not None and self.chunkwise_embeddings is not False
         return "per-chunk" if chunkwise else "per-pair"
-
-    def _choose_embedding_path(self, chunkwise: bool | None):
-        """The embedding model whose frame-wise part serves all speakers of a chunk, or None.
-
-        Said once, here: which path the pipeline's embeddings take, and why.
-        """
-        embedding = getattr(self, "_embedding", None)
-        if embedding is None or isinstance(embedding, NoEmbedding) or chunkwise is False:
-            return None
-        model = getattr(embedding, "model_", None)
-        if model is None:  # e.g. SpeechBrain's or NeMo's embeddings, not a pyannote Model
-            reason = f"{type(embedding).__name__} wraps no pyannote Model"
-        else:
-            reason = frame_wise_split_problem(model)
-        if reason is None:
-            log.info("Speaker embeddings: one pass of %s's frame-wise part per chunk with an "
-                     "active speaker, pooled per speaker.", type(model).__name__)
-            return model
-        if chunkwise:
-            raise ValueError(f"chunkwise_embeddings=True, but {reason}: expected an embedding "
-                             "model with forward_frames and forward_embedding (e.g. pyannote's "
-                             "WeSpeaker models), or chunkwise_embeddings=None.")
-        warnings.warn(f"Speaker embeddings take pyannote's path, one pass of the whole model per "
-                      f"(chunk, speaker) pair, active or not: {reason}.", stacklevel=3)
-        return None
 
     def get_segmentations(self, file: AudioFile, hook=None) -> SlidingWindowFeature:
         """(chunks, frames, speakers) segmentation of each chunk, median-filtered over
@@ -385,17 +364,13 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         Parameters and output are those of pyannote's `get_embeddings`: binary_segmentations
         (chunks, frames, speakers), embeddings (chunks, speakers, dimension). On the per-chunk
         path (`embedding_path`), the frame-wise part of the embedding model runs once per chunk
-        that has an active speaker, in batches of `embedding_batch_size` chunks, and its output
-        is pooled with the masks of all the chunk's speakers at once; a chunk without an active
-        speaker is never read nor embedded. Speakers without an active frame get what
-        pyannote's path gives them (statistics of an all-zero mask are zeros, so the
-        embedding of zero statistics), so that clustering sees the same input. The masks
-        (NaN as zero; with `exclude_overlap`, the clean frames unless they are too few) are
-        pyannote's, and so are the embedding cache of an optimized pipeline and the hook calls.
+        that has an active speaker, in batches of `embedding_batch_size` chunks, pooled with
+        the masks of all the chunk's speakers at once (`ChunkwiseEmbeddings`), with pyannote's
+        masks, embedding cache of an optimized pipeline and hook calls.
         """
         if isinstance(self._embedding, NoEmbedding):
             return None
-        if self._frame_wise_model is None or self.chunkwise_embeddings is False:
+        if self._chunkwise is None or self.chunkwise_embeddings is False:
             return super().get_embeddings(
                 file, binary_segmentations, exclude_overlap=exclude_overlap, hook=hook
             )
@@ -408,68 +383,14 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
             ):
                 return cache["embeddings"]
 
-        masks = self._embedding_masks(binary_segmentations, exclude_overlap)
-        embeddings = self._chunkwise_embeddings(file, binary_segmentations.sliding_window, masks,
-                                                hook=hook)
+        masks = self._chunkwise.masks(binary_segmentations, exclude_overlap)
+        embeddings = self._chunkwise(file, binary_segmentations.sliding_window, masks,
+                                     self.embedding_batch_size, hook=hook)
         if self.training:
             cache = {"embeddings": embeddings}
             if not self._segmentation.model.specifications.powerset:
                 cache["segmentation.threshold"] = self.segmentation.threshold
             file["training_cache/embeddings"] = cache
-        return embeddings
-
-    def _embedding_masks(self, binary_segmentations: SlidingWindowFeature,
-                         exclude_overlap: bool) -> np.ndarray:
-        """(chunks, speakers, frames) float32 masks pyannote's path would pool each pair with."""
-        data = binary_segmentations.data
-        num_frames = data.shape[1]
-        masks = np.nan_to_num(data, nan=0.0).astype(np.float32)
-        if exclude_overlap:
-            # pyannote's rule: the frames where fewer than two speakers are active, unless
-            # they are too few for the embedding model, then the whole mask
-            num_samples = binary_segmentations.sliding_window.duration * self._embedding.sample_rate
-            min_num_frames = math.ceil(num_frames * self._embedding.min_num_samples / num_samples)
-            clean_frames = 1.0 * (np.sum(data, axis=2, keepdims=True) < 2)
-            clean = np.nan_to_num(data * clean_frames, nan=0.0).astype(np.float32)
-            enough = np.sum(clean, axis=1, keepdims=True) > min_num_frames
-            masks = np.where(enough, clean, masks)
-        return masks.transpose(0, 2, 1)
-
-    def _chunkwise_embeddings(self, file: AudioFile, chunks, masks: np.ndarray,
-                              hook=None) -> np.ndarray:
-        """(chunks, speakers, dimension) embeddings, one frame-wise pass per active chunk
-
-        masks : (chunks, speakers, frames) np.ndarray; chunks : the chunks' SlidingWindow.
-        """
-        model = self._frame_wise_model
-        device = self._embedding.device
-        num_chunks, num_speakers, num_frames = masks.shape
-        active = np.flatnonzero(np.any(masks > 0, axis=(1, 2)))
-        batches = [active[i:i + self.embedding_batch_size]
-                   for i in range(0, len(active), self.embedding_batch_size)]
-        if hook is not None:
-            hook("embeddings", None, total=len(batches), completed=0)
-        embeddings = np.empty((num_chunks, num_speakers, self._embedding.dimension), np.float32)
-        frames = None
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # as pyannote's embedding wrapper does
-            for completed, batch in enumerate(batches, 1):
-                # one batch of waveforms at a time: memory does not grow with the file
-                waveforms = torch.vstack([self._audio.crop(file, chunks[c], mode="pad")[0][None]
-                                          for c in batch])
-                frames = model.forward_frames(waveforms.to(device))
-                weights = torch.from_numpy(masks[batch]).to(device)
-                embedded = model.forward_embedding(frames, weights=weights).cpu().numpy()
-                embeddings[batch] = embedded
-                if hook is not None:
-                    hook("embeddings", embedded, total=len(batches), completed=completed)
-            silent = np.setdiff1d(np.arange(num_chunks), active)
-            if len(silent):
-                if frames is None:  # no active speaker in the whole file: any finite frames
-                    length = int(round(chunks.duration * self._embedding.sample_rate))
-                    frames = model.forward_frames(torch.zeros(1, 1, length, device=device))
-                nothing = torch.zeros(1, 1, num_frames, device=device)
-                embeddings[silent] = model.forward_embedding(frames[:1], weights=nothing).cpu().numpy()
         return embeddings
 
     def __call__(self, file: AudioFile | list[AudioFile], preload: bool = False, **kwargs):
@@ -587,40 +508,6 @@ def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutpu
             extent, mode="intersection"),
         speaker_embeddings=embeddings,
     )
-
-
-def frame_wise_split_problem(model) -> str | None:
-    """Why `model` cannot embed all the speakers of a chunk from one frame-wise pass, or None
-
-    The split is what pyannote's WeSpeaker models offer: `forward_frames(waveforms)` and
-    `forward_embedding(frames, weights)` with (batch, speakers, frames) weights. It is checked
-    by running it once on a short random input against the model's own forward with each
-    speaker's weights, not by class name.
-    """
-    name = type(model).__name__
-    if not (callable(getattr(model, "forward_frames", None))
-            and callable(getattr(model, "forward_embedding", None))):
-        return f"{name} has no forward_frames / forward_embedding"
-    generator = torch.Generator().manual_seed(0)
-    device = next(model.parameters()).device
-    sample_rate = model.audio.sample_rate if hasattr(model, "audio") else 16000
-    waveforms = torch.randn(1, 1, 2 * sample_rate, generator=generator).to(device)
-    weights = (torch.rand(1, 2, 100, generator=generator) > 0.5).float().to(device)
-    try:
-        with torch.inference_mode(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            joint = model.forward_embedding(model.forward_frames(waveforms), weights=weights)
-            each = torch.stack([model(waveforms, weights=weights[:, k]) for k in range(2)], dim=1)
-    except Exception as error:  # any failure means: not this split
-        return f"{name}'s forward_embedding fails on (batch, speakers, frames) weights ({error})"
-    if joint.shape != each.shape:
-        return f"{name}'s forward_embedding gives shape {tuple(joint.shape)}, not {tuple(each.shape)}"
-    # a few float32 ulps of the embeddings' scale (another GEMM shape); a model whose split
-    # computes something else differs by the scale itself
-    scale = each.abs().max().item()
-    if not (joint - each).abs().max().item() <= 1e-4 * max(scale, 1.0):
-        return f"{name}'s forward_frames / forward_embedding do not compute its forward"
-    return None
 
 
 def _get_model(model: Any, role: str, options: Mapping[str, Any]):
