@@ -6,10 +6,7 @@ The class defined here is what `config.yaml` of an exported pipeline names
 
 from __future__ import annotations
 
-import logging
-import os
 from collections.abc import Iterable, Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,13 +17,11 @@ from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiariz
 from pyannote.audio.pipelines.clustering import Clustering
 from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
-from pyannote.audio.utils.hf_hub import AssetFileName
 from pyannote.core import Annotation, Segment, SlidingWindowFeature
 from scipy.ndimage import median_filter as scipy_median_filter
 
 from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
 from ..deploy.runtime import check_runtime, segmentation_for_runtime
-from ..models.loading import load_model
 from ..settings import (
     DIARIZATION_OPTIONS,
     PARTS,
@@ -38,10 +33,14 @@ from ..settings import (
 from .audio import DownmixedAudio, decode, describe_file, readable, select_channel
 from .chunkwise_embeddings import ChunkwiseEmbeddings, chunkwise_model
 from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
+from .parts import (
+    check_checkpoint_exists,
+    check_plda_exists,
+    get_model,
+    is_pyannote_embedding,
+)
 
 CLUSTERINGS = tuple(Clustering.__members__)
-
-log = logging.getLogger(__name__)
 
 # Chunks per forward pass, those of pyannote's own hub pipelines (speaker-diarization-3.1,
 # speaker-diarization-community-1); pyannote's class defaults to 1, one chunk at a time.
@@ -229,7 +228,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         options["min_clean_ratio"] = float(options["min_clean_ratio"])
         check_runtime(segmentation_runtime)
         check_embedding_runtime(embedding_runtime)
-        _check_checkpoint_exists("segmentation", segmentation)
+        check_checkpoint_exists("segmentation", segmentation)
         if embedding is None:
             if clustering != "OracleClustering":
                 raise ValueError(
@@ -237,7 +236,7 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                     "or checkpoint); only OracleClustering runs without one."
                 )
         else:
-            _check_checkpoint_exists("embedding", embedding)
+            check_checkpoint_exists("embedding", embedding)
         if plda is None:
             if clustering == "VBxClustering":
                 raise ValueError(
@@ -246,15 +245,15 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
                 )
             plda = NoPLDA()
         else:
-            _check_plda_exists(plda)
+            check_plda_exists(plda)
 
         # the model as its checkpoint holds it (what save_pipeline writes), and the one run
-        source = _get_model(segmentation, "segmentation", kwargs)
+        source = get_model(segmentation, "segmentation", kwargs)
         segmentation = segmentation_for_runtime(source, segmentation_runtime)
         if embedding is not None and (embedding_runtime is not None
-                                      or _is_pyannote_embedding(embedding)):
+                                      or is_pyannote_embedding(embedding)):
             # loaded here, safely, rather than by pyannote's embedding wrapper
-            embedding = _get_model(embedding, "embedding", kwargs)
+            embedding = get_model(embedding, "embedding", kwargs)
             if embedding_runtime is not None:
                 embedding = embedding_for_runtime(embedding, embedding_runtime)
 
@@ -508,81 +507,6 @@ def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutpu
             extent, mode="intersection"),
         speaker_embeddings=embeddings,
     )
-
-
-def _get_model(model: Any, role: str, options: Mapping[str, Any]):
-    """What pyannote's `get_model(model, token, cache_dir)` returns, in eval mode, its
-    checkpoint loaded without running code (`models.loading.load_model`)."""
-    if isinstance(model, Mapping):
-        # pyannote loads a dict (what "$model/segmentation" expands to) strictly
-        given = {"token": options.get("token"), "cache_dir": options.get("cache_dir"),
-                 "strict": True, **model}
-        return load_model(given, role).eval()
-    if isinstance(model, (str, os.PathLike)):
-        given = {"checkpoint": model, "token": options.get("token"),
-                 "cache_dir": options.get("cache_dir")}
-        return load_model(given, role, strict=False).eval()
-    return load_model(model, role).eval()
-
-
-def _is_pyannote_embedding(embedding: Any) -> bool:
-    """Whether pyannote's `PretrainedSpeakerEmbedding(embedding)` would load a pyannote Model
-    checkpoint (rather than a SpeechBrain, NeMo or ONNX WeSpeaker model): its own test."""
-    if isinstance(embedding, str):
-        return "pyannote" in embedding or not any(
-            name in embedding for name in ("speechbrain", "nvidia", "wespeaker"))
-    return isinstance(embedding, (Mapping, os.PathLike))
-
-
-def _checkpoint_file(model: Any) -> Path | None:
-    """The local checkpoint file that `model` (a get_model argument) points at, if local."""
-    if isinstance(model, Mapping):
-        checkpoint = model.get("checkpoint")
-        if checkpoint is None or not os.path.isdir(checkpoint):
-            return None  # hub identifier: not ours to check
-        subfolder = model.get("subfolder") or ""
-        return Path(checkpoint) / subfolder / AssetFileName.Model.value
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        if path.is_dir():
-            return path / AssetFileName.Model.value
-        if path.is_absolute() or path.suffix in (".bin", ".ckpt", ".pt") or path.exists():
-            return path
-    return None
-
-
-def _check_checkpoint_exists(role: str, model: Any):
-    path = _checkpoint_file(model)
-    if path is not None and not path.is_file():
-        raise FileNotFoundError(
-            f"{role} checkpoint {path} does not exist (from {role}={_describe(model)}): "
-            f"expected a pyannote checkpoint file ({AssetFileName.Model.value})."
-        )
-
-
-def _check_plda_exists(plda: Any):
-    if isinstance(plda, PLDA):
-        return
-    directory = None
-    if isinstance(plda, Mapping) and plda.get("checkpoint") is not None:
-        if os.path.isdir(plda["checkpoint"]):
-            directory = Path(plda["checkpoint"]) / (plda.get("subfolder") or "")
-    elif isinstance(plda, (str, os.PathLike)) and (Path(plda).is_absolute() or Path(plda).exists()):
-        directory = Path(plda)
-    if directory is None:
-        return
-    missing = [n for n in ("xvec_transform.npz", "plda.npz") if not (directory / n).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"PLDA directory {directory} lacks {', '.join(missing)} (from plda={_describe(plda)}): "
-            "expected xvec_transform.npz and plda.npz (see estimate_plda)."
-        )
-
-
-def _describe(model: Any) -> str:
-    if isinstance(model, Mapping) and "checkpoint" in model:
-        return f"{model['checkpoint']}, subfolder {model.get('subfolder')!r}"
-    return repr(str(model))
 
 
 def pyannote_counterpart(pipeline: SpeakerDiarization) -> PyannoteSpeakerDiarization:
