@@ -52,7 +52,7 @@ def test_no_turn_ends_after_the_file_does():
     from pyannote.core import Segment
 
     from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-    from pyannote_wavlm_prune.pipelines.speaker_diarization import NoPLDA
+    from pyannote_wavlm_prune.pipelines.parts import NoPLDA
 
     torch.manual_seed(0)
     shared = {"segmentation": tiny_model(duration=2.0), "embedding": untrained_embedding(),

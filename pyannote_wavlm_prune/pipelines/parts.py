@@ -21,10 +21,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pyannote.audio import Model
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import Problem, UnknownSpecificationsError
 
+from ..deploy.embedding import embedding_for_runtime
+from ..deploy.runtime import segmentation_for_runtime
 from ..models.loading import CHECKPOINT, load_model
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
@@ -180,3 +183,68 @@ def load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
         "or a StoredPLDA (what estimate_plda returns). A PLDA object does not keep its "
         "arrays, so it cannot be written again."
     )
+
+
+class NoPLDA(PLDA):
+    """Stands in for the PLDA that pyannote 4.0.7 loads even when the clustering needs none.
+
+    pyannote's default PLDA lives in a gated hub repository; clusterings other than VBx never
+    call it, so this placeholder only raises if something does.
+    """
+
+    def __init__(self):  # no files to read
+        self.lda_dimension = 0
+
+    def __call__(self, embeddings: np.ndarray):
+        raise RuntimeError("This pipeline has no PLDA: VBxClustering needs plda=... (a PLDA).")
+
+
+class NoEmbedding:
+    """Stands in for the speaker embedding of an OracleClustering pipeline built without one.
+
+    pyannote reads `_embedding.dimension` even when it has no embedding to compute (to shape
+    an empty output); OracleClustering needs no embedding, so this one has dimension 0.
+    """
+
+    dimension = 0
+
+
+def check_parts(clustering: str, segmentation: Any, embedding: Any, plda: Any) -> Any:
+    """`plda`, or a `NoPLDA` where the clustering needs none; before any part is loaded, an
+    error for a local checkpoint or PLDA directory that is not there, and for a part that
+    `clustering` needs but was not given (an embedding; VBx's PLDA)."""
+    check_checkpoint_exists("segmentation", segmentation)
+    if embedding is None:
+        if clustering != "OracleClustering":
+            raise ValueError(
+                f"clustering={clustering!r} needs embedding=... (a speaker embedding Model "
+                "or checkpoint); only OracleClustering runs without one."
+            )
+    else:
+        check_checkpoint_exists("embedding", embedding)
+    if plda is None:
+        if clustering == "VBxClustering":
+            raise ValueError(
+                "clustering='VBxClustering' needs plda=... (a PLDA or its directory, "
+                "see pyannote_wavlm_prune.pipelines.estimate_plda)."
+            )
+        return NoPLDA()
+    check_plda_exists(plda)
+    return plda
+
+
+def load_models(segmentation: Any, embedding: Any, segmentation_runtime: str | None,
+                embedding_runtime: str | None, options: Mapping[str, Any]) -> tuple[Model, Any, Any]:
+    """(the segmentation model as its checkpoint holds it, what `save_pipeline` writes; the
+    one run, in `segmentation_runtime`; the embedding, a Model in `embedding_runtime` when it
+    is a pyannote checkpoint, else as given for pyannote's wrapper to load); `options`: the
+    pipeline's keyword arguments (token, cache_dir)."""
+    source = get_model(segmentation, "segmentation", options)
+    segmentation = segmentation_for_runtime(source, segmentation_runtime)
+    if embedding is not None and (embedding_runtime is not None
+                                  or is_pyannote_embedding(embedding)):
+        # loaded here, safely, rather than by pyannote's embedding wrapper
+        embedding = get_model(embedding, "embedding", options)
+        if embedding_runtime is not None:
+            embedding = embedding_for_runtime(embedding, embedding_runtime)
+    return source, segmentation, embedding

@@ -12,17 +12,16 @@ from typing import Any
 import numpy as np
 import torch
 from pyannote.audio.core.io import AudioFile
-from pyannote.audio.core.plda import PLDA
 from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
-from pyannote.audio.pipelines.clustering import Clustering
 from pyannote.audio.pipelines.speaker_diarization import DiarizeOutput
 from pyannote.audio.pipelines.speaker_verification import PretrainedSpeakerEmbedding
 from pyannote.core import Annotation, Segment, SlidingWindowFeature
 from scipy.ndimage import median_filter as scipy_median_filter
 
-from ..deploy.embedding import check_embedding_runtime, embedding_for_runtime
-from ..deploy.runtime import check_runtime, segmentation_for_runtime
+from ..deploy.embedding import check_embedding_runtime
+from ..deploy.runtime import check_runtime
 from ..settings import (
+    DEFAULT_HYPER_PARAMETERS,
     DIARIZATION_OPTIONS,
     PARTS,
     SETTINGS,
@@ -33,61 +32,17 @@ from ..settings import (
 from .audio import DownmixedAudio, decode, describe_file, readable, select_channel
 from .chunkwise_embeddings import ChunkwiseEmbeddings, chunkwise_model
 from .clustering import CLUSTERING_CLASSES, PYANNOTE_MIN_CLEAN_RATIO
-from .parts import (
-    check_checkpoint_exists,
-    check_plda_exists,
-    get_model,
-    is_pyannote_embedding,
-)
-
-CLUSTERINGS = tuple(Clustering.__members__)
+from .parts import NoEmbedding, check_parts, load_models
 
 # Chunks per forward pass, those of pyannote's own hub pipelines (speaker-diarization-3.1,
 # speaker-diarization-community-1); pyannote's class defaults to 1, one chunk at a time.
 SEGMENTATION_BATCH_SIZE = 32
 EMBEDDING_BATCH_SIZE = 32
 
-# Hyper-parameters a pipeline starts from when none are given. Agglomerative values are those
-# of pyannote/speaker-diarization-3.1, VBx values those of pyannote 4.0.7's own defaults.
-DEFAULT_PARAMETERS = {
-    "AgglomerativeClustering": {
-        "method": "centroid",
-        "min_cluster_size": 12,
-        "threshold": 0.7045654963945799,
-    },
-    "KMeansClustering": {},
-    "VBxClustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
-    "OracleClustering": {},
-}
-
 # the options of this class beyond pyannote's, each at pyannote 4.0.7's behaviour (the
 # defaults, from the one table of settings); `import-diarizen` writes DiariZen's values into
 # config.yaml (see docs/diarizen.md)
 PIPELINE_OPTIONS = {name: SETTINGS[name].default for name in DIARIZATION_OPTIONS}
-
-
-class NoPLDA(PLDA):
-    """Stands in for the PLDA that pyannote 4.0.7 loads even when the clustering needs none.
-
-    pyannote's default PLDA lives in a gated hub repository; clusterings other than VBx never
-    call it, so this placeholder only raises if something does.
-    """
-
-    def __init__(self):  # no files to read
-        self.lda_dimension = 0
-
-    def __call__(self, embeddings: np.ndarray):
-        raise RuntimeError("This pipeline has no PLDA: VBxClustering needs plda=... (a PLDA).")
-
-
-class NoEmbedding:
-    """Stands in for the speaker embedding of an OracleClustering pipeline built without one.
-
-    pyannote reads `_embedding.dimension` even when it has no embedding to compute (to shape
-    an empty output); OracleClustering needs no embedding, so this one has dimension 0.
-    """
-
-    dimension = 0
 
 
 class NonFiniteScoresError(ValueError):
@@ -228,34 +183,11 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
         options["min_clean_ratio"] = float(options["min_clean_ratio"])
         check_runtime(segmentation_runtime)
         check_embedding_runtime(embedding_runtime)
-        check_checkpoint_exists("segmentation", segmentation)
-        if embedding is None:
-            if clustering != "OracleClustering":
-                raise ValueError(
-                    f"clustering={clustering!r} needs embedding=... (a speaker embedding Model "
-                    "or checkpoint); only OracleClustering runs without one."
-                )
-        else:
-            check_checkpoint_exists("embedding", embedding)
-        if plda is None:
-            if clustering == "VBxClustering":
-                raise ValueError(
-                    "clustering='VBxClustering' needs plda=... (a PLDA or its directory, "
-                    "see pyannote_wavlm_prune.pipelines.estimate_plda)."
-                )
-            plda = NoPLDA()
-        else:
-            check_plda_exists(plda)
-
-        # the model as its checkpoint holds it (what save_pipeline writes), and the one run
-        source = get_model(segmentation, "segmentation", kwargs)
-        segmentation = segmentation_for_runtime(source, segmentation_runtime)
-        if embedding is not None and (embedding_runtime is not None
-                                      or is_pyannote_embedding(embedding)):
-            # loaded here, safely, rather than by pyannote's embedding wrapper
-            embedding = get_model(embedding, "embedding", kwargs)
-            if embedding_runtime is not None:
-                embedding = embedding_for_runtime(embedding, embedding_runtime)
+        # every part checked before any is loaded, then loaded safely (`parts`)
+        plda = check_parts(clustering, segmentation, embedding, plda)
+        source, segmentation, embedding = load_models(segmentation, embedding,
+                                                      segmentation_runtime, embedding_runtime,
+                                                      kwargs)
 
         super().__init__(
             segmentation=segmentation,
@@ -347,8 +279,8 @@ class SpeakerDiarization(PyannoteSpeakerDiarization):
 
     def default_parameters(self) -> dict:
         return {
-            "segmentation": {"min_duration_off": 0.0},
-            "clustering": dict(DEFAULT_PARAMETERS[self.klustering]),
+            "segmentation": dict(DEFAULT_HYPER_PARAMETERS["segmentation"]),
+            "clustering": dict(DEFAULT_HYPER_PARAMETERS["clustering"][self.klustering]),
         }
 
     def get_embeddings(
@@ -507,22 +439,3 @@ def _within(output: DiarizeOutput | Annotation, duration: float) -> DiarizeOutpu
             extent, mode="intersection"),
         speaker_embeddings=embeddings,
     )
-
-
-def pyannote_counterpart(pipeline: SpeakerDiarization) -> PyannoteSpeakerDiarization:
-    """pyannote 4's own SpeakerDiarization with `pipeline`'s models and settings
-
-    The same segmentation and embedding models (as `pipeline` runs them), PLDA, clustering,
-    segmentation step, `embedding_exclude_overlap`, batch sizes and instantiated parameters:
-    given the same file, pyannote's class does the same arithmetic on pyannote's embedding path
-    (one pass per (chunk, speaker) pair), which is what ours is checked against.
-    """
-    counterpart = PyannoteSpeakerDiarization(
-        segmentation=pipeline._segmentation.model, embedding=pipeline.embedding,
-        plda=pipeline._plda, clustering=pipeline.klustering,
-        segmentation_step=pipeline.segmentation_step,
-        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
-        segmentation_batch_size=pipeline.segmentation_batch_size,
-        embedding_batch_size=pipeline.embedding_batch_size,
-    )
-    return counterpart.instantiate(pipeline.parameters(instantiated=True))
