@@ -36,7 +36,7 @@ def test_vbx_clustering_without_plda_is_refused():
 def test_pyannote_sample_read_without_a_decoder_equals_pyannote_s_own():
     import torch
 
-    from pyannote_wavlm_prune.pipelines.bench import pyannote_sample
+    from pyannote_wavlm_prune.pipelines.segmentation_bench import pyannote_sample
 
     sample = pyannote_sample()
     assert sample["sample_rate"] == SAMPLE_FILE["sample_rate"] == 16000

@@ -19,11 +19,11 @@ The offline recipe, with nothing from the Hugging Face hub::
 """
 
 from .audio import AudioDecodingError
-from .bench import BenchResult, bench_segmentation
 from .evaluate import EvaluationReport, evaluate_pipeline, get_files
 from .export import export_pipeline, load_pipeline, save_pipeline
 from .optimize import OptimizationResult, optimize_pipeline
 from .plda import StoredPLDA, estimate_plda, speaker_embeddings
+from .segmentation_bench import BenchResult, bench_segmentation
 from .speaker_diarization import SpeakerDiarization
 
 __all__ = [
