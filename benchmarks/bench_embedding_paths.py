@@ -43,7 +43,7 @@ from pyannote_wavlm_prune.pipelines import (
     load_pipeline,
     optimize_pipeline,
 )
-from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
 from pyannote_wavlm_prune.recipe.quickstart import real_recording
 
 # the tests' counterpart of a pipeline: pyannote's class with its models and settings

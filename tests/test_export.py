@@ -26,7 +26,7 @@ from pyannote_wavlm_prune.pipelines import (
     export_pipeline,
     load_pipeline,
 )
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.pipelines.export import read_config
 
 AGGLOMERATIVE = {

@@ -22,7 +22,7 @@ from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.files import write_atomically, write_json_atomically
 from pyannote_wavlm_prune.pipelines import export as export_module
 from pyannote_wavlm_prune.pipelines import export_pipeline
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints, average_checkpoints
 from pyannote_wavlm_prune.recipe.record import OptionsChangedError, begin_stage
 from pyannote_wavlm_prune.recipe.training import trainer

@@ -33,7 +33,7 @@ AGGLOMERATIVE = {
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
     return export_pipeline(tmp_path_factory.mktemp("hostile") / "pipeline",
                            tiny_model(duration=5.0, structure=PRUNED),

@@ -51,7 +51,7 @@ def test_no_turn_ends_after_the_file_does():
     from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
     from pyannote.core import Segment
 
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
     from pyannote_wavlm_prune.pipelines.parts import NoPLDA
 
     torch.manual_seed(0)
@@ -75,7 +75,7 @@ def test_no_turn_ends_after_the_file_does():
 def batch_pipeline():
     import torch
 
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
     torch.manual_seed(0)
     pipeline = SpeakerDiarization(segmentation=tiny_model(duration=2.0),

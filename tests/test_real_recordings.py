@@ -31,7 +31,7 @@ from real_recordings import (
 
 from pyannote_wavlm_prune.models.loading import checkpoints_trusted
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
 SEGMENTATION_3_0 = DATA / "pyannote-segmentation-3.0"
 SPEAKERS = {"dev01": 2, "tst01": 4, "trn04": 3, "EN2002a_30s": 4}

@@ -3,7 +3,7 @@
 The offline recipe, with nothing from the Hugging Face hub::
 
     from pyannote.audio import Pipeline
-    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
     from pyannote_wavlm_prune.pipelines import (
         estimate_plda, evaluate_pipeline, export_pipeline, get_files, optimize_pipeline,
         speaker_embeddings)

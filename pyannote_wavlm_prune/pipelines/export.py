@@ -47,7 +47,7 @@ from ..models.loading import (
     trusted_checkpoints,
 )
 from ..settings import DIARIZATION_OPTIONS, check_config, check_hyper_parameters, check_settings
-from .embedding import untrained_embedding
+from .embedding_training import untrained_embedding
 from .parts import CHECKPOINT, checked_model, in_directory, load_plda
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 from .speaker_diarization import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization

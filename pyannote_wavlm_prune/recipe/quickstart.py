@@ -24,7 +24,7 @@ import torch
 from ..data.protocols import get_protocol
 from ..data.simulate import simulate
 from ..models.loading import load_model
-from ..pipelines.embedding import train_embedding
+from ..pipelines.embedding_training import train_embedding
 from ..pipelines.evaluate import evaluate_pipeline, get_files
 from ..pipelines.export import export_pipeline, load_pipeline
 from ..pipelines.optimize import optimize_pipeline

@@ -245,7 +245,7 @@ def _embedding(settings, protocol, root: Path, progress: bool) -> Path:
     """The speaker embedding of every cell's pipeline: given, or trained once."""
     if settings["embedding"] is not None:
         return Path(settings["embedding"])
-    from ..pipelines.embedding import train_embedding
+    from ..pipelines.embedding_training import train_embedding
 
     embedding = root / "embedding.ckpt"
     if not embedding.is_file():

@@ -1,4 +1,4 @@
-"""Speaker embedding models that need no hub: a speaker embedding for offline pipelines.
+"""Training a speaker embedding without the hub, for offline pipelines.
 
 Every clustering but OracleClustering needs a speaker embedding model, and pyannote's
 (WeSpeaker ResNet34 in pyannote/speaker-diarization-community-1) lives on the Hugging Face
@@ -42,8 +42,9 @@ class XVectorMFCC(PyannoteXVectorMFCC):
     The speaker masks of pyannote's embedding models only weigh the statistics pooling: the
     frame-wise part (MFCC and TDNNs) does not depend on them, and can serve every speaker of a
     chunk at once, as `forward_frames` / `forward_embedding` do for pyannote's WeSpeaker
-    models. Weights and outputs are those of pyannote's class; this module path is what
-    checkpoints of `train_embedding` and `untrained_embedding` name.
+    models. Weights and outputs are those of pyannote's class. Checkpoints of
+    `train_embedding` and `untrained_embedding` name this module (those written before it was
+    renamed name `pipelines.embedding`, which re-exports the class).
     """
 
     def forward_frames(self, waveforms: torch.Tensor) -> torch.Tensor:
