@@ -284,11 +284,15 @@ def test_bad_options_are_refused_naming_them(options, message, work):
     directory, _ = work
     from helpers import random_wespeaker
 
-    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, load_state_dict, read_config
+    from pyannote_wavlm_prune.importers.diarizen import (
+        diarizen_model,
+        load_state_dict,
+        read_diarizen_config,
+    )
 
     hub = directory / "hubs" / hub_name("random-0", "free")
     model = diarizen_model(load_state_dict(hub / "pytorch_model.bin"),
-                           read_config(hub)["model"]["args"], structure=TINY_PRUNED)
+                           read_diarizen_config(hub)["model"]["args"], structure=TINY_PRUNED)
     options = {"clustering": "VBxClustering", "plda": hub / "plda", **options}
     with pytest.raises(ValueError, match=message):
         SpeakerDiarization(segmentation=model, embedding=random_wespeaker(), **options)

@@ -27,7 +27,7 @@ from pyannote_wavlm_prune.pipelines import (
     load_pipeline,
 )
 from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
-from pyannote_wavlm_prune.pipelines.export import read_config
+from pyannote_wavlm_prune.pipelines.export import read_pipeline_config
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
@@ -106,7 +106,7 @@ def test_a_config_naming_the_class_s_former_module_loads_the_same_pipeline(expor
 
 
 def test_config_names_our_class_and_subfolders_of_its_own_directory(exported):
-    config = read_config(exported)
+    config = read_pipeline_config(exported)
     assert config["pipeline"]["name"] == "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
     params = config["pipeline"]["params"]
     assert params["segmentation"] == "$model/segmentation"
@@ -124,7 +124,7 @@ def test_exported_config_runs_32_chunks_per_batch_as_pyannote_hub_pipelines(tmp_
     # pyannote's class defaults to 1 chunk per forward pass: slow, and not what its hub
     # pipelines (speaker-diarization-3.1, community-1) write
     directory = export_pipeline(tmp_path / "pipeline", pruned, embedding, params=AGGLOMERATIVE)
-    params = read_config(directory)["pipeline"]["params"]
+    params = read_pipeline_config(directory)["pipeline"]["params"]
     assert params["segmentation_batch_size"] == params["embedding_batch_size"] == 32
     pipeline = Pipeline.from_pretrained(directory)
     assert pipeline.segmentation_batch_size == pipeline.embedding_batch_size == 32

@@ -194,7 +194,7 @@ def test_concurrent_exports_to_one_new_directory_one_succeeds_one_fails(tmp_path
     assert sorted(outcomes.values())[-1] == "written"
     assert "exists (another writer may just have written it)" in sorted(outcomes.values())[0]
     winner = next(name for name, outcome in outcomes.items() if outcome == "written")
-    step = export_module.read_config(target)["pipeline"]["params"]["segmentation_step"]
+    step = export_module.read_pipeline_config(target)["pipeline"]["params"]["segmentation_step"]
     assert step == {"first": 0.25, "second": 0.5}[winner]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
 

@@ -123,12 +123,12 @@ def trained_wavlm(tmp_path_factory):
     architecture, pruned, fine-tuned on simulated conversations), 8 s windows (its chunk_size)."""
     import torch
 
-    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, read_config
+    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, read_diarizen_config
 
     hub = tmp_path_factory.mktemp("trained")
     state = torch.load(DATA / "diarizen" / "trained.pt", map_location="cpu")
     write_hub(hub, TINY_PRUNED, backend=TINY_BACKEND, state=state)
-    return diarizen_model(state, read_config(hub)["model"]["args"], structure=TINY_PRUNED)
+    return diarizen_model(state, read_diarizen_config(hub)["model"]["args"], structure=TINY_PRUNED)
 
 
 # segmentation -> (its pipeline's models, the recordings it diarizes, whether some of its chunks

@@ -154,7 +154,7 @@ def resolve_source(src: str | os.PathLike) -> Path:
             "and your network, or pass the directory of a local copy.") from error
 
 
-def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+def read_diarizen_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The content of a DiariZen `config.toml`, checked to have `[model.args]` with wavlm_src."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -686,7 +686,7 @@ def import_diarizen(
         raise ValueError(f"pipeline={pipeline!r}: expected one of {list(PIPELINES)}.")
     directory = resolve_source(src)
     check_output_location(output, [("the DiariZen repository", directory)])
-    config = read_config(directory)
+    config = read_diarizen_config(directory)
     checkpoint = directory / CHECKPOINT_FILE
     plda_directory = directory / PLDA_DIRECTORY
     settings = pipeline_settings(config, str(directory / CONFIG_FILE))

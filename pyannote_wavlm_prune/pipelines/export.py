@@ -339,7 +339,7 @@ def save_pipeline(
                            diarization_options=pipeline.diarization_options, **settings)
 
 
-def read_config(directory: str | os.PathLike) -> dict:
+def read_pipeline_config(directory: str | os.PathLike) -> dict:
     """The content of a pipeline directory's config.yaml (clear error when there is none)."""
     path = Path(directory)
     config_file = path if path.is_file() else path / CONFIG
@@ -377,7 +377,7 @@ def load_pipeline(directory: str | os.PathLike, trusted: bool | None = None,
     clustering hyper-parameters are then dropped), or `segmentation_step=0.5`.
     """
     path = Path(directory)
-    config = read_config(path)
+    config = read_pipeline_config(path)
     root = (path.parent if path.is_file() else path).absolute()
     config_file = path if path.is_file() else path / CONFIG
     if not (checkpoints_trusted() if trusted is None else trusted):
