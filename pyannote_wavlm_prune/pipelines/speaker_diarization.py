@@ -1,7 +1,10 @@
-"""pyannote's SpeakerDiarization pipeline, usable offline with every clustering.
+"""`SpeakerDiarization`: pyannote's pipeline, usable offline with every clustering.
 
 The class defined here is what `config.yaml` of an exported pipeline names
-(`pyannote_wavlm_prune.pipelines.SpeakerDiarization`): its module path is a public interface.
+(`pyannote_wavlm_prune.pipelines.SpeakerDiarization`; `pipelines.offline`, its former module,
+re-exports it): a public interface. It builds on the audio intake (`audio`), the embeddings
+per chunk (`chunkwise_embeddings`), the resolver of its parts (`parts`) and pyannote's
+clusterings with DiariZen's rules (`clustering`).
 """
 
 from __future__ import annotations
