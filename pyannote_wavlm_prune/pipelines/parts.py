@@ -10,8 +10,10 @@ What names a part, wherever a pipeline is built, exported, imported or loaded:
 - a Hugging Face hub name ("org/name"), which is not ours to check (`local_or_hub_name`).
 
 Local paths are checked to exist before any model is loaded (`check_checkpoint_exists`,
-`check_plda_exists`), with errors naming what the caller gave; models load without running
-code (`models.loading.load_model`).
+`check_plda_exists`, and for the pipeline class `check_parts`, which also says which part a
+clustering needs), with errors naming what the caller gave; models load without running code
+(`models.loading.load_model`), in the runtime a pipeline names (`load_models`). Parts that
+pyannote reads although a clustering needs none are stood in for (`NoPLDA`, `NoEmbedding`).
 """
 
 from __future__ import annotations
