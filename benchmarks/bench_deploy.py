@@ -49,7 +49,7 @@ from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
     seal,
 )
 from pyannote_wavlm_prune.deploy.quantize import quantize_int8 as quantize_torch_int8  # noqa: E402
-from pyannote_wavlm_prune.pipelines.bench import time_forward  # noqa: E402
+from pyannote_wavlm_prune.pipelines.segmentation_bench import time_forward  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
 from pyannote_wavlm_prune.wavlm.presets import base_plus_config  # noqa: E402
 
