@@ -11,10 +11,13 @@ FILES one-minute files (8 s windows, step 0.8 s: 66 chunks a file):
   pass per chunk, as the per-chunk embedding path runs it.
 
 "per file" runs each file's chunks in batches of B as pyannote's Inference slides them;
-"shared" runs all files' chunks in consecutive batches of B. Same chunks, same models; rounds
-alternate the two (the machine is shared: a ratio taken within a round is what counts).
+"shared" runs all files' chunks in consecutive batches of B. Same chunks, same models. The two
+take turns of one file's worth of chunks each (a load that comes and goes on a shared machine
+falls on both alike); a row gives the round with the fastest per-file time, and the ratio
+taken within that round.
 
     python benchmarks/bench_batch.py [--files 20] [--batch-sizes 8 32] [--rounds 2]
+        [--steps segmentation embedding]
 """
 
 from __future__ import annotations
@@ -48,14 +51,28 @@ def file_chunks(waveform: torch.Tensor) -> list[torch.Tensor]:
     return pieces
 
 
-def batches_per_file(files: list[list[torch.Tensor]], size: int) -> list[torch.Tensor]:
-    return [piece[i:i + size] for pieces in files for piece in pieces
-            for i in range(0, piece.shape[0], size)]
+def batches_per_file(files: list[list[torch.Tensor]], size: int) -> list[list[torch.Tensor]]:
+    """Each file's batches, as pyannote's Inference makes them file by file."""
+    return [[piece[i:i + size] for piece in pieces for i in range(0, piece.shape[0], size)]
+            for pieces in files]
 
 
 def batches_shared(files: list[list[torch.Tensor]], size: int) -> list[torch.Tensor]:
     every = torch.cat([piece for pieces in files for piece in pieces])
     return [every[i:i + size] for i in range(0, every.shape[0], size)]
+
+
+def interleaved_seconds(model, own: list[list[torch.Tensor]],
+                        shared: list[torch.Tensor]) -> tuple[float, float]:
+    """Seconds of the per-file and the shared batches, run in turns of one file's worth each
+    (file i's batches, then the i-th of as many equal slices of the shared batches), so that
+    a load that comes and goes on a shared machine falls on both alike."""
+    turns, times = len(own), [0.0, 0.0]
+    for i in range(turns):
+        times[0] += seconds(model, own[i])
+        times[1] += seconds(model, shared[round(i * len(shared) / turns):
+                                          round((i + 1) * len(shared) / turns)])
+    return times[0], times[1]
 
 
 def seconds(model, batches: list[torch.Tensor]) -> float:
@@ -72,6 +89,8 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 32])
     parser.add_argument("--rounds", type=int, default=2, help="alternations per row")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--steps", nargs="+", choices=["segmentation", "embedding"],
+                        default=["segmentation", "embedding"], help="rows to run (default both)")
     arguments = parser.parse_args()
     torch.set_num_threads(arguments.threads)
 
@@ -79,11 +98,11 @@ def main() -> None:
     sample = audio(1.0 + arguments.files / 60)["waveform"]
     files = [file_chunks(sample[:, i * SAMPLE_RATE:(i + 60) * SAMPLE_RATE])
              for i in range(arguments.files)]
-    embedding = wespeaker_resnet34()
-    models = {
-        "segmentation (s80)": _segmentation(REFERENCE_BASE_PLUS_S80),
-        "embedding trunk (ResNet34)": lambda w: embedding.forward_frames(w),
-    }
+    models = {}
+    if "segmentation" in arguments.steps:
+        models["segmentation (s80)"] = _segmentation(REFERENCE_BASE_PLUS_S80)
+    if "embedding" in arguments.steps:
+        models["embedding trunk (ResNet34)"] = wespeaker_resnet34().forward_frames
     print(f"{arguments.files} one-minute files, {sum(p.shape[0] for f in files for p in f)} "
           f"chunks of {WINDOW:g} s, {arguments.threads} threads, torch {torch.__version__}")
     print("| step | batch | calls per file / shared | per file (s) | shared (s) | "
@@ -93,12 +112,10 @@ def main() -> None:
         for size in arguments.batch_sizes:
             own, shared = batches_per_file(files, size), batches_shared(files, size)
             seconds(model, shared[:1])  # warm-up
-            times = {"own": [], "shared": []}
-            for _ in range(arguments.rounds):
-                times["own"].append(seconds(model, own))
-                times["shared"].append(seconds(model, shared))
-            a, b = min(times["own"]), min(times["shared"])
-            print(f"| {name} | {size} | {len(own)} / {len(shared)} | {a:.1f} | {b:.1f} | "
+            a, b = min(interleaved_seconds(model, own, shared)
+                       for _ in range(arguments.rounds))
+            calls = sum(len(batches) for batches in own)
+            print(f"| {name} | {size} | {calls} / {len(shared)} | {a:.1f} | {b:.1f} | "
                   f"{b / a:.3f} |", flush=True)
 
 

@@ -5,7 +5,7 @@ with the quickstart's pruned segmentation model (`make quickstart` first):
 
 1. **Same result.** Our SpeakerDiarization (embeddings per chunk: one frame-wise pass per
    chunk with an active speaker, none for silent speakers) against pyannote 4's own class
-   with the same models and parameters (`pyannote_counterpart`: one pass of the whole
+   with the same models and parameters (tests/helpers.py `pyannote_s_own`: one pass of the whole
    embedding model per (chunk, speaker) pair), for two pipelines: the quickstart's tuned
    one (its x-vector, agglomerative clustering, embeddings from non-overlapped frames) and
    one with a WeSpeaker ResNet34 (pyannote's hub architecture) trained here on the
@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -42,9 +43,12 @@ from pyannote_wavlm_prune.pipelines import (
     load_pipeline,
     optimize_pipeline,
 )
-from pyannote_wavlm_prune.pipelines.embedding import train_embedding
-from pyannote_wavlm_prune.pipelines.offline import pyannote_counterpart
+from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
 from pyannote_wavlm_prune.recipe.quickstart import real_recording
+
+# the tests' counterpart of a pipeline: pyannote's class with its models and settings
+sys.path.insert(0, str(Path(__file__).parents[1] / "tests"))
+from helpers import pyannote_s_own  # noqa: E402
 
 
 class Embeddings:
@@ -72,7 +76,7 @@ class Passes:
 
 def compare(pipeline, files: list[dict]) -> list[dict]:
     """Ours (per chunk) against pyannote's class (per pair), file by file."""
-    theirs = pyannote_counterpart(pipeline)
+    theirs = pyannote_s_own(pipeline)
     assert pipeline.embedding_path == "per-chunk", pipeline.embedding_path
     # pyannote's wrapper finds its shortest input by probing the model on first use: not a pass
     _ = pipeline._embedding.min_num_samples, theirs._embedding.min_num_samples

@@ -52,7 +52,7 @@ from bench_pruned_wavlm import _segmentation  # noqa: E402
 
 from pyannote_wavlm_prune.deploy import OnnxSegmentation  # noqa: E402
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, estimate_plda  # noqa: E402
-from pyannote_wavlm_prune.pipelines.bench import pyannote_sample  # noqa: E402
+from pyannote_wavlm_prune.pipelines.segmentation_bench import pyannote_sample  # noqa: E402
 from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
 SAMPLE_RATE = 16000

@@ -22,7 +22,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pyannote_wavlm_prune.pipelines.bench import time_forward
+from pyannote_wavlm_prune.pipelines.segmentation_bench import time_forward
 from pyannote_wavlm_prune.wavlm import (
     REFERENCE_BASE_PLUS_S80,
     Structure,

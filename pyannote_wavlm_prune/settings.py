@@ -146,6 +146,22 @@ HYPER_PARAMETERS: dict[str, dict[str, tuple[Callable[[Any], bool], str]]] = {
         "Fb": (lambda v: is_number(v, 0.0, low_open=True), "a finite number > 0"),
     },
 }
+# the hyper-parameters a pipeline starts from when none are given (`default_parameters()`):
+# min_duration_off 0, and per clustering, agglomerative values of
+# pyannote/speaker-diarization-3.1, VBx values of pyannote 4.0.7's own defaults
+DEFAULT_HYPER_PARAMETERS: dict[str, Any] = {
+    "segmentation": {"min_duration_off": 0.0},
+    "clustering": {
+        "AgglomerativeClustering": {
+            "method": "centroid",
+            "min_cluster_size": 12,
+            "threshold": 0.7045654963945799,
+        },
+        "KMeansClustering": {},
+        "VBxClustering": {"threshold": 0.6, "Fa": 0.07, "Fb": 0.8},
+        "OracleClustering": {},
+    },
+}
 
 
 def _refuse(where: str, key: str, value: Any, expected: str) -> ValueError:

@@ -129,7 +129,11 @@ def train(work: Path, epochs: int) -> None:
 
     from pyannote_wavlm_prune.cli import main as cli
     from pyannote_wavlm_prune.files import write_atomically
-    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, load_state_dict, read_config
+    from pyannote_wavlm_prune.importers.diarizen import (
+        diarizen_model,
+        load_state_dict,
+        read_diarizen_config,
+    )
     from pyannote_wavlm_prune.models.checkpoint import save_checkpoint
     from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
 
@@ -137,7 +141,7 @@ def train(work: Path, epochs: int) -> None:
     if not hub.is_dir():
         raise SystemExit(f"{hub} is missing: run `inputs {work}` first.")
     template = load_state_dict(hub / "pytorch_model.bin")
-    model_args = read_config(hub)["model"]["args"]
+    model_args = read_diarizen_config(hub)["model"]["args"]
     data, stage = work / "training-data", work / "training"
     if cli(["simulate", "--preset", "quickstart", "--seed", "3", "--quiet", str(data)]):
         raise SystemExit("simulate failed")

@@ -63,12 +63,26 @@ def random_wespeaker(duration: float = 2.0):
 
 
 def pyannote_s_own(pipeline):
-    """pyannote's own SpeakerDiarization with the models, PLDA, clustering, windows, batches
-    and instantiated parameters of `pipeline` (one of ours): given the same file, the same
-    arithmetic, so exactly the same output."""
-    from pyannote_wavlm_prune.pipelines.offline import pyannote_counterpart
+    """pyannote 4's own SpeakerDiarization with the models, PLDA, clustering, windows, batches
+    and instantiated parameters of `pipeline` (one of ours)
 
-    return pyannote_counterpart(pipeline)
+    The same segmentation and embedding models (as `pipeline` runs them), PLDA, clustering,
+    segmentation step, `embedding_exclude_overlap`, batch sizes and instantiated parameters:
+    given the same file, pyannote's class does the same arithmetic on pyannote's embedding path
+    (one pass per (chunk, speaker) pair), so exactly the same output. It copies `pipeline`'s
+    settings: a test of the settings themselves states them instead (tests/test_pipeline.py).
+    """
+    from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
+
+    counterpart = PyannoteSpeakerDiarization(
+        segmentation=pipeline._segmentation.model, embedding=pipeline.embedding,
+        plda=pipeline._plda, clustering=pipeline.klustering,
+        segmentation_step=pipeline.segmentation_step,
+        embedding_exclude_overlap=pipeline.embedding_exclude_overlap,
+        segmentation_batch_size=pipeline.segmentation_batch_size,
+        embedding_batch_size=pipeline.embedding_batch_size,
+    )
+    return counterpart.instantiate(pipeline.parameters(instantiated=True))
 
 
 def assert_same_diarization(ours, theirs, duration: float | None = None,

@@ -189,6 +189,28 @@ def test_the_recorded_outputs_are_log_probabilities_of_7_powerset_classes():
     assert torch.allclose(recorded["outputs"].exp().sum(-1), torch.ones(2, 49), atol=1e-5)
 
 
+def test_an_embedding_checkpoint_naming_the_former_module_loads_with_its_weights(tmp_path):
+    """Checkpoints of train_embedding / untrained_embedding written before
+    pipelines/embedding.py became embedding_training.py name pipelines.embedding.XVectorMFCC."""
+    from pyannote_wavlm_prune import save_checkpoint
+    from pyannote_wavlm_prune.models.loading import load_model
+    from pyannote_wavlm_prune.pipelines.embedding_training import XVectorMFCC, untrained_embedding
+
+    model = untrained_embedding(dimension=32)
+    path = save_checkpoint(model, tmp_path / "embedding.ckpt")
+    checkpoint = torch.load(path, weights_only=False)
+    architecture = checkpoint["pyannote.audio"]["architecture"]
+    assert architecture == {"module": "pyannote_wavlm_prune.pipelines.embedding_training",
+                            "class": "XVectorMFCC"}
+    architecture["module"] = "pyannote_wavlm_prune.pipelines.embedding"
+    torch.save(checkpoint, path)
+    loaded = load_model(path, "embedding").eval()  # untrusted: unpickled without running code
+    assert type(loaded) is XVectorMFCC
+    waveforms = torch.randn(2, 1, 32000, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():  # same weights, same process, same arithmetic: exact
+        assert torch.equal(loaded(waveforms), model(waveforms))
+
+
 # the method and the design are written down in the project itself (docs/method.md,
 # docs/architecture.md): nothing may cite or need a document outside it, i.e. a markdown
 # file the project does not have, the upper-case name of one of its docs (the name of a

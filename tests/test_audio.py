@@ -15,8 +15,9 @@ from torchcodec.encoders import AudioEncoder
 
 from pyannote_wavlm_prune import cli, save_checkpoint
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.offline import NonFiniteAudioError, NonFiniteScoresError
+from pyannote_wavlm_prune.pipelines.audio import NonFiniteAudioError
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+from pyannote_wavlm_prune.pipelines.speaker_diarization import NonFiniteScoresError
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},

@@ -16,7 +16,7 @@ from pyannote_wavlm_prune.pipelines import (
     estimate_plda,
     speaker_embeddings,
 )
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.pipelines.plda import _RIDGE, _scatter
 
 REFERENCE_SPEAKERS = ["speaker90", "speaker91"]

@@ -38,7 +38,7 @@ from pyannote_wavlm_prune.deploy.onnx import (
 from pyannote_wavlm_prune.deploy.onnx import quantize_graph_int8 as quantize_onnx_int8
 from pyannote_wavlm_prune.deploy.segmentation import run_session
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},

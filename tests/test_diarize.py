@@ -29,7 +29,7 @@ SUMMARY = "{total} files: {diarized} diarized, {skipped} already done (skipped),
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
     return export_pipeline(tmp_path_factory.mktemp("diarize") / "pipeline",
                            tiny_model(duration=5.0, structure=PRUNED),

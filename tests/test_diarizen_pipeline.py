@@ -32,7 +32,7 @@ from scipy.ndimage import median_filter
 from pyannote_wavlm_prune import import_diarizen
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, save_pipeline
 from pyannote_wavlm_prune.pipelines.clustering import VBxClustering, renumber_clusters
-from pyannote_wavlm_prune.pipelines.offline import PIPELINE_OPTIONS
+from pyannote_wavlm_prune.pipelines.speaker_diarization import PIPELINE_OPTIONS
 
 # what import-diarizen writes for DiariZen's config.toml (apply_median_filtering = true, VBx)
 DIARIZEN_OPTIONS = {"median_filter": 11, "min_clean_ratio": 0.1, "clean_ratio_fallback": True,
@@ -284,11 +284,15 @@ def test_bad_options_are_refused_naming_them(options, message, work):
     directory, _ = work
     from helpers import random_wespeaker
 
-    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, load_state_dict, read_config
+    from pyannote_wavlm_prune.importers.diarizen import (
+        diarizen_model,
+        load_state_dict,
+        read_diarizen_config,
+    )
 
     hub = directory / "hubs" / hub_name("random-0", "free")
     model = diarizen_model(load_state_dict(hub / "pytorch_model.bin"),
-                           read_config(hub)["model"]["args"], structure=TINY_PRUNED)
+                           read_diarizen_config(hub)["model"]["args"], structure=TINY_PRUNED)
     options = {"clustering": "VBxClustering", "plda": hub / "plda", **options}
     with pytest.raises(ValueError, match=message):
         SpeakerDiarization(segmentation=model, embedding=random_wespeaker(), **options)

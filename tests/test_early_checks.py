@@ -350,7 +350,7 @@ def loading_fails(monkeypatch):
         raise AssertionError("a model was loaded")
 
     monkeypatch.setattr("pyannote_wavlm_prune.models.loading.load_model", load)
-    monkeypatch.setattr("pyannote_wavlm_prune.pipelines.export.load_model", load)
+    monkeypatch.setattr("pyannote_wavlm_prune.pipelines.parts.load_model", load)
 
 
 @pytest.mark.parametrize("argv, output", [

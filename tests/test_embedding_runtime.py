@@ -29,8 +29,8 @@ from pyannote_wavlm_prune.deploy.embedding import (
 )
 from pyannote_wavlm_prune.deploy.runtime import EMBEDDING_RUNTIMES
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline, save_pipeline
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.offline import frame_wise_split_problem
+from pyannote_wavlm_prune.pipelines.chunkwise_embeddings import frame_wise_split_problem
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
@@ -287,7 +287,7 @@ def test_a_pipeline_with_the_onnx_embedding_keeps_the_per_chunk_path(resnet, fp3
 
 def test_train_embedding_trains_the_wespeaker_resnet34_whose_trunk_the_onnx_runtimes_export(
         tiny_protocol, tmp_path):
-    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
 
     torch.manual_seed(0)  # train_embedding seeds 0 too: `initial` is its model before training
     initial = WeSpeakerResNet34()
@@ -308,7 +308,7 @@ def test_train_embedding_trains_the_wespeaker_resnet34_whose_trunk_the_onnx_runt
 
 
 def test_train_embedding_names_a_bad_architecture_or_dimension(tiny_protocol):
-    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
 
     with pytest.raises(ValueError, match=r"architecture='resnet': expected one of \['xvector', "):
         train_embedding(tiny_protocol, architecture="resnet")

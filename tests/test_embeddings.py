@@ -13,8 +13,8 @@ from pyannote.core import SlidingWindow, SlidingWindowFeature
 
 from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.offline import NoPLDA
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+from pyannote_wavlm_prune.pipelines.parts import NoPLDA
 from pyannote_wavlm_prune.recipe.training import diarization_task, trainer
 from pyannote_wavlm_prune.wavlm.presets import tiny_config
 

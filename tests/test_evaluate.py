@@ -15,12 +15,12 @@ from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.commands import bench as bench_command
 from pyannote_wavlm_prune.commands import evaluate as evaluate_command
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.bench import bench_segmentation, count_macs
 from pyannote_wavlm_prune.pipelines.evaluate import (
     evaluate_pipeline,
     get_files,
     local_speaker_purity,
 )
+from pyannote_wavlm_prune.pipelines.segmentation_bench import bench_segmentation, count_macs
 from pyannote_wavlm_prune.wavlm.cost import expected_macs
 
 PRUNED = {

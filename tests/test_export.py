@@ -26,8 +26,8 @@ from pyannote_wavlm_prune.pipelines import (
     export_pipeline,
     load_pipeline,
 )
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-from pyannote_wavlm_prune.pipelines.export import read_config
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+from pyannote_wavlm_prune.pipelines.export import read_pipeline_config
 
 AGGLOMERATIVE = {
     "segmentation": {"min_duration_off": 0.0},
@@ -87,12 +87,26 @@ def test_exported_pipeline_reloads_in_a_fresh_process_from_elsewhere_with_the_sa
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     header, *lines = completed.stdout.strip().splitlines()
-    assert header == "pyannote_wavlm_prune.pipelines.offline SpeakerDiarization"
+    assert header == "pyannote_wavlm_prune.pipelines.speaker_diarization SpeakerDiarization"
     assert "\n".join(lines) == expected
 
 
+def test_a_config_naming_the_class_s_former_module_loads_the_same_pipeline(exported, tmp_path):
+    # the class lived in pipelines/offline.py: a config.yaml (or a pickle) naming that path
+    # builds the same class, with the same settings and hyper-parameters
+    moved = shutil.copytree(exported, tmp_path / "former")
+    config = yaml.safe_load((moved / "config.yaml").read_text())
+    config["pipeline"]["name"] = "pyannote_wavlm_prune.pipelines.offline.SpeakerDiarization"
+    (moved / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    former, current = Pipeline.from_pretrained(moved), Pipeline.from_pretrained(exported)
+    assert type(former) is SpeakerDiarization
+    assert former.settings == current.settings
+    assert former.parameters(instantiated=True) == current.parameters(instantiated=True)
+    assert former.parameters(instantiated=True)["clustering"]["threshold"] == 0.7
+
+
 def test_config_names_our_class_and_subfolders_of_its_own_directory(exported):
-    config = read_config(exported)
+    config = read_pipeline_config(exported)
     assert config["pipeline"]["name"] == "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
     params = config["pipeline"]["params"]
     assert params["segmentation"] == "$model/segmentation"
@@ -110,7 +124,7 @@ def test_exported_config_runs_32_chunks_per_batch_as_pyannote_hub_pipelines(tmp_
     # pyannote's class defaults to 1 chunk per forward pass: slow, and not what its hub
     # pipelines (speaker-diarization-3.1, community-1) write
     directory = export_pipeline(tmp_path / "pipeline", pruned, embedding, params=AGGLOMERATIVE)
-    params = read_config(directory)["pipeline"]["params"]
+    params = read_pipeline_config(directory)["pipeline"]["params"]
     assert params["segmentation_batch_size"] == params["embedding_batch_size"] == 32
     pipeline = Pipeline.from_pretrained(directory)
     assert pipeline.segmentation_batch_size == pipeline.embedding_batch_size == 32

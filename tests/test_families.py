@@ -21,8 +21,8 @@ from wavlm_helpers import count_parameters, flop_counter_macs, layout_config
 from pyannote_wavlm_prune import WavLMSegmentation, prune, save_checkpoint
 from pyannote_wavlm_prune.deploy import export_onnx, quantize_int8
 from pyannote_wavlm_prune.pipelines import export_pipeline
-from pyannote_wavlm_prune.pipelines.bench import bench_segmentation
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+from pyannote_wavlm_prune.pipelines.segmentation_bench import bench_segmentation
 from pyannote_wavlm_prune.recipe import distill_stage, finetune_stage
 from pyannote_wavlm_prune.recipe.stages import Budget
 from pyannote_wavlm_prune.recipe.training import trainer

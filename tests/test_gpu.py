@@ -13,8 +13,8 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 
 from pyannote_wavlm_prune.deploy import OnnxSegmentation
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.bench import pyannote_sample
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+from pyannote_wavlm_prune.pipelines.segmentation_bench import pyannote_sample
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

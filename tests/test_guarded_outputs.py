@@ -22,7 +22,7 @@ from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.files import write_atomically, write_json_atomically
 from pyannote_wavlm_prune.pipelines import export as export_module
 from pyannote_wavlm_prune.pipelines import export_pipeline
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints, average_checkpoints
 from pyannote_wavlm_prune.recipe.record import OptionsChangedError, begin_stage
 from pyannote_wavlm_prune.recipe.training import trainer
@@ -194,7 +194,7 @@ def test_concurrent_exports_to_one_new_directory_one_succeeds_one_fails(tmp_path
     assert sorted(outcomes.values())[-1] == "written"
     assert "exists (another writer may just have written it)" in sorted(outcomes.values())[0]
     winner = next(name for name, outcome in outcomes.items() if outcome == "written")
-    step = export_module.read_config(target)["pipeline"]["params"]["segmentation_step"]
+    step = export_module.read_pipeline_config(target)["pipeline"]["params"]["segmentation_step"]
     assert step == {"first": 0.25, "second": 0.5}[winner]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipeline"]
 

@@ -33,7 +33,7 @@ AGGLOMERATIVE = {
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory):
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
     return export_pipeline(tmp_path_factory.mktemp("hostile") / "pipeline",
                            tiny_model(duration=5.0, structure=PRUNED),
@@ -166,7 +166,7 @@ def test_one_table_lists_the_settings_of_the_class_export_and_the_command_line()
     table's names, with its defaults; save passes each; the command line reads its types."""
     import inspect
 
-    from pyannote_wavlm_prune.pipelines.offline import SpeakerDiarization
+    from pyannote_wavlm_prune.pipelines.speaker_diarization import SpeakerDiarization
     from pyannote_wavlm_prune.settings import DIARIZATION_OPTIONS, SETTINGS
 
     pyannote_own = {"segmentation_step", "embedding_exclude_overlap", "der_variant"}

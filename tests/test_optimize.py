@@ -10,7 +10,7 @@ from pyannote.audio import Pipeline
 
 from pyannote_wavlm_prune.commands import optimize as optimize_command
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, export_pipeline
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.pipelines.evaluate import get_files
 from pyannote_wavlm_prune.pipelines.optimize import optimize_pipeline
 

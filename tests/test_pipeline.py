@@ -1,7 +1,7 @@
 """WavLMSegmentation inside pyannote's SpeakerDiarization pipeline, fully offline."""
 
 import pytest
-from helpers import assert_same_diarization, pyannote_s_own, tiny_model
+from helpers import assert_same_diarization, tiny_model
 from pyannote.audio.models.embedding import XVectorMFCC
 from pyannote.audio.sample import SAMPLE_FILE
 
@@ -14,18 +14,30 @@ AGGLOMERATIVE = {
 
 
 def test_pipeline_diarizes_pyannote_sample_file_offline_as_pyannote_s_own_class():
-    pipeline = SpeakerDiarization(
-        segmentation=tiny_model(duration=5.0),
-        embedding=XVectorMFCC().eval(),  # random weights: the hub is out of reach
-        clustering="AgglomerativeClustering",
-        segmentation_step=0.5,
-    )
+    from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
+
+    from pyannote_wavlm_prune.pipelines.parts import NoPLDA
+
+    segmentation = tiny_model(duration=5.0)
+    embedding = XVectorMFCC().eval()  # random weights: the hub is out of reach
+    pipeline = SpeakerDiarization(segmentation=segmentation, embedding=embedding,
+                                  clustering="AgglomerativeClustering", segmentation_step=0.5)
     pipeline.instantiate(AGGLOMERATIVE)
     output = pipeline(SAMPLE_FILE)
     assert output.speaker_diarization.uri == "sample"
     extent = output.speaker_diarization.get_timeline().extent()
     assert 0.0 <= extent.start and extent.end <= 30.0 + 1e-6
-    assert_same_diarization(output, pyannote_s_own(pipeline)(SAMPLE_FILE))
+    # pyannote's class with the settings stated here, not read from the pipeline under test
+    # (a setting it dropped or changed would then be the oracle's too): the same models and
+    # hyper-parameters, half-window steps, overlapped speech embedded, 32 chunks and 32
+    # (chunk, speaker) pairs per forward pass (the pipeline's defaults: a batch's shape
+    # changes float32 sums in their last bits), no PLDA (agglomerative clustering needs none)
+    theirs = PyannoteSpeakerDiarization(
+        segmentation=segmentation, embedding=embedding, plda=NoPLDA(),
+        clustering="AgglomerativeClustering", segmentation_step=0.5,
+        embedding_exclude_overlap=False, segmentation_batch_size=32, embedding_batch_size=32,
+    ).instantiate(AGGLOMERATIVE)
+    assert_same_diarization(output, theirs(SAMPLE_FILE))
 
 
 def test_vbx_clustering_without_plda_is_refused():
@@ -36,7 +48,7 @@ def test_vbx_clustering_without_plda_is_refused():
 def test_pyannote_sample_read_without_a_decoder_equals_pyannote_s_own():
     import torch
 
-    from pyannote_wavlm_prune.pipelines.bench import pyannote_sample
+    from pyannote_wavlm_prune.pipelines.segmentation_bench import pyannote_sample
 
     sample = pyannote_sample()
     assert sample["sample_rate"] == SAMPLE_FILE["sample_rate"] == 16000
@@ -51,8 +63,8 @@ def test_no_turn_ends_after_the_file_does():
     from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiarization
     from pyannote.core import Segment
 
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
-    from pyannote_wavlm_prune.pipelines.offline import NoPLDA
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.parts import NoPLDA
 
     torch.manual_seed(0)
     shared = {"segmentation": tiny_model(duration=2.0), "embedding": untrained_embedding(),
@@ -75,7 +87,7 @@ def test_no_turn_ends_after_the_file_does():
 def batch_pipeline():
     import torch
 
-    from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
     torch.manual_seed(0)
     pipeline = SpeakerDiarization(segmentation=tiny_model(duration=2.0),

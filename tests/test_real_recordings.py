@@ -31,7 +31,7 @@ from real_recordings import (
 
 from pyannote_wavlm_prune.models.loading import checkpoints_trusted
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-from pyannote_wavlm_prune.pipelines.embedding import untrained_embedding
+from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 
 SEGMENTATION_3_0 = DATA / "pyannote-segmentation-3.0"
 SPEAKERS = {"dev01": 2, "tst01": 4, "trn04": 3, "EN2002a_30s": 4}
@@ -123,12 +123,12 @@ def trained_wavlm(tmp_path_factory):
     architecture, pruned, fine-tuned on simulated conversations), 8 s windows (its chunk_size)."""
     import torch
 
-    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, read_config
+    from pyannote_wavlm_prune.importers.diarizen import diarizen_model, read_diarizen_config
 
     hub = tmp_path_factory.mktemp("trained")
     state = torch.load(DATA / "diarizen" / "trained.pt", map_location="cpu")
     write_hub(hub, TINY_PRUNED, backend=TINY_BACKEND, state=state)
-    return diarizen_model(state, read_config(hub)["model"]["args"], structure=TINY_PRUNED)
+    return diarizen_model(state, read_diarizen_config(hub)["model"]["args"], structure=TINY_PRUNED)
 
 
 # segmentation -> (its pipeline's models, the recordings it diarizes, whether some of its chunks

@@ -15,7 +15,7 @@ from .arguments import (
     resolve_defaults,
 )
 
-BENCH = "pyannote_wavlm_prune.pipelines.bench:bench_segmentation"
+BENCH = "pyannote_wavlm_prune.pipelines.segmentation_bench:bench_segmentation"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -40,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     args = resolve_defaults(args)  # the library's defaults, read from it now
     from ..files import finite_or_none, write_json_atomically
-    from ..pipelines.bench import bench_segmentation, bench_table
+    from ..pipelines.segmentation_bench import bench_segmentation, bench_table
 
     results = bench_segmentation(
         args.checkpoints,

@@ -18,7 +18,7 @@ from .arguments import (
 from .common import add_database_argument
 
 EXPORT = "pyannote_wavlm_prune.pipelines.export:export_pipeline"
-EMBEDDING = "pyannote_wavlm_prune.pipelines.embedding:train_embedding"
+EMBEDDING = "pyannote_wavlm_prune.pipelines.embedding_training:train_embedding"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
     embedding = args.embedding
     if embedding is None and args.train_embedding:
-        from ..pipelines.embedding import train_embedding
+        from ..pipelines.embedding_training import train_embedding
 
         trainer_options = {}
         if args.embedding_batches is not None:

@@ -47,10 +47,10 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from ..deploy.embedding import check_embedding_runtime
 from ..files import check_output_location
-from ..models.loading import load_model, unpickling
+from ..models.loading import unpickling
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..pipelines.export import export_pipeline
-from ..pipelines.plda import StoredPLDA
+from ..pipelines.parts import checked_model, load_plda, local_or_hub_name
 from ..settings import HYPER_PARAMETERS, SETTINGS, is_integer, is_number
 from ..wavlm.published import published_structure, structure_with_family
 from ..wavlm.structure import Structure
@@ -154,7 +154,7 @@ def resolve_source(src: str | os.PathLike) -> Path:
             "and your network, or pass the directory of a local copy.") from error
 
 
-def read_config(directory: str | os.PathLike) -> dict[str, Any]:
+def read_diarizen_config(directory: str | os.PathLike) -> dict[str, Any]:
     """The content of a DiariZen `config.toml`, checked to have `[model.args]` with wavlm_src."""
     path = Path(directory) / CONFIG_FILE
     if not path.is_file():
@@ -686,7 +686,7 @@ def import_diarizen(
         raise ValueError(f"pipeline={pipeline!r}: expected one of {list(PIPELINES)}.")
     directory = resolve_source(src)
     check_output_location(output, [("the DiariZen repository", directory)])
-    config = read_config(directory)
+    config = read_diarizen_config(directory)
     checkpoint = directory / CHECKPOINT_FILE
     plda_directory = directory / PLDA_DIRECTORY
     settings = pipeline_settings(config, str(directory / CONFIG_FILE))
@@ -699,22 +699,17 @@ def import_diarizen(
 
     plda = None
     if settings["clustering"] == "VBxClustering":
-        plda = StoredPLDA.load(plda_directory)
+        plda = load_plda(plda_directory)
         if settings["lda_dimension"] > plda.dimension:
             raise ValueError(f"[clustering.args] lda_dim = {settings['lda_dimension']} exceeds "
                              f"the PLDA's dimension {plda.dimension} ({plda_directory}).")
 
     embedding_options: dict[str, Any]
-    if embedding is None:
-        embedding_options = {"embedding_name": DEFAULT_EMBEDDING}
-    elif Path(embedding).exists():
+    named = DEFAULT_EMBEDDING if embedding is None else local_or_hub_name(embedding, "embedding")
+    if isinstance(named, Path):
         embedding_options = {"embedding": _checked_embedding(embedding, plda)}
     else:
-        name = os.fspath(embedding)
-        if name.count("/") != 1 or name.startswith((".", "/", "~")):
-            raise FileNotFoundError(f"embedding {embedding} does not exist: expected a local "
-                                    "pyannote checkpoint or a hub name.")
-        embedding_options = {"embedding_name": name}
+        embedding_options = {"embedding_name": named}
 
     return export_pipeline(
         output,
@@ -736,7 +731,7 @@ def import_diarizen(
 
 def _checked_embedding(embedding: str | os.PathLike, plda) -> Any:
     """The embedding model of a local checkpoint, checked against the PLDA's dimension."""
-    model = load_model(embedding, "embedding", strict=False)
+    model = checked_model(embedding, "embedding")
     dimension = getattr(model, "dimension", None)
     if plda is not None and isinstance(dimension, int) and dimension != plda.embedding_dimension:
         raise ValueError(f"embedding {embedding} gives {dimension}-dimensional embeddings but "

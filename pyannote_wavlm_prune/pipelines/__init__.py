@@ -3,7 +3,7 @@
 The offline recipe, with nothing from the Hugging Face hub::
 
     from pyannote.audio import Pipeline
-    from pyannote_wavlm_prune.pipelines.embedding import train_embedding
+    from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
     from pyannote_wavlm_prune.pipelines import (
         estimate_plda, evaluate_pipeline, export_pipeline, get_files, optimize_pipeline,
         speaker_embeddings)
@@ -18,12 +18,13 @@ The offline recipe, with nothing from the Hugging Face hub::
 `load_pipeline("tuned", clustering="OracleClustering")` scores the segmentation alone.
 """
 
-from .bench import BenchResult, bench_segmentation
+from .audio import AudioDecodingError
 from .evaluate import EvaluationReport, evaluate_pipeline, get_files
 from .export import export_pipeline, load_pipeline, save_pipeline
-from .offline import AudioDecodingError, SpeakerDiarization
 from .optimize import OptimizationResult, optimize_pipeline
 from .plda import StoredPLDA, estimate_plda, speaker_embeddings
+from .segmentation_bench import BenchResult, bench_segmentation
+from .speaker_diarization import SpeakerDiarization
 
 __all__ = [
     "AudioDecodingError",

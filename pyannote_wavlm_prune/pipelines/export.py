@@ -26,8 +26,6 @@ from typing import Any
 import pyannote.audio
 import yaml
 from pyannote.audio import Model, Pipeline
-from pyannote.audio.core.plda import PLDA
-from pyannote.audio.core.task import Problem, UnknownSpecificationsError
 from pyannote.audio.utils.hf_hub import AssetFileName
 
 from .. import __version__
@@ -46,56 +44,18 @@ from ..models.loading import (
     TRUST_HINT,
     UntrustedCheckpointError,
     checkpoints_trusted,
-    load_model,
     trusted_checkpoints,
 )
 from ..settings import DIARIZATION_OPTIONS, check_config, check_hyper_parameters, check_settings
-from .embedding import untrained_embedding
-from .offline import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
+from .embedding_training import untrained_embedding
+from .parts import CHECKPOINT, checked_model, in_directory, load_plda
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
+from .speaker_diarization import EMBEDDING_BATCH_SIZE, SEGMENTATION_BATCH_SIZE, SpeakerDiarization
 
 # the class config.yaml names: a public interface, never move it without a shim
 PIPELINE_CLASS = "pyannote_wavlm_prune.pipelines.SpeakerDiarization"
 PACKAGE = "pyannote-wavlm-prune"
 CONFIG = AssetFileName.Pipeline.value
-CHECKPOINT = AssetFileName.Model.value
-
-def _load_model(model: Model | str | os.PathLike, role: str) -> Model:
-    """`model` itself, or the pyannote Model its checkpoint (file or directory) holds, checked
-    to be a segmentation model (role "segmentation") or a speaker embedding (role "embedding")."""
-    source = f"{role} model {type(model).__name__}" if isinstance(model, Model) else f"{role} {model}"
-    model = load_model(model, role, strict=False)
-    try:
-        problem = model.specifications.problem
-    except UnknownSpecificationsError as error:
-        # pyannote cannot checkpoint a model that no task has specified
-        raise ValueError(
-            f"{source} has no specifications, so it cannot be saved: train it with a task, or "
-            "use pyannote_wavlm_prune.pipelines.embedding.untrained_embedding() for a random "
-            "speaker embedding."
-        ) from error
-    if (problem == Problem.REPRESENTATION) != (role == "embedding"):
-        expected = ("a speaker embedding model" if role == "embedding" else
-                    "a segmentation model (e.g. a WavLMSegmentation checkpoint)")
-        raise ValueError(f"{source} is a {type(model).__name__} trained for "
-                         f"{problem.name.lower().replace('_', ' ')}: expected {expected}.")
-    return model
-
-
-def _load_plda(plda: PLDA | str | os.PathLike | Mapping) -> StoredPLDA:
-    """A StoredPLDA (whose arrays can be written) from a PLDA or its directory."""
-    if isinstance(plda, StoredPLDA):
-        return plda
-    if isinstance(plda, Mapping) and plda.get("checkpoint") is not None:
-        # what `$model/plda` expands to in a loaded pipeline
-        return StoredPLDA.load(Path(plda["checkpoint"]) / (plda.get("subfolder") or ""))
-    if isinstance(plda, (str, os.PathLike)):
-        return StoredPLDA.load(plda)
-    raise TypeError(
-        f"plda={plda!r}: expected the directory holding {TRANSFORM_FILE} and {PLDA_FILE}, "
-        "or a StoredPLDA (what estimate_plda returns). A PLDA object does not keep its "
-        "arrays, so it cannot be written again."
-    )
 
 
 def check_target(directory: str | os.PathLike, overwrite: bool = False,
@@ -210,7 +170,7 @@ def export_pipeline(
         is downloaded or copied (the pipeline then loads it from the hub or its cache); the
         hyper-parameters are checked with a stand-in embedding.
     diarization_options : dict, optional
-        Options of `SpeakerDiarization` beyond pyannote's (`offline.PIPELINE_OPTIONS`:
+        Options of `SpeakerDiarization` beyond pyannote's (`speaker_diarization.PIPELINE_OPTIONS`:
         median_filter, min_clean_ratio, ..., e.g. DiariZen's), saved in config.yaml.
         Defaults to None: pyannote 4's behaviour.
     chunkwise_embeddings : bool, optional
@@ -257,11 +217,11 @@ def export_pipeline(
                          "embedding_name= (a hub name, written as is), not both.")
     check_runtime(segmentation_runtime)
     check_embedding_runtime(embedding_runtime)
-    segmentation_model = _load_model(segmentation, "segmentation")
+    segmentation_model = checked_model(segmentation, "segmentation")
     if segmentation_runtime is not None and segmentation_runtime.startswith("onnxruntime"):
         # exported once here rather than at every load
         segmentation_model = segmentation_for_runtime(segmentation_model, segmentation_runtime)
-    embedding_model = None if embedding is None else _load_model(embedding, "embedding")
+    embedding_model = None if embedding is None else checked_model(embedding, "embedding")
     if embedding_model is not None:
         # the torch model (one a pipeline ran with ONNX Runtime saves as the torch model)
         embedding_model = torch_embedding(embedding_model)
@@ -272,23 +232,15 @@ def export_pipeline(
     if clustering == "VBxClustering":
         if plda is None:
             raise ValueError("clustering='VBxClustering' needs plda=... (see estimate_plda).")
-        stored_plda = _load_plda(plda)
+        stored_plda = load_plda(plda)
 
     # building the pipeline in memory checks models, clustering and params before writing
     options = {name: value for name, value in settings.items()
                if name not in ("clustering", "segmentation_runtime", "embedding_runtime")}
-    if embedding_name is not None:
-        # checks hyper-parameters without the hub: the named model is loaded by the pipeline
-        validation_embedding = untrained_embedding()
-    else:
-        validation_embedding = embedding_model
-    pipeline = SpeakerDiarization(
-        segmentation=segmentation_model,
-        embedding=validation_embedding,
-        plda=stored_plda,
-        clustering=clustering,
-        **options,
-    )
+    # a named embedding is checked without the hub, by a stand-in: the pipeline loads it
+    validation_embedding = embedding_model if embedding_name is None else untrained_embedding()
+    pipeline = SpeakerDiarization(segmentation=segmentation_model, embedding=validation_embedding,
+                                  plda=stored_plda, clustering=clustering, **options)
     # not given to the pipeline above: "torch" would fold the caller's model in place, and
     # an ONNX embedding runtime would export the embedding's trunk for nothing
     options["segmentation_runtime"] = segmentation_runtime
@@ -387,7 +339,7 @@ def save_pipeline(
                            diarization_options=pipeline.diarization_options, **settings)
 
 
-def read_config(directory: str | os.PathLike) -> dict:
+def read_pipeline_config(directory: str | os.PathLike) -> dict:
     """The content of a pipeline directory's config.yaml (clear error when there is none)."""
     path = Path(directory)
     config_file = path if path.is_file() else path / CONFIG
@@ -425,7 +377,7 @@ def load_pipeline(directory: str | os.PathLike, trusted: bool | None = None,
     clustering hyper-parameters are then dropped), or `segmentation_step=0.5`.
     """
     path = Path(directory)
-    config = read_config(path)
+    config = read_pipeline_config(path)
     root = (path.parent if path.is_file() else path).absolute()
     config_file = path if path.is_file() else path / CONFIG
     if not (checkpoints_trusted() if trusted is None else trusted):
@@ -448,9 +400,7 @@ def load_pipeline(directory: str | os.PathLike, trusted: bool | None = None,
                 if name not in overrides:
                     arguments.pop(name, None)
             params.pop("clustering", None)
-        for key, value in arguments.items():
-            if isinstance(value, str) and value.startswith("$model/"):
-                arguments[key] = {"checkpoint": str(root), "subfolder": value[len("$model/"):]}
+        arguments = {key: in_directory(value, root) for key, value in arguments.items()}
         config = {**config, "pipeline": {**config["pipeline"], "params": arguments},
                   "params": params}
         return Pipeline.from_pretrained(config)

@@ -14,7 +14,7 @@ from pyannote.pipeline import Optimizer
 from tqdm.auto import tqdm
 
 from .export import check_target, load_pipeline, save_pipeline
-from .offline import SpeakerDiarization
+from .speaker_diarization import SpeakerDiarization
 
 
 @dataclass

@@ -24,11 +24,11 @@ import torch
 from ..data.protocols import get_protocol
 from ..data.simulate import simulate
 from ..models.loading import load_model
-from ..pipelines.bench import bench_segmentation
-from ..pipelines.embedding import train_embedding
+from ..pipelines.embedding_training import train_embedding
 from ..pipelines.evaluate import evaluate_pipeline, get_files
 from ..pipelines.export import export_pipeline, load_pipeline
 from ..pipelines.optimize import optimize_pipeline
+from ..pipelines.segmentation_bench import bench_segmentation
 from ..wavlm.cost import expected_params
 from ..wavlm.presets import tiny_config
 from .callbacks import save_figure

@@ -6,8 +6,8 @@ shares), cell by cell, resumable, into one table and one plot (Han et al.'s stud
 Each cell runs the recipe's prune (with the cell's strategy, objective, target and data
 share), distill and finetune stages in `experiment`/cells/<cell>/, then measures the model:
 sparsity reached (parameters and MACs), WavLM parameters, MACs per second of audio, CPU
-speed-up over the teacher (`pipelines.bench.bench_segmentation`, one run per cell, on this
-machine) and, unless `der: false`, DER on the test set with oracle clustering (the
+speed-up over the teacher (`pipelines.segmentation_bench.bench_segmentation`, one run per
+cell, on this machine) and, unless `der: false`, DER on the test set with oracle clustering (the
 segmentation alone) and of the pipeline tuned on the development set. A cell's row is written
 (`row.json`) once it is whole: an interrupted sweep, run again, skips the finished cells and
 resumes the interrupted one at its stage.
@@ -245,7 +245,7 @@ def _embedding(settings, protocol, root: Path, progress: bool) -> Path:
     """The speaker embedding of every cell's pipeline: given, or trained once."""
     if settings["embedding"] is not None:
         return Path(settings["embedding"])
-    from ..pipelines.embedding import train_embedding
+    from ..pipelines.embedding_training import train_embedding
 
     embedding = root / "embedding.ckpt"
     if not embedding.is_file():
@@ -261,7 +261,7 @@ def measure(model: str | os.PathLike, teacher: str | os.PathLike, protocol, embe
     import torch
 
     from ..models.loading import load_model
-    from ..pipelines.bench import bench_segmentation
+    from ..pipelines.segmentation_bench import bench_segmentation
     from ..wavlm.gating import frontend_structure
 
     loaded = load_model(model, "model")
