@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_pipeline import audio, wespeaker_resnet34  # noqa: E402
 from bench_pruned_wavlm import _segmentation  # noqa: E402
 
-from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
+from pyannote_wavlm_prune.frontends import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
 SAMPLE_RATE = 16000
 WINDOW, STEP = 8.0, 0.8

@@ -48,9 +48,9 @@ from pyannote_wavlm_prune.deploy.onnx import (  # noqa: E402
 )
 from pyannote_wavlm_prune.deploy.quantize import quantize_model_int8  # noqa: E402
 from pyannote_wavlm_prune.deploy.segmentation import export_onnx, run_session  # noqa: E402
+from pyannote_wavlm_prune.frontends import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
+from pyannote_wavlm_prune.frontends.presets import base_plus_config  # noqa: E402
 from pyannote_wavlm_prune.pipelines.segmentation_bench import time_forward  # noqa: E402
-from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80, Structure  # noqa: E402
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config  # noqa: E402
 
 SAMPLE_RATE = 16000
 

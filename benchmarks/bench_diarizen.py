@@ -18,9 +18,9 @@ import torch
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from pyannote_wavlm_prune import WavLMSegmentation
+from pyannote_wavlm_prune.frontends.published import published_structure
 from pyannote_wavlm_prune.importers.diarizen import diarizen_model_options
 from pyannote_wavlm_prune.pipelines.segmentation_bench import bench_segmentation, bench_table
-from pyannote_wavlm_prune.wavlm.published import published_structure
 
 PAIRS = (("wavlm_base_plus", "wavlm_base_s80_md"), ("wavlm_large", "wavlm_large_s80_md"))
 

@@ -19,13 +19,13 @@ from pyannote.audio.utils.loss import nll_loss
 from pyannote.audio.utils.powerset import Powerset
 
 from pyannote_wavlm_prune import WavLMSegmentation, attach_gates
+from pyannote_wavlm_prune.frontends.cost import expected_sparsity
+from pyannote_wavlm_prune.frontends.presets import base_plus_config, tiny_config
 from pyannote_wavlm_prune.tasks.distill_prune import (
     Lagrangian,
     default_distilled_layers,
     distillation_loss,
 )
-from pyannote_wavlm_prune.wavlm.cost import expected_sparsity
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
 
 
 def _model(wavlm) -> WavLMSegmentation:

@@ -51,9 +51,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from bench_pruned_wavlm import _segmentation  # noqa: E402
 
 from pyannote_wavlm_prune.deploy import OnnxSegmentation  # noqa: E402
+from pyannote_wavlm_prune.frontends import REFERENCE_BASE_PLUS_S80  # noqa: E402
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization, estimate_plda  # noqa: E402
 from pyannote_wavlm_prune.pipelines.segmentation_bench import pyannote_sample  # noqa: E402
-from pyannote_wavlm_prune.wavlm import REFERENCE_BASE_PLUS_S80  # noqa: E402
 
 SAMPLE_RATE = 16000
 # variant -> (structure, segmentation_runtime, pipeline class, embeddings per chunk,

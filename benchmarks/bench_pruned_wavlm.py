@@ -22,14 +22,14 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pyannote_wavlm_prune.pipelines.segmentation_bench import time_forward
-from pyannote_wavlm_prune.wavlm import (
+from pyannote_wavlm_prune.frontends import (
     REFERENCE_BASE_PLUS_S80,
     Structure,
     WavLMFrontEnd,
     expected_macs,
 )
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config
+from pyannote_wavlm_prune.frontends.presets import base_plus_config
+from pyannote_wavlm_prune.pipelines.segmentation_bench import time_forward
 
 SAMPLE_RATE = 16000
 

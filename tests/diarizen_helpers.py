@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pyannote_wavlm_prune.wavlm.published import published_structure, structure_with_family
+from pyannote_wavlm_prune.frontends.published import published_structure, structure_with_family
 
 CONFIG_TOML = """\
 [meta]

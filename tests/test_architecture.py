@@ -63,7 +63,7 @@ def _code_block(markdown: str, heading: str) -> list[str]:
 
 
 def _unit(module: str) -> str:
-    """What docs/architecture.md's layers name a module by: its subpackage ("wavlm/"), or
+    """What docs/architecture.md's layers name a module by: its subpackage ("frontends/"), or
     its own file at the top of the package ("cli.py", "__init__.py")."""
     parts = module.split(".")[1:]
     if not parts:
@@ -83,7 +83,7 @@ def test_the_architecture_names_every_module_of_the_package_and_no_other():
             else:
                 listed.add("".join(directories[1:]) + name)  # [0]: pyannote_wavlm_prune/
     modules = {path.relative_to(PACKAGE).as_posix() for path in PACKAGE.rglob("*.py")}
-    assert len(modules) > 70 and "wavlm/units/conv.py" in listed  # the map was read
+    assert len(modules) > 70 and "frontends/units/conv.py" in listed  # the map was read
     assert {name for name in listed if name.endswith(".py")} == modules
 
 
@@ -107,9 +107,9 @@ def test_no_module_imports_from_a_layer_above_its_own():
     assert not upward, "imports that go up the layers:\n" + "\n".join(upward)
 
 
-def test_wavlm_imports_nothing_of_pyannote():
+def test_frontends_import_nothing_of_pyannote():
     found = []
-    for path in sorted((PACKAGE / "wavlm").rglob("*.py")):
+    for path in sorted((PACKAGE / "frontends").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and not node.level
@@ -123,7 +123,7 @@ def test_the_package_has_no_import_cycle():
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {_module_name(path) for path in paths}
     graph = {_module_name(path): _imports(path, modules) for path in paths}
-    assert len(graph) > 40 and graph["pyannote_wavlm_prune.wavlm.cost"]  # the parse saw imports
+    assert len(graph) > 40 and graph["pyannote_wavlm_prune.frontends.cost"]  # the parse saw imports
 
     visiting, done, cycles = [], set(), []
 
@@ -142,6 +142,29 @@ def test_the_package_has_no_import_cycle():
     for module in sorted(graph):
         visit(module)
     assert cycles == []
+
+
+def test_the_old_name_of_the_front_end_package_imports_the_same_modules_with_a_warning():
+    """frontends/ was wavlm/ until it held HuBERT and wav2vec 2.0: code and pickles that name
+    the old modules get the new ones themselves (the same classes), with a DeprecationWarning.
+    In a fresh interpreter: the warning is said on the first import only."""
+    script = """
+import pickle, warnings
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    from pyannote_wavlm_prune.wavlm import Structure
+    from pyannote_wavlm_prune.wavlm.frontend import WavLMFrontEnd
+    import pyannote_wavlm_prune.wavlm.units.conv as conv
+from pyannote_wavlm_prune import frontends
+from pyannote_wavlm_prune.frontends import frontend, units
+gate = pickle.loads(b"cpyannote_wavlm_prune.wavlm.gates\\nHardConcreteGate\\n.")
+print([Structure is frontends.Structure, WavLMFrontEnd is frontend.WavLMFrontEnd,
+       conv is units.conv, gate is frontends.HardConcreteGate,
+       [w.category.__name__ for w in caught if "pyannote_wavlm_prune.frontends" in str(w.message)]])
+"""
+    output = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                            check=True).stdout
+    assert output.strip() == "[True, True, True, True, ['DeprecationWarning']]"
 
 
 # tests/data: checkpoints written by earlier versions, each with its outputs on its waveforms

@@ -9,10 +9,7 @@ from helpers import network_depth, rounding_bound, tiny_model
 from wavlm_helpers import max_abs_diff, randomise_gates, tiny_frontend
 
 from pyannote_wavlm_prune import prune
-from pyannote_wavlm_prune.recipe.callbacks import SparsityTrajectory
-from pyannote_wavlm_prune.recipe.training import trainer
-from pyannote_wavlm_prune.tasks import DistillPrune
-from pyannote_wavlm_prune.wavlm import (
+from pyannote_wavlm_prune.frontends import (
     WavLMFrontEnd,
     attach_frontend_gates,
     deterministic_masks,
@@ -20,8 +17,11 @@ from pyannote_wavlm_prune.wavlm import (
     fold_frontend,
     kept_structure,
 )
-from pyannote_wavlm_prune.wavlm.budget import masks_at_budget
-from pyannote_wavlm_prune.wavlm.cost import shift_gates_to_sparsity
+from pyannote_wavlm_prune.frontends.budget import masks_at_budget
+from pyannote_wavlm_prune.frontends.cost import shift_gates_to_sparsity
+from pyannote_wavlm_prune.recipe.callbacks import SparsityTrajectory
+from pyannote_wavlm_prune.recipe.training import trainer
+from pyannote_wavlm_prune.tasks import DistillPrune
 
 # DistillPrune's defaults (the papers' learning rates, docs/method.md#the-objective, and the
 # projection controller); a short warm-up

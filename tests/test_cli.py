@@ -213,8 +213,8 @@ def test_recipe_example_is_written_once_and_reads_as_a_recipe(tmp_path, monkeypa
 def test_structure_summary_states_what_pruning_kept():
     from helpers import TINY_PRUNED_STRUCTURE
 
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
-    from pyannote_wavlm_prune.wavlm.structure import Structure
+    from pyannote_wavlm_prune.frontends.presets import tiny_config
+    from pyannote_wavlm_prune.frontends.structure import Structure
 
     config = tiny_config()
     structure = Structure.from_dict(TINY_PRUNED_STRUCTURE, config)

@@ -15,7 +15,7 @@ from wavlm_helpers import (
     tiny_frontend,
 )
 
-from pyannote_wavlm_prune.wavlm import (
+from pyannote_wavlm_prune.frontends import (
     REFERENCE_BASE_PLUS_S80,
     UNITS,
     WavLMFrontEnd,
@@ -25,8 +25,8 @@ from pyannote_wavlm_prune.wavlm import (
     expected_sparsity,
     kept_structure,
 )
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
-from pyannote_wavlm_prune.wavlm.structure import Structure
+from pyannote_wavlm_prune.frontends.presets import base_plus_config, tiny_config
+from pyannote_wavlm_prune.frontends.structure import Structure
 
 EIGHT_SECONDS = 8 * 16000
 
@@ -174,7 +174,7 @@ def test_a_hubert_with_a_batch_norm_positional_convolution_is_counted_exactly():
     # convolution instead of its weight norm
     from wavlm_helpers import layout_config
 
-    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd
+    from pyannote_wavlm_prune.frontends import WavLMFrontEnd
 
     frontend = WavLMFrontEnd(layout_config("hubert-base", conv_pos_batch_norm=True)).eval()
     assert frontend.wavlm.encoder.pos_conv_embed.batch_norm is not None

@@ -34,13 +34,13 @@ from pyannote.audio import Model
 from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from pyannote_wavlm_prune import attach_gates, import_diarizen, prune, save_checkpoint
-from pyannote_wavlm_prune.importers.diarizen import diarizen_model
-from pyannote_wavlm_prune.wavlm import UNITS, expected_params
-from pyannote_wavlm_prune.wavlm.published import (
+from pyannote_wavlm_prune.frontends import UNITS, expected_params
+from pyannote_wavlm_prune.frontends.published import (
     PUBLISHED_STRUCTURES,
     REFERENCE_BASE_PLUS_S80,
     published_structure,
 )
+from pyannote_wavlm_prune.importers.diarizen import diarizen_model
 
 
 def waveforms(num_samples: int = 40000, batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -396,7 +396,7 @@ def test_published_structures_have_diarizen_s_head_indices_and_removed_blocks():
 
 @pytest.mark.parametrize("name", ["wavlm_base_s80_md", "wavlm_large_s80_md"])
 def test_cost_model_counts_the_parameters_of_an_imported_front_end(name):
-    from pyannote_wavlm_prune.wavlm import WavLMFrontEnd
+    from pyannote_wavlm_prune.frontends import WavLMFrontEnd
 
     config, structure = published_structure(name)
     frontend = WavLMFrontEnd(config, structure=structure, conv_output_scale=True,

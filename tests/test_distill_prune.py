@@ -8,17 +8,17 @@ import torch
 from helpers import TINY_PRUNED_STRUCTURE, tiny_model
 
 from pyannote_wavlm_prune import attach_gates, prune, save_checkpoint
+from pyannote_wavlm_prune.frontends.cost import (
+    expected_macs,
+    expected_params,
+)
+from pyannote_wavlm_prune.frontends.gates import HardConcreteGate
+from pyannote_wavlm_prune.frontends.structure import Structure
 from pyannote_wavlm_prune.recipe.averaging import KeepBestCheckpoints
 from pyannote_wavlm_prune.recipe.callbacks import StopAtTargetSparsity
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import DistillPrune
 from pyannote_wavlm_prune.tasks.distill_prune import Lagrangian
-from pyannote_wavlm_prune.wavlm.cost import (
-    expected_macs,
-    expected_params,
-)
-from pyannote_wavlm_prune.wavlm.gates import HardConcreteGate
-from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # fast enough to reach a target in a couple hundred steps of a tiny model
 FAST = {"student": 2e-3, "gates": 0.1, "lagrangian": 0.2}

@@ -265,9 +265,9 @@ def test_a_pipeline_with_the_onnx_embedding_keeps_the_per_chunk_path(resnet, fp3
     from pyannote.audio.sample import SAMPLE_FILE
     from pyannote.core import SlidingWindow, SlidingWindowFeature
 
+    from pyannote_wavlm_prune.frontends.presets import tiny_config
     from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
     from pyannote_wavlm_prune.pipelines import SpeakerDiarization
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
     segmentation = WavLMSegmentation(wavlm=tiny_config())
     segmentation.specifications = powerset_specifications(duration=2.0)

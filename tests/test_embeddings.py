@@ -11,12 +11,12 @@ from pyannote.audio.pipelines import SpeakerDiarization as PyannoteSpeakerDiariz
 from pyannote.audio.sample import SAMPLE_FILE
 from pyannote.core import SlidingWindow, SlidingWindowFeature
 
+from pyannote_wavlm_prune.frontends.presets import tiny_config
 from pyannote_wavlm_prune.models.wavlm_segmentation import WavLMSegmentation
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.pipelines.parts import NoPLDA
 from pyannote_wavlm_prune.recipe.training import diarization_task, trainer
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 AGGLOMERATIVE = {"segmentation": {"min_duration_off": 0.0},
                  "clustering": {"method": "centroid", "min_cluster_size": 2, "threshold": 0.7}}

@@ -14,6 +14,7 @@ from pyannote.metrics.diarization import DiarizationErrorRate
 from pyannote_wavlm_prune import save_checkpoint
 from pyannote_wavlm_prune.commands import bench as bench_command
 from pyannote_wavlm_prune.commands import evaluate as evaluate_command
+from pyannote_wavlm_prune.frontends.cost import expected_macs
 from pyannote_wavlm_prune.pipelines import SpeakerDiarization
 from pyannote_wavlm_prune.pipelines.evaluate import (
     evaluate_pipeline,
@@ -21,7 +22,6 @@ from pyannote_wavlm_prune.pipelines.evaluate import (
     local_speaker_purity,
 )
 from pyannote_wavlm_prune.pipelines.segmentation_bench import bench_segmentation, count_macs
-from pyannote_wavlm_prune.wavlm.cost import expected_macs
 
 PRUNED = {
     "conv_channels": [16, 24, 8, 32, 12, 20, 32],

@@ -20,6 +20,8 @@ from wavlm_helpers import count_parameters, flop_counter_macs, layout_config
 
 from pyannote_wavlm_prune import WavLMSegmentation, prune, save_checkpoint
 from pyannote_wavlm_prune.deploy import export_onnx, quantize_int8
+from pyannote_wavlm_prune.frontends.architectures import ARCHITECTURES
+from pyannote_wavlm_prune.frontends.cost import expected_macs
 from pyannote_wavlm_prune.pipelines import export_pipeline
 from pyannote_wavlm_prune.pipelines.embedding_training import untrained_embedding
 from pyannote_wavlm_prune.pipelines.segmentation_bench import bench_segmentation
@@ -27,8 +29,6 @@ from pyannote_wavlm_prune.recipe import distill_stage, finetune_stage
 from pyannote_wavlm_prune.recipe.stages import Budget
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import DistillPrune
-from pyannote_wavlm_prune.wavlm.architectures import ARCHITECTURES
-from pyannote_wavlm_prune.wavlm.cost import expected_macs
 
 # WavLM's Base layout goes through these in tests/test_budget.py, test_deploy.py, test_export.py
 LAYOUTS_HERE = ["large", "hubert-base", "hubert-large", "wav2vec2-base", "wav2vec2-large"]

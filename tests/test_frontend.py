@@ -6,9 +6,9 @@ from helpers import network_depth, rounding_bound
 from transformers import WavLMConfig
 from wavlm_helpers import LAYOUTS, layout_config
 
-from pyannote_wavlm_prune.wavlm.config import resolve_wavlm
-from pyannote_wavlm_prune.wavlm.frontend import NORMALISATION_EPS, WavLMFrontEnd
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
+from pyannote_wavlm_prune.frontends.config import resolve_wavlm
+from pyannote_wavlm_prune.frontends.frontend import NORMALISATION_EPS, WavLMFrontEnd
+from pyannote_wavlm_prune.frontends.presets import base_plus_config, tiny_config
 
 
 def reference_hidden_states(frontend: WavLMFrontEnd, waveforms: torch.Tensor):

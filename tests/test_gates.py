@@ -9,7 +9,7 @@ import torch
 from helpers import network_depth, rounding_bound
 from wavlm_helpers import LAYOUTS, max_abs_diff, open_all_gates, randomise_gates, tiny_frontend
 
-from pyannote_wavlm_prune.wavlm import (
+from pyannote_wavlm_prune.frontends import (
     UNITS,
     HardConcreteGate,
     attach_frontend_gates,

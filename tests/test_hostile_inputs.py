@@ -285,8 +285,8 @@ def test_a_front_end_far_beyond_the_published_sizes_is_refused_before_allocation
         checkpoint_with, monkeypatch):
     from transformers import WavLMConfig
 
+    from pyannote_wavlm_prune.frontends import frontend
     from pyannote_wavlm_prune.models.loading import load_model
-    from pyannote_wavlm_prune.wavlm import frontend
 
     huge = WavLMConfig(num_hidden_layers=64, hidden_size=8192, num_attention_heads=64,
                        intermediate_size=32768).to_dict()

@@ -13,7 +13,7 @@ from pyannote.audio import Model
 from transformers import WavLMModel
 
 from pyannote_wavlm_prune import WavLMSegmentation, save_checkpoint
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
+from pyannote_wavlm_prune.frontends.presets import tiny_config
 
 
 @pytest.mark.parametrize("num_samples", [16000, 80000, 128000, 160000, 16000 + 1, 48000 + 319, 401])
@@ -163,7 +163,7 @@ def test_waveform_of_the_wrong_rank_is_refused():
 
 def test_a_variant_is_named_and_numerics_of_no_variant_are_refused_as_a_name():
     from pyannote_wavlm_prune.commands.train import VARIANT_NAMES
-    from pyannote_wavlm_prune.wavlm.variants import VARIANTS
+    from pyannote_wavlm_prune.frontends.variants import VARIANTS
 
     assert VARIANT_NAMES == tuple(sorted(VARIANTS))  # the command line's choices, without torch
     model = WavLMSegmentation(wavlm=tiny_config(), variant="diarizen")

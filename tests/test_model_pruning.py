@@ -9,7 +9,7 @@ from pyannote.audio import Model
 from wavlm_helpers import LAYOUTS
 
 from pyannote_wavlm_prune import WavLMSegmentation, attach_gates, prune, save_checkpoint
-from pyannote_wavlm_prune.wavlm.cost import expected_params
+from pyannote_wavlm_prune.frontends.cost import expected_params
 
 ALL_UNITS = ("conv", "head", "ffn", "attention_layer", "ffn_layer")
 

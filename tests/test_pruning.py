@@ -19,7 +19,7 @@ from wavlm_helpers import (
     tiny_frontend,
 )
 
-from pyannote_wavlm_prune.wavlm import (
+from pyannote_wavlm_prune.frontends import (
     REFERENCE_BASE_PLUS_S80,
     PrunedWavLMAttention,
     Structure,
@@ -30,7 +30,7 @@ from pyannote_wavlm_prune.wavlm import (
     is_gated,
     kept_structure,
 )
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config, tiny_config
+from pyannote_wavlm_prune.frontends.presets import base_plus_config, tiny_config
 
 
 @pytest.fixture(scope="module")

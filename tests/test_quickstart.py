@@ -10,6 +10,8 @@ from real_recordings import DATABASE, RECORDINGS
 
 from pyannote_wavlm_prune.data.config import SimulationConfig
 from pyannote_wavlm_prune.data.simulate import speaker_pools
+from pyannote_wavlm_prune.frontends.presets import tiny_config
+from pyannote_wavlm_prune.frontends.structure import Structure
 from pyannote_wavlm_prune.recipe import Budget
 from pyannote_wavlm_prune.recipe.quickstart import (
     EMBEDDING_CORPUS_SEED,
@@ -21,8 +23,6 @@ from pyannote_wavlm_prune.recipe.quickstart import (
     run_quickstart,
     stage_times_table,
 )
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
-from pyannote_wavlm_prune.wavlm.structure import Structure
 
 
 def tiny_settings(real_recordings=None) -> QuickstartSettings:

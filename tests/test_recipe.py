@@ -68,7 +68,7 @@ def test_averaging_checkpoints_of_different_structures_is_refused(tmp_path):
     from helpers import TINY_BACKEND, powerset_specifications
 
     from pyannote_wavlm_prune import save_checkpoint
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
+    from pyannote_wavlm_prune.frontends.presets import tiny_config
 
     models = []
     for width in (64, 32):
@@ -157,8 +157,8 @@ def trained(tiny_protocol, tmp_path_factory):
     by the fine-tuning tests, each of which checks that it leaves it untouched."""
     from helpers import TINY_BACKEND
 
+    from pyannote_wavlm_prune.frontends.presets import tiny_config
     from pyannote_wavlm_prune.recipe import train_stage
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
     return train_stage(tiny_protocol, tmp_path_factory.mktemp("trained"), budget=ONE_STEP,
                        progress=False, model_options={"wavlm": tiny_config(), **TINY_BACKEND})

@@ -245,6 +245,7 @@ ONE_STEP = {"max_epochs": 1, "limit_train_batches": 1, "limit_val_batches": 1, "
 def written(tiny_protocol, tmp_path_factory) -> dict[str, Path]:
     """One file of every kind of checkpoint the project writes: {kind: path}."""
     from pyannote_wavlm_prune import import_diarizen
+    from pyannote_wavlm_prune.frontends.presets import tiny_config
     from pyannote_wavlm_prune.pipelines.embedding_training import train_embedding
     from pyannote_wavlm_prune.recipe import (
         Budget,
@@ -253,7 +254,6 @@ def written(tiny_protocol, tmp_path_factory) -> dict[str, Path]:
         prune_stage,
         train_stage,
     )
-    from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
     root = tmp_path_factory.mktemp("written")
     budget = Budget(**ONE_STEP)

@@ -13,6 +13,16 @@ from wavlm_helpers import layout_config
 
 from pyannote_wavlm_prune import attach_gates, prune, save_checkpoint
 from pyannote_wavlm_prune.data.protocols import training_subset
+from pyannote_wavlm_prune.frontends.budget import masks_at_budget
+from pyannote_wavlm_prune.frontends.cost import (
+    module_sparsity,
+    prunable_share,
+    shift_gates_to_sparsity,
+    smallest_sparsity,
+)
+from pyannote_wavlm_prune.frontends.gating import kept_structure
+from pyannote_wavlm_prune.frontends.presets import base_plus_config
+from pyannote_wavlm_prune.frontends.structure import Structure
 from pyannote_wavlm_prune.recipe.stages import (
     Budget,
     distill_stage,
@@ -22,16 +32,6 @@ from pyannote_wavlm_prune.recipe.stages import (
 from pyannote_wavlm_prune.recipe.sweep import pareto_front
 from pyannote_wavlm_prune.recipe.training import trainer
 from pyannote_wavlm_prune.tasks import Distill, DistillPrune
-from pyannote_wavlm_prune.wavlm.budget import masks_at_budget
-from pyannote_wavlm_prune.wavlm.cost import (
-    module_sparsity,
-    prunable_share,
-    shift_gates_to_sparsity,
-    smallest_sparsity,
-)
-from pyannote_wavlm_prune.wavlm.gating import kept_structure
-from pyannote_wavlm_prune.wavlm.presets import base_plus_config
-from pyannote_wavlm_prune.wavlm.structure import Structure
 
 # a few steps of a tiny model: enough to train gates, prune, average and reload
 TINY_BUDGET = {"max_epochs": 1, "limit_train_batches": 3, "limit_val_batches": 1, "batch_size": 2,

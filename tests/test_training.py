@@ -9,13 +9,13 @@ from pyannote.audio.utils.loss import nll_loss
 from pyannote.audio.utils.permutation import permutate
 
 from pyannote_wavlm_prune import WavLMSegmentation
+from pyannote_wavlm_prune.frontends.presets import tiny_config
 from pyannote_wavlm_prune.recipe.training import (
     StageProgressBar,
     diarization_task,
     task_cache_path,
     trainer,
 )
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
 
 
 def fixed_batches(task, num_batches: int = 4):

@@ -58,7 +58,8 @@ def installed(dist, tmp_path_factory) -> dict:
 def test_wheel_and_sdist_hold_the_package_and_nothing_of_the_checkout(dist):
     wheel = zipfile.ZipFile(next(dist.glob("*.whl"))).namelist()
     assert f"{PACKAGE}/cli.py" in wheel
-    assert f"{PACKAGE}/wavlm/units/heads.py" in wheel
+    assert f"{PACKAGE}/frontends/units/heads.py" in wheel
+    assert f"{PACKAGE}/wavlm/__init__.py" in wheel  # the old name, for code that uses it
     assert f"{PACKAGE}/recipe/example.yml" in wheel  # what `recipe --example` writes
     assert not [n for n in wheel if n.startswith(("tests/", "benchmarks/", "docs/", "scripts/"))]
     entry_points = next(n for n in wheel if n.endswith("entry_points.txt"))

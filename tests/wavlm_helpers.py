@@ -5,8 +5,13 @@ from __future__ import annotations
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from pyannote_wavlm_prune.wavlm import UNITS, WavLMFrontEnd, attach_frontend_gates, fold_frontend
-from pyannote_wavlm_prune.wavlm.presets import tiny_config
+from pyannote_wavlm_prune.frontends import (
+    UNITS,
+    WavLMFrontEnd,
+    attach_frontend_gates,
+    fold_frontend,
+)
+from pyannote_wavlm_prune.frontends.presets import tiny_config
 
 # 1.3 s: not a whole number of frames, and T^2 attention terms matter
 NUM_SAMPLES = 20811

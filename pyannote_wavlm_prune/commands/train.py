@@ -33,7 +33,7 @@ TASK = "pyannote_wavlm_prune.recipe.training:diarization_task"
 # (16 kHz mono), task (the stage's).
 MODEL_OPTIONS = ("wavlm", "freeze_wavlm", "cnn_gradient_scale", "projection", "conformer",
                  "learning_rate", "variant")
-# the names of `wavlm.variants.VARIANTS` (not imported: the command line starts without torch)
+# the names of `frontends.variants.VARIANTS` (not imported: the command line starts without torch)
 VARIANT_NAMES = ("default", "diarizen")
 # options of `diarization_task` (duration and batch_size: the training budget's)
 TASK_OPTIONS = ("max_speakers_per_chunk", "num_workers")

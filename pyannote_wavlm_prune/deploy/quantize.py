@@ -25,9 +25,9 @@ import logging
 import torch
 from torch import nn
 
+from ..frontends.architectures import ARCHITECTURES
+from ..frontends.structure import Structure
 from ..models.wavlm_segmentation import WavLMSegmentation
-from ..wavlm.architectures import ARCHITECTURES
-from ..wavlm.structure import Structure
 from .inference import optimize_for_inference
 
 log = logging.getLogger(__name__)

@@ -47,13 +47,13 @@ from pyannote.audio.core.task import Problem, Resolution, Specifications
 
 from ..deploy.embedding import check_embedding_runtime
 from ..files import check_output_location
+from ..frontends.published import published_structure, structure_with_family
+from ..frontends.structure import Structure
 from ..models.loading import unpickling
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..pipelines.export import export_pipeline
 from ..pipelines.parts import checked_model, load_plda, local_or_hub_name
 from ..settings import HYPER_PARAMETERS, SETTINGS, is_integer, is_number
-from ..wavlm.published import published_structure, structure_with_family
-from ..wavlm.structure import Structure
 
 CHECKPOINT_FILE = "pytorch_model.bin"
 CONFIG_FILE = "config.toml"
@@ -101,7 +101,7 @@ DIARIZEN_MIN_CLEAN_RATIO = 0.1
 def diarizen_model_options() -> dict[str, Any]:
     """The `WavLMSegmentation` options under which it computes what DiariZen's model computes."""
     # raw layer weights (Linear(L+1, 1, bias=False)), feature_extractor.dummy_weight, plain
-    # LayerNorms over the kept CNN channels, F.layer_norm of each waveform: `wavlm.variants`
+    # LayerNorms over the kept CNN channels, F.layer_norm of each waveform: `frontends.variants`
     return {"variant": "diarizen"}
 
 

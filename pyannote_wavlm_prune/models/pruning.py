@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from ..wavlm.budget import masks_at_budget
-from ..wavlm.folding import fold_frontend
-from ..wavlm.gating import attach_frontend_gates, check_units, is_gated
-from ..wavlm.units import DEFAULT_UNITS
+from ..frontends.budget import masks_at_budget
+from ..frontends.folding import fold_frontend
+from ..frontends.gating import attach_frontend_gates, check_units, is_gated
+from ..frontends.units import DEFAULT_UNITS
 from .wavlm_segmentation import WavLMSegmentation
 
 
@@ -27,9 +27,9 @@ def attach_gates(
         Not gated yet; unpruned, or pruned already (to prune it further: the gates act on
         the units its structure kept).
     units : str or iterable of str, optional
-        Unit kinds among `wavlm.UNITS` (the registry `wavlm.units.UNIT_KINDS`: CNN output
+        Unit kinds among `frontends.UNITS` (the registry `frontends.units.UNIT_KINDS`: CNN output
         channels, attention heads, FFN intermediate units, whole blocks). Defaults to
-        `wavlm.DEFAULT_UNITS`.
+        `frontends.DEFAULT_UNITS`.
 
     The gated units are recorded in the hyper-parameters, so that a checkpoint of the gated
     model reloads (with `Model.from_pretrained`) with its gates and their learnt values.
@@ -64,8 +64,8 @@ def prune(
     sparsity : float or dict, optional
         Finish exactly at this budget: the marginal units are decided from the gates'
         scores until the pruned WavLM's sparsity is within `tolerance` of it (see
-        `wavlm.budget.masks_at_budget`); {module: target} for module-wise targets (each
-        module of `wavlm.cost.MODULES` within `tolerance` of its own). Defaults to None: the
+        `frontends.budget.masks_at_budget`); {module: target} for module-wise targets (each
+        module of `frontends.cost.MODULES` within `tolerance` of its own). Defaults to None: the
         deterministic gates alone.
     objective : {"params", "macs"}, optional
         What `sparsity` counts. Defaults to the objective the gates were trained for

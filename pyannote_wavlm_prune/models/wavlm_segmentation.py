@@ -15,12 +15,12 @@ from torchaudio.models import Conformer
 from transformers import PretrainedConfig
 
 from ..files import atomic_path
+from ..frontends.config import resolve_wavlm
+from ..frontends.frontend import WavLMFrontEnd
+from ..frontends.gating import attach_frontend_gates
+from ..frontends.structure import Structure
+from ..frontends.variants import NUMERICS, numerics_of, variant_from_numerics
 from ..options import merge_options
-from ..wavlm.config import resolve_wavlm
-from ..wavlm.frontend import WavLMFrontEnd
-from ..wavlm.gating import attach_frontend_gates
-from ..wavlm.structure import Structure
-from ..wavlm.variants import NUMERICS, numerics_of, variant_from_numerics
 
 WAVLM_SAMPLE_RATE = 16000
 
@@ -43,7 +43,7 @@ class WavLMSegmentation(Model):
         "kept_heads": ..., "ffn_widths": ...}) relative to `wavlm`'s architecture. Defaults to the unpruned architecture. Set by
         `prune()`; give it to instantiate a published structure (random weights).
     gates : sequence of str, optional
-        Unit kinds carrying hard-concrete gates (among `wavlm.UNITS`). Set by
+        Unit kinds carrying hard-concrete gates (among `frontends.UNITS`). Set by
         `attach_gates()`, so that a gated checkpoint reloads with its gates.
     gates_objective : dict, optional
         {"objective": "params" or "macs", "num_samples": int}: what the gates were trained
@@ -61,7 +61,7 @@ class WavLMSegmentation(Model):
     learning_rate : dict, optional
         AdamW learning rates {"wavlm": 2e-5, "backend": 1e-3}: WavLM, and everything else.
     variant : str, optional
-        The numerics where implementations differ (`wavlm.variants`): "default" (this
+        The numerics where implementations differ (`frontends.variants`): "default" (this
         project's) or "diarizen" (what DiariZen's models compute; set by `import-diarizen`).
     sample_rate : int, optional
         Must be 16000, WavLM's rate.
@@ -181,7 +181,7 @@ class WavLMSegmentation(Model):
 
     @property
     def numerics(self) -> dict[str, Any]:
-        """The four numerics of the model's variant (`wavlm.variants`)."""
+        """The four numerics of the model's variant (`frontends.variants`)."""
         return numerics_of(self.hparams.variant)
 
     @property

@@ -15,8 +15,8 @@ from pyannote.audio import Model
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 from tqdm.auto import tqdm
 
+from ..frontends.cost import expected_macs
 from ..models.loading import load_model
-from ..wavlm.cost import expected_macs
 
 
 def pyannote_sample() -> dict:

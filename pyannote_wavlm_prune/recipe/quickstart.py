@@ -23,14 +23,14 @@ import torch
 
 from ..data.protocols import get_protocol
 from ..data.simulate import simulate
+from ..frontends.cost import expected_params
+from ..frontends.presets import tiny_config
 from ..models.loading import load_model
 from ..pipelines.embedding_training import train_embedding
 from ..pipelines.evaluate import evaluate_pipeline, get_files
 from ..pipelines.export import export_pipeline, load_pipeline
 from ..pipelines.optimize import optimize_pipeline
 from ..pipelines.segmentation_bench import bench_segmentation
-from ..wavlm.cost import expected_params
-from ..wavlm.presets import tiny_config
 from .callbacks import save_figure
 from .stages import Budget, distill_stage, finetune_stage, prune_stage, train_stage
 from .training import StageProgressBar

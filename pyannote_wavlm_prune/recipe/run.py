@@ -14,6 +14,8 @@ from pyannote.database import Protocol
 
 from ..data.protocols import check_train_files, get_protocol
 from ..files import check_output_location, check_writable
+from ..frontends import presets
+from ..frontends.architectures import ARCHITECTURES
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import (
     check_against_defaults,
@@ -22,8 +24,6 @@ from ..options import (
     unknown_keys_error,
 )
 from ..tasks import Distill, DistillPrune
-from ..wavlm import presets
-from ..wavlm.architectures import ARCHITECTURES
 from .stages import (
     Budget,
     check_schedule,
@@ -131,7 +131,7 @@ class Recipe:
                 # run by `pyannote-wavlm-prune sweep` (see recipe.sweep), not by `recipe`
 
         A `wavlm: {preset: tiny|base_plus|large, ...overrides}` builds a config of
-        `pyannote_wavlm_prune.wavlm.presets` (random initialisation).
+        `pyannote_wavlm_prune.frontends.presets` (random initialisation).
 
         Every key and value is checked when the recipe is read (`validate`), before any
         stage trains: a YAML syntax error, an unknown key (with the closest known one) or a
@@ -300,7 +300,7 @@ class Recipe:
 
 
 def resolve_wavlm_option(wavlm):
-    """`{preset: name, **overrides}` -> a config of `wavlm.presets`; anything else unchanged."""
+    """`{preset: name, **overrides}` -> a config of `frontends.presets`; anything else unchanged."""
     if isinstance(wavlm, Mapping) and "preset" in wavlm:
         options = dict(wavlm)
         name = options.pop("preset")

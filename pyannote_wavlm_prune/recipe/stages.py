@@ -29,13 +29,13 @@ from pyannote.database import Protocol
 
 from ..data.references import check_references
 from ..files import write_json_atomically
+from ..frontends.cost import pruned_sparsity
 from ..models.checkpoint import save_checkpoint
 from ..models.loading import load_model, unpickling
 from ..models.pruning import prune
 from ..models.wavlm_segmentation import WavLMSegmentation
 from ..options import merge_options, unknown_keys_error
 from ..tasks import Distill, DistillPrune
-from ..wavlm.cost import pruned_sparsity
 from .averaging import KeepBestCheckpoints, average_checkpoints, selected_checkpoints
 from .callbacks import EarlyStoppingAfter, SparsityTrajectory, StopAtTargetSparsity
 from .record import begin_stage, describe_input

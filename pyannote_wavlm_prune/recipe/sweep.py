@@ -17,7 +17,7 @@ Strategies, for a target t:
 - overall: one target for the whole front end (`DistillPrune(sparsity=t)`);
 - module-wise: one target for each module, the CNN and the transformer, the same for both
   and such that the front end's combined sparsity is t (`sparsity={cnn: u, transformer: u}`,
-  u = t / the share of the front end these modules hold, `wavlm.cost.prunable_share`);
+  u = t / the share of the front end these modules hold, `frontends.cost.prunable_share`);
 - progressive: the targets t/n, 2t/n, ..., t in n rounds (`progressive_prune_stage`; n =
   `rounds`, default 2), distilled between rounds.
 """
@@ -232,8 +232,8 @@ def _run_cell(recipe, cell: Cell, settings, protocol, teacher: Path, embedding, 
 def _share(teacher: Path, objective: str, budget) -> float:
     """The share of the teacher's front end (cost in `objective`) the CNN and transformer
     modules hold, for chunks of the prune stage's duration (the teacher's by default)."""
+    from ..frontends.cost import prunable_share
     from ..models.loading import load_model
-    from ..wavlm.cost import prunable_share
 
     model = load_model(teacher, "teacher")
     duration = budget.duration or model.specifications.duration
@@ -260,9 +260,9 @@ def measure(model: str | os.PathLike, teacher: str | os.PathLike, protocol, embe
     """A sweep row's measurements of the segmentation checkpoint `model` (see module docstring)."""
     import torch
 
+    from ..frontends.gating import frontend_structure
     from ..models.loading import load_model
     from ..pipelines.segmentation_bench import bench_segmentation
-    from ..wavlm.gating import frontend_structure
 
     loaded = load_model(model, "model")
     structure = frontend_structure(loaded.frontend)

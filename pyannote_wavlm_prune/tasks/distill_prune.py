@@ -17,11 +17,7 @@ from pyannote.database import Protocol
 from torch import nn
 
 from ..data.protocols import check_train_files, training_subset
-from ..models.loading import load_model
-from ..models.pruning import attach_gates
-from ..models.wavlm_segmentation import WavLMSegmentation
-from ..options import merge_options
-from ..wavlm.cost import (
+from ..frontends.cost import (
     MODULES,
     expected_sparsity,
     module_sparsity,
@@ -29,9 +25,13 @@ from ..wavlm.cost import (
     shift_gates_to_sparsity,
     smallest_sparsity,
 )
-from ..wavlm.gating import check_units
-from ..wavlm.structure import METRICS
-from ..wavlm.units import DEFAULT_UNITS
+from ..frontends.gating import check_units
+from ..frontends.structure import METRICS
+from ..frontends.units import DEFAULT_UNITS
+from ..models.loading import load_model
+from ..models.pruning import attach_gates
+from ..models.wavlm_segmentation import WavLMSegmentation
+from ..options import merge_options
 
 CONTROLLERS = ("projection", "lagrangian")
 
@@ -387,9 +387,9 @@ class DistillPrune(Distill):
         to the unpruned architecture of the teacher's WavLM config, pruned teacher or not:
         pruning an s80 model to s90 is sparsity=0.9. At least the teacher's own sparsity
         (`initial_sparsity`). Defaults to 0.8 (overall pruning). Module-wise pruning: a
-        target per module, {module: target} with modules of `wavlm.cost.MODULES` ("cnn" and
+        target per module, {module: target} with modules of `frontends.cost.MODULES` ("cnn" and
         "transformer", or per unit kind "cnn", "heads" and "ffn"; a module's sparsity counts
-        what its unit kinds carry, `wavlm.cost.module_sparsity`); modules not named are not
+        what its unit kinds carry, `frontends.cost.module_sparsity`); modules not named are not
         pruned (their gates stay open), and the front end's combined sparsity follows.
         A target beyond what pruning can reach (`max_sparsity`: every unit removed but one
         channel per CNN layer) is warned of, and pruning goes as far as it can.
@@ -402,13 +402,13 @@ class DistillPrune(Distill):
     warmup_steps : int, optional
         Same, in optimisation steps (overrides `warmup_epochs`).
     units : sequence of str, optional
-        Gated unit kinds, among `wavlm.UNITS`. Defaults to `wavlm.DEFAULT_UNITS`.
+        Gated unit kinds, among `frontends.UNITS`. Defaults to `frontends.DEFAULT_UNITS`.
     learning_rate : dict, optional
         AdamW learning rates {"student": 2e-4, "gates": 2e-2, "lagrangian": 2e-2}.
     controller : {"projection", "lagrangian"}, optional
         How the expected sparsity follows the target. "projection" (default): before each
         step, one offset added to every gate's log_alpha puts the expected sparsity exactly
-        on the target (`wavlm.cost.shift_gates_to_sparsity`); the distillation decides which
+        on the target (`frontends.cost.shift_gates_to_sparsity`); the distillation decides which
         units stay. "lagrangian": the papers' L = L_distill + lambda1 (s - t) + lambda2 (s - t)^2,
         the multipliers trained by Adam ascent: an integral controller acting on gates that
         move in lockstep, which swings the sparsity past the target in short runs

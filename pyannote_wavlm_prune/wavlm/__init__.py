@@ -1,46 +1,37 @@
-"""WavLM on top of transformers: front end, hard-concrete gates, cost model, structured pruning.
+"""Deprecated: `pyannote_wavlm_prune.frontends`, under the name it had while it held WavLM only.
 
-No pyannote import here: these pieces work on a `WavLMFrontEnd` alone. Each prunable unit
-kind lives in one module of `units/`; gating, the cost model and folding iterate over them.
+The package now holds WavLM, HuBERT and wav2vec 2.0 front ends and was renamed for what it
+holds. User code and stored objects that name `pyannote_wavlm_prune.wavlm` or one of its
+modules (`pyannote_wavlm_prune.wavlm.frontend`, `.units.conv`...) keep working: each name is
+the very module of `frontends` (registered in `sys.modules` on first import, so classes,
+isinstance checks and pickles are the same), and importing this package says so once with a
+DeprecationWarning.
 """
 
-from .attention import PrunedWavLMAttention
-from .cost import expected_macs, expected_params, expected_sparsity, pruned_sparsity
-from .folding import build_structured_wavlm, fold_frontend
-from .frontend import WavLMFrontEnd
-from .gates import HardConcreteGate
-from .gating import (
-    attach_frontend_gates,
-    deterministic_masks,
-    gate_units,
-    is_gated,
-    kept_structure,
-    remove_frontend_gates,
-)
-from .published import REFERENCE_BASE_PLUS_S80
-from .structure import Structure
-from .units import DEFAULT_UNITS, UNIT_KINDS, UNITS, EmptyLayerError
+import importlib
+import pkgutil
+import sys
+import warnings
 
-__all__ = [
-    "DEFAULT_UNITS",
-    "EmptyLayerError",
-    "HardConcreteGate",
-    "PrunedWavLMAttention",
-    "REFERENCE_BASE_PLUS_S80",
-    "Structure",
-    "UNITS",
-    "UNIT_KINDS",
-    "WavLMFrontEnd",
-    "attach_frontend_gates",
-    "build_structured_wavlm",
-    "deterministic_masks",
-    "expected_macs",
-    "expected_params",
-    "expected_sparsity",
-    "fold_frontend",
-    "gate_units",
-    "is_gated",
-    "kept_structure",
-    "pruned_sparsity",
-    "remove_frontend_gates",
-]
+from .. import frontends
+from ..frontends import *  # noqa: F403  (the public names, as they were)
+from ..frontends import __all__  # noqa: F401
+
+warnings.warn("pyannote_wavlm_prune.wavlm is deprecated: import pyannote_wavlm_prune.frontends "
+              "(the same modules, renamed for the WavLM, HuBERT and wav2vec 2.0 front ends it "
+              "holds).", DeprecationWarning, stacklevel=2)
+
+
+def _alias(package) -> None:
+    """Register every module under `package` under this package's name too (recursively)."""
+    for info in pkgutil.iter_modules(package.__path__):
+        module = importlib.import_module(f"{package.__name__}.{info.name}")
+        alias = __name__ + module.__name__[len(frontends.__name__):]
+        sys.modules[alias] = module
+        parent = sys.modules[alias.rpartition(".")[0]]
+        setattr(parent, info.name, module)
+        if info.ispkg:
+            _alias(module)
+
+
+_alias(frontends)

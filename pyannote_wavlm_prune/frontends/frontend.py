@@ -92,6 +92,8 @@ class WavLMFrontEnd(nn.Module):
         architecture = architecture_of(config)
         architecture.check(config)
         self.architecture = architecture
+        # `wavlm` holds any family's transformers model (a HubertModel too): the name stays,
+        # for every state dict and checkpoint names its weights "frontend.wavlm.*"
         if structure is None:
             self.structure = None
             self.wavlm = architecture.model_class(config)
