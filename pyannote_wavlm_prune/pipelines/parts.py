@@ -28,8 +28,7 @@ from pyannote.audio import Model
 from pyannote.audio.core.plda import PLDA
 from pyannote.audio.core.task import Problem, UnknownSpecificationsError
 
-from ..deploy.embedding import embedding_for_runtime
-from ..deploy.runtime import segmentation_for_runtime
+from ..deploy.runtime import model_for_runtime
 from ..models.loading import CHECKPOINT, load_model
 from .plda import PLDA_FILE, TRANSFORM_FILE, StoredPLDA
 
@@ -242,11 +241,11 @@ def load_models(segmentation: Any, embedding: Any, segmentation_runtime: str | N
     is a pyannote checkpoint, else as given for pyannote's wrapper to load); `options`: the
     pipeline's keyword arguments (token, cache_dir)."""
     source = get_model(segmentation, "segmentation", options)
-    segmentation = segmentation_for_runtime(source, segmentation_runtime)
+    segmentation = model_for_runtime("segmentation", source, segmentation_runtime)
     if embedding is not None and (embedding_runtime is not None
                                   or is_pyannote_embedding(embedding)):
         # loaded here, safely, rather than by pyannote's embedding wrapper
         embedding = get_model(embedding, "embedding", options)
         if embedding_runtime is not None:
-            embedding = embedding_for_runtime(embedding, embedding_runtime)
+            embedding = model_for_runtime("embedding", embedding, embedding_runtime)
     return source, segmentation, embedding
